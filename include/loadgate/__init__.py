@@ -1,0 +1,1 @@
+"""loadgate: release-gated load testing."""

@@ -1,0 +1,1 @@
+"""The reference HarmonyFlow SyncBridge service: the embedded default target."""
