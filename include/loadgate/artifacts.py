@@ -1,0 +1,87 @@
+"""Everything a run writes lives under one run root: ``<artifacts_root>/<run id>/``.
+
+The root is a local folder by default and may be ``s3://bucket/prefix`` in production; paths are
+``UPath`` objects, so the same code writes both. Writes replace whole files (object stores have
+no append), and private files (credentials) are created with mode 0600 where the store has modes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import orjson
+from upath import UPath
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def safe_name(run_id: str) -> str:
+    """A run id as a folder name: Airflow run ids carry ':' and '+'."""
+    name = _UNSAFE.sub("-", run_id).strip("-.")
+    if not name:
+        raise ValueError(f"run id {run_id!r} gives an empty folder name")
+    return name
+
+
+class RunArtifacts:
+    """The run root of one DAG run and the few ways the pipeline writes into it."""
+
+    def __init__(self, artifacts_root: str | os.PathLike[str], run_id: str) -> None:
+        self.root = UPath(artifacts_root) / safe_name(run_id)
+        self.run_id = run_id
+
+    @property
+    def is_local(self) -> bool:
+        return self.root.protocol in ("", "file", "local")
+
+    def path(self, *parts: str) -> UPath:
+        return self.root.joinpath(*parts)
+
+    def ensure(self, *parts: str) -> UPath:
+        folder = self.path(*parts)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def write_bytes(self, rel: str, data: bytes, *, private: bool = False) -> UPath:
+        target = self.path(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.is_local:
+            # write-then-rename: a reader never sees half a file; private files never exist
+            # with wider permissions, not even for an instant
+            tmp = target.with_name(f".{target.name}.tmp")
+            fd = os.open(
+                str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644
+            )
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(str(tmp), str(target))
+        else:
+            target.write_bytes(data)
+        return target
+
+    def write_text(self, rel: str, text: str, *, private: bool = False) -> UPath:
+        return self.write_bytes(rel, text.encode(), private=private)
+
+    def write_json(self, rel: str, obj: Any, *, private: bool = False) -> UPath:
+        data = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        return self.write_bytes(rel, data + b"\n", private=private)
+
+    def read_json(self, rel: str, default: Any = None) -> Any:
+        target = self.path(rel)
+        if not target.exists():
+            return default
+        return orjson.loads(target.read_bytes())
+
+    def read_jsonl(self, rel: str) -> list[Any]:
+        target = self.path(rel)
+        if not target.exists():
+            return []
+        return [orjson.loads(line) for line in target.read_bytes().splitlines() if line.strip()]
+
+    def append_jsonl(self, rel: str, record: Any) -> None:
+        """Append one record (by rewriting the file: fine for the few records a run has)."""
+        target = self.path(rel)
+        old = target.read_bytes() if target.exists() else b""
+        self.write_bytes(rel, old + orjson.dumps(record) + b"\n")

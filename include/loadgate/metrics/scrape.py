@@ -1,0 +1,174 @@
+"""System metrics read straight from the target's own ``/metrics`` (the embedded default).
+
+Each call to :meth:`ScrapeSource.sample` scrapes the exposition once and keeps a short history,
+so rates, increases and changes over a window are computed here the way PromQL's ``rate``,
+``increase`` and ``changes`` would compute them from a Prometheus server.
+
+A target that does not answer is evidence, not an error: every metric reads ``None`` and the
+built-in ``up`` reads 0. A restarted target shows as a change of ``process_start_time_seconds``
+(``changes`` over the window), so a crash that was restarted is still seen as a crash.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+Snapshot = dict[SeriesKey, float]
+
+#: The name under which a source reports whether its last read of the target succeeded.
+UP = "up"
+FUNCTIONS = ("gauge", "rate", "increase", "changes")
+
+
+@dataclass(frozen=True)
+class ScrapeSpec:
+    """How one named system metric is computed from the exposition.
+
+    ``metric`` is the exposition's sample name (``process_cpu_seconds_total``), ``labels`` a
+    subset that a series must carry, ``fn`` one of :data:`FUNCTIONS`; the matching series are
+    summed. ``divide_by`` names a gauge to divide by (a CPU limit in cores, for example).
+    """
+
+    metric: str
+    fn: str = "gauge"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    divide_by: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fn not in FUNCTIONS:
+            raise ValueError(f"scrape fn must be one of {', '.join(FUNCTIONS)}, not {self.fn!r}")
+
+    @classmethod
+    def of(cls, spec: ScrapeSpec | Mapping[str, Any] | Any) -> ScrapeSpec:
+        """Accept a ScrapeSpec, a mapping, or any object with the same attributes (a plan model)."""
+        if isinstance(spec, ScrapeSpec):
+            return spec
+        if not isinstance(spec, Mapping):
+            spec = {k: getattr(spec, k, None) for k in ("metric", "fn", "labels", "divide_by")}
+        return cls(
+            metric=spec["metric"],
+            fn=spec.get("fn") or "gauge",
+            labels=dict(spec.get("labels") or {}),
+            divide_by=spec.get("divide_by"),
+        )
+
+
+def parse_exposition(text: str) -> Snapshot:
+    """Every sample of a Prometheus text exposition, keyed by name and sorted labels."""
+    out: Snapshot = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return out
+
+
+def _matching(snapshot: Snapshot, spec: ScrapeSpec) -> dict[SeriesKey, float]:
+    wanted = spec.labels.items()
+    return {
+        key: value
+        for key, value in snapshot.items()
+        if key[0] == spec.metric and all(item in key[1] for item in wanted)
+    }
+
+
+class ScrapeSource:
+    """A metrics source that scrapes ``url`` (the target's ``/metrics``) on every sample.
+
+    ``specs`` maps metric names (as the plan's criteria use them) to :class:`ScrapeSpec`-like
+    definitions. ``fetch`` is injectable for callers that already hold the text.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        specs: Mapping[str, ScrapeSpec | Mapping[str, Any] | Any],
+        *,
+        timeout: float = 2.0,
+        history_s: float = 900.0,
+        fetch: Callable[[], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.specs = {name: ScrapeSpec.of(spec) for name, spec in specs.items()}
+        self.timeout = timeout
+        self.history_s = history_s
+        self._clock = clock
+        self._fetch = fetch or self._http_fetch
+        self._session = requests.Session() if fetch is None else None
+        self._history: deque[tuple[float, Snapshot | None]] = deque()
+
+    def _http_fetch(self) -> str:
+        assert self._session is not None
+        response = self._session.get(self.url, timeout=self.timeout)
+        response.raise_for_status()
+        return response.text
+
+    def scrape(self) -> Snapshot | None:
+        """Read the target once and remember what it said (``None`` when it did not answer)."""
+        now = self._clock()
+        try:
+            snapshot: Snapshot | None = parse_exposition(self._fetch())
+        except (requests.RequestException, ValueError, OSError):
+            snapshot = None
+        self._history.append((now, snapshot))
+        while self._history and now - self._history[0][0] > self.history_s:
+            self._history.popleft()
+        return snapshot
+
+    def sample(self, names: Sequence[str], window_s: float) -> dict[str, float | None]:
+        latest = self.scrape()
+        out: dict[str, float | None] = {}
+        for name in names:
+            if name == UP:
+                out[name] = 0.0 if latest is None else 1.0
+            elif name not in self.specs or latest is None:
+                out[name] = None
+            else:
+                out[name] = self._evaluate(self.specs[name], latest, window_s)
+        return out
+
+    def _evaluate(self, spec: ScrapeSpec, latest: Snapshot, window_s: float) -> float | None:
+        if spec.fn == "gauge":
+            series = _matching(latest, spec)
+            value: float | None = sum(series.values()) if series else None
+        else:
+            value = self._over_window(spec, window_s)
+        if value is None or spec.divide_by is None:
+            return value
+        divisor = sum(_matching(latest, ScrapeSpec(metric=spec.divide_by)).values())
+        return value / divisor if divisor else None
+
+    def _over_window(self, spec: ScrapeSpec, window_s: float) -> float | None:
+        """rate, increase or changes per series over the window, summed; resets as in PromQL."""
+        now = self._history[-1][0]
+        points = [
+            (t, _matching(snap, spec))
+            for t, snap in self._history
+            if snap is not None and now - t <= window_s + 1e-9
+        ]
+        if len(points) < 2:
+            return None
+        elapsed = points[-1][0] - points[0][0]
+        total = 0.0
+        for key in set().union(*(series.keys() for _, series in points)):
+            if spec.fn == "changes":
+                values = [series[key] for _, series in points if key in series]
+                total += sum(1 for a, b in itertools.pairwise(values) if a != b)
+                continue
+            values = [series.get(key, 0.0) for _, series in points]
+            increase = 0.0
+            for a, b in itertools.pairwise(values):
+                increase += b - a if b >= a else b  # a drop is a counter reset
+            total += increase
+        if spec.fn == "rate":
+            return total / elapsed if elapsed > 0 else None
+        return total
