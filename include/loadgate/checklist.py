@@ -1,0 +1,157 @@
+"""The pre-test checklist (the seed's §7.1), each item a real check with its evidence.
+
+A failed required item stops the run before any load is sent: never load an unhealthy
+production. Items that cannot be checked in this setup (no Prometheus, no log source) are
+warnings that say so, not passes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import requests
+
+from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
+from loadgate.metrics.scrape import ScrapeSpec, parse_exposition
+from loadgate.rollback import RollbackConfig, RollbackError
+from loadgate.rollback import validate as validate_rollback
+
+Status = Literal["pass", "warn", "fail"]
+
+
+@dataclass
+class Check:
+    item: str  # as the seed's checklist names it
+    status: Status
+    evidence: str
+    required: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _get(url: str, timeout: float = 5.0) -> requests.Response:
+    return requests.get(url, timeout=timeout)
+
+
+def check_deployment(target: str, release: str) -> Check:
+    item = "Production deployment complete"
+    try:
+        response = _get(f"{target}/healthz")
+        reported = response.json().get("release") if response.status_code == 200 else None
+    except (requests.RequestException, ValueError) as exc:
+        return Check(item, "fail", f"{target}/healthz did not answer: {type(exc).__name__}")
+    if not release:
+        return Check(item, "warn", f"no expected release given; the target reports {reported!r}")
+    if reported != release:
+        return Check(item, "fail", f"expected release {release!r}, the target reports {reported!r}")
+    return Check(item, "pass", f"the target reports release {reported!r}")
+
+
+def check_health(target: str) -> Check:
+    item = "All health checks passing"
+    answers = {}
+    for path in ("/healthz", "/readyz"):
+        try:
+            answers[path] = _get(f"{target}{path}").status_code
+        except requests.RequestException as exc:
+            answers[path] = type(exc).__name__
+    evidence = ", ".join(f"{p} → {s}" for p, s in answers.items())
+    ok = all(s == 200 for s in answers.values())
+    return Check(item, "pass" if ok else "fail", evidence)
+
+
+def check_monitoring(
+    target: str,
+    prometheus: PrometheusSource | None,
+    scrape_specs: Mapping[str, ScrapeSpec],
+    promql_metrics: Sequence[str] = (),
+) -> Check:
+    """The metrics source answers, and the series the criteria need exist."""
+    item = "Monitoring dashboards ready"
+    if prometheus is not None:
+        if not prometheus.healthy():
+            return Check(item, "fail", f"Prometheus at {prometheus.url} is not ready")
+        try:
+            missing = prometheus.missing_series(promql_metrics)
+        except (requests.RequestException, PrometheusError) as exc:
+            return Check(item, "fail", f"Prometheus query failed: {exc}")
+        where = f"Prometheus {prometheus.url}"
+    else:
+        try:
+            response = _get(f"{target}/metrics")
+            response.raise_for_status()
+            names = {name for name, _ in parse_exposition(response.text)}
+        except (requests.RequestException, ValueError) as exc:
+            return Check(item, "fail", f"{target}/metrics unreadable: {type(exc).__name__}")
+        needed = {s.metric for s in scrape_specs.values()}
+        needed |= {s.divide_by for s in scrape_specs.values() if s.divide_by}
+        missing = sorted(needed - names)
+        where = f"{target}/metrics ({len(names)} series)"
+    if missing:
+        return Check(item, "fail", f"{where}: missing series {', '.join(missing)}")
+    return Check(item, "pass", f"{where}: every series the criteria use is present")
+
+
+def check_alert_rules(prometheus: PrometheusSource | None) -> Check:
+    item = "Alert rules configured"
+    if prometheus is None:
+        return Check(
+            item, "warn", "no Prometheus configured: alert rules cannot be read", required=False
+        )
+    try:
+        rules = prometheus.alert_rules()
+    except (requests.RequestException, PrometheusError) as exc:
+        return Check(item, "fail", f"Prometheus rules unreadable: {exc}", required=False)
+    if not rules:
+        return Check(item, "warn", f"Prometheus {prometheus.url} has no alerting rules", False)
+    names = ", ".join(sorted({r["name"] for r in rules})[:10])
+    return Check(item, "pass", f"{len(rules)} alerting rules loaded: {names}", required=False)
+
+
+def check_logs(log_path: str, max_age_s: float = 600.0) -> Check:
+    """Recent lines of the target's log are readable (the embedded default's log file)."""
+    item = "Log aggregation working"
+    if not log_path:
+        return Check(item, "warn", "no target log source configured", required=False)
+    path = Path(log_path)
+    try:
+        age = time.time() - path.stat().st_mtime
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 65536))
+            lines = [ln for ln in handle.read().splitlines() if ln.strip()]
+    except OSError as exc:
+        return Check(item, "fail", f"{log_path} unreadable: {exc.strerror}", required=False)
+    if not lines:
+        return Check(item, "fail", f"{log_path} has no lines", required=False)
+    if age > max_age_s:
+        return Check(item, "warn", f"{log_path}: last line written {age:.0f} s ago", False)
+    return Check(
+        item, "pass", f"{log_path}: {len(lines)} recent lines, last {age:.0f} s ago", False
+    )
+
+
+def check_rollback(config: RollbackConfig, target: str, secret: str | None) -> Check:
+    item = "Rollback plan documented"
+    try:
+        evidence = validate_rollback(config, target, secret)
+    except (RollbackError, requests.RequestException, ValueError) as exc:
+        return Check(item, "fail", f"{config.type} rollback cannot run: {exc}")
+    return Check(item, "pass", f"{config.type}: {evidence}")
+
+
+def check_team_notified(send_start: Callable[[], str]) -> Check:
+    item = "Team notified of test execution"
+    try:
+        outcome = send_start()
+    except Exception as exc:  # any sender failure is this item's evidence
+        return Check(item, "fail", f"start message not delivered: {type(exc).__name__}: {exc}")
+    return Check(item, "pass", f"start message {outcome}")
+
+
+def failed_required(checks: Sequence[Check]) -> list[Check]:
+    return [c for c in checks if c.required and c.status == "fail"]

@@ -1,0 +1,380 @@
+"""The run's report, shaped like the user's own load-test report, with measured values.
+
+``build_report`` writes four files under the run root: ``report.md``, a self-contained
+``report.html`` (the same text plus SVG charts), ``report.json`` (the machine-readable verdict)
+and ``junit.xml`` (one test case per criterion, for CI systems).
+
+Input is the run's record: the checklist, one gate result per stage (see ``loadgate.gate``), the
+rollback outcome and the timeline. Nothing in it is a secret.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from markdown_it import MarkdownIt
+
+from loadgate.artifacts import RunArtifacts
+from loadgate.charts import line_chart
+
+STATUS = {
+    "pass": "✅ PASS",
+    "investigate": "⚠️ INVESTIGATE",
+    "rollback": "🛑 ROLLBACK",
+    "error": "❗ ERROR",
+    "dry_run": "🧪 DRY RUN",
+    "skipped": "⏭️ skipped",
+    "not run": "⏭️ not run",
+}
+STAGE_TITLES = {
+    "api": "API Load Test",
+    "websocket": "WebSocket Load Test",
+    "session": "Session State Management",
+}
+
+
+def _ok(flag: bool | None) -> str:
+    return "⏳" if flag is None else ("✅" if flag else "❌")
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if unit == "%":
+        return f"{value * 100:.2f}%"
+    if unit == "ms":
+        return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
+    if isinstance(value, float):
+        return f"{value:,.2f}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return f"{value}{unit}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def criterion_row(c: Mapping[str, Any]) -> list[str]:
+    unit = c.get("unit", "")
+    target = f"{c.get('op', '')} {fmt(c.get('threshold'), unit)}"
+    return [
+        c.get("description") or c.get("id", ""),
+        target,
+        fmt(c.get("observed"), unit),
+        _ok(None if c.get("observed") is None else not c.get("breached")),
+    ]
+
+
+def render_markdown(record: Mapping[str, Any]) -> str:
+    verdict = record.get("verdict", "error")
+    stages: Mapping[str, Mapping[str, Any]] = record.get("stages", {})
+    out = [
+        f"# {record.get('title', 'Load Test Report')}",
+        "",
+        f"**Report Date:** {record.get('ended_at') or datetime.now(UTC).isoformat()}  ",
+        f"**Release:** {record.get('release') or '—'}  ",
+        f"**Target:** {record.get('target', '—')}  ",
+        f"**Plan:** {record.get('plan', '—')} (scale {record.get('scale', 1):g}, "
+        f"time scale {record.get('time_scale', 1):g})  ",
+        f"**Run:** `{record.get('run_id', '—')}`  ",
+        "",
+        "---",
+        "",
+        "## Executive Summary",
+        "",
+        f"**Verdict:** {STATUS.get(verdict, verdict)}",
+        "",
+    ]
+    out += [f"- {reason}" for reason in record.get("reasons", [])] or ["- every gate passed"]
+    out += ["", "## 1. Acceptance Criteria", ""]
+    acceptance = [
+        criterion_row(c)
+        for s in stages.values()
+        for c in s.get("criteria", [])
+        if c.get("level") == "acceptance"
+    ]
+    out.append(
+        _table(["Criteria", "Target", "Measured", "Status"], acceptance)
+        if acceptance
+        else "_No stage ran: nothing was measured._"
+    )
+    out += ["", "## 2. Pre-Test Checklist", ""]
+    for check in record.get("checklist", []):
+        mark = "x" if check["status"] == "pass" else " "
+        status = {"pass": "✅", "warn": "⚠️", "fail": "❌"}[check["status"]]
+        out.append(f"- [{mark}] {status} **{check['item']}**: {check['evidence']}")
+    out += ["", "## 3. Results by Stage", ""]
+    for number, (name, stage) in enumerate(stages.items(), start=1):
+        out += _stage_section(number, name, stage)
+    out += ["## 4. Resource Utilization", ""]
+    resources = [
+        [stage_name, metric, fmt(v.get("max")), fmt(v.get("avg")), fmt(v.get("last"))]
+        for stage_name, stage in stages.items()
+        for metric, v in sorted((stage.get("system") or {}).items())
+    ]
+    out.append(
+        _table(["Stage", "Metric", "Max", "Average", "Last"], resources)
+        if resources
+        else "_No system metrics were measured._"
+    )
+    out += ["", "## 5. Performance Under Load", ""]
+    levels = [
+        [
+            name,
+            fmt(lv.get("users")),
+            fmt(lv.get("p95_ms"), "ms"),
+            fmt(lv.get("error_rate"), "%"),
+            fmt(lv.get("cpu"), "%"),
+            fmt(lv.get("memory"), "%"),
+        ]
+        for name, stage in stages.items()
+        for lv in stage.get("load_levels", [])
+    ]
+    out.append(
+        _table(["Stage", "Users", "p95 RT", "Error Rate", "CPU", "Memory"], levels)
+        if levels
+        else "_No load levels were reached._"
+    )
+    out += ["", "## 6. Gate Timeline", ""]
+    out.append(
+        _table(
+            ["Time", "Event"],
+            [[e.get("at", ""), e.get("event", "")] for e in record.get("timeline", [])],
+        )
+    )
+    out += ["", "## 7. Rollback", ""]
+    rollback = record.get("rollback")
+    if rollback:
+        out.append(f"**Outcome:** {rollback.get('outcome')} (action: {rollback.get('action')})  ")
+        health = rollback.get("health") or {}
+        out.append(f"**Health after:** {health}  ")
+    else:
+        out.append("No rollback was needed." if verdict != "rollback" else "Rollback did not run.")
+    if record.get("dry_run_load"):
+        out += ["", "## 8. Dry Run: Planned Load", ""]
+        out.append(
+            _table(
+                ["Stage", "Scenario", "Shard", "Peak VUs", "Duration"],
+                [
+                    [
+                        r["stage"],
+                        r["scenario"],
+                        r["shard"],
+                        fmt(r["peak_vus"]),
+                        f"{r['duration_s']:.0f} s",
+                    ]
+                    for r in record["dry_run_load"]
+                ],
+            )
+        )
+    out += ["", "---", "", f"_Generated by loadgate at {datetime.now(UTC).isoformat()}._", ""]
+    return "\n".join(out)
+
+
+def _stage_section(number: int, name: str, stage: Mapping[str, Any]) -> list[str]:
+    title = STAGE_TITLES.get(name, name)
+    summary = stage.get("summary") or {}
+    out = [f"### 3.{number} {title}", "", f"**Gate:** {STATUS.get(stage.get('verdict'), '—')}", ""]
+    if stage.get("aborted"):
+        ab = stage["aborted"]
+        out += [
+            f"**Aborted** at {fmt(ab.get('at_s'))} s by `{ab.get('criterion')}` "
+            f"(observed {fmt(ab.get('observed'))})",
+            "",
+        ]
+    out += [f"- {r}" for r in stage.get("reasons", [])]
+    if not summary:
+        return [*out, "", "_Not run._", ""]
+    rows = [
+        ["Max concurrent users", fmt(summary.get("max_vus"))],
+        ["Total requests", fmt(summary.get("requests"))],
+        ["Requests per second", fmt(summary.get("rps"))],
+        ["Error rate", fmt(summary.get("error_rate"), "%")],
+        ["p50 response time", fmt(summary.get("p50_ms"), "ms")],
+        ["p95 response time", fmt(summary.get("p95_ms"), "ms")],
+        ["p99 response time", fmt(summary.get("p99_ms"), "ms")],
+    ]
+    ws = summary.get("ws") or {}
+    if ws:
+        rows += [
+            ["Max WebSocket connections", fmt(ws.get("max_connections"))],
+            ["Messages sent", fmt(ws.get("messages_sent"))],
+            ["Messages received", fmt(ws.get("messages_received"))],
+            ["WebSocket error rate", fmt(ws.get("error_rate"), "%")],
+            ["Heartbeat RTT p95", fmt(ws.get("rtt_p95_ms"), "ms")],
+            ["Heartbeat RTT p99", fmt(ws.get("rtt_p99_ms"), "ms")],
+        ]
+    expected = stage.get("expected") or {}
+    out += [
+        "",
+        _table(
+            ["Metric", "Measured", "Expected (plan)"],
+            [[k, v, expected.get(k, "—")] for k, v in rows],
+        ),
+        "",
+    ]
+    by_name = summary.get("by_name") or {}
+    if by_name:
+        out += [
+            _table(
+                ["Request", "Requests", "Error rate", "p95", "p99"],
+                [
+                    [
+                        n,
+                        fmt(s.get("requests")),
+                        fmt(s.get("error_rate"), "%"),
+                        fmt(s.get("p95_ms"), "ms"),
+                        fmt(s.get("p99_ms"), "ms"),
+                    ]
+                    for n, s in sorted(by_name.items())
+                ],
+            ),
+            "",
+        ]
+    criteria = [c for c in stage.get("criteria", []) if c.get("level") != "acceptance"]
+    if criteria:
+        out += [
+            _table(
+                ["Criterion", "Level", "Threshold", "Observed", "Status"],
+                [
+                    [c.get("description") or c.get("id"), c.get("level"), *criterion_row(c)[1:]]
+                    for c in criteria
+                ],
+            ),
+            "",
+        ]
+    if summary.get("generator_saturated"):
+        out += [
+            "> ⚠️ The load generator saturated during this stage: it cannot vouch for "
+            "these latencies.",
+            "",
+        ]
+    return out
+
+
+def render_charts(stages: Mapping[str, Mapping[str, Any]]) -> str:
+    parts = []
+    for name, stage in stages.items():
+        series = stage.get("series") or {}
+        t = series.get("t") or []
+        if not t:
+            continue
+        markers = []
+        if stage.get("aborted") and stage["aborted"].get("at_s") is not None:
+            markers.append((stage["aborted"]["at_s"], "abort"))
+        parts.append(f"<h3>{html.escape(STAGE_TITLES.get(name, name))}</h3>")
+        for key, title, unit in (
+            ("rps", "Requests per second", ""),
+            ("p95_ms", "p95 response time", " ms"),
+            ("errors", "Errors per second", ""),
+            ("vus", "Active virtual users", ""),
+        ):
+            values = series.get(key) or []
+            if values:
+                parts.append(
+                    line_chart(
+                        title, {key: list(zip(t, values, strict=False))}, unit=unit, markers=markers
+                    )
+                )
+    return "\n".join(parts)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;
+padding:0 1em;color:#111827;line-height:1.45}
+table{border-collapse:collapse;margin:.6em 0;font-size:14px}
+th,td{border:1px solid #d1d5db;padding:4px 8px;text-align:left}th{background:#f3f4f6}
+code{background:#f3f4f6;padding:1px 4px;border-radius:3px}
+svg{display:block;margin:.4em 0 1em}h1{font-size:1.6em}
+"""
+
+
+def render_html(markdown: str, charts: str, title: str) -> str:
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    if charts:
+        body += f"<h2>Charts</h2>\n{charts}"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def render_junit(record: Mapping[str, Any]) -> str:
+    suites = ET.Element("testsuites", name="loadgate")
+    for stage_name, stage in record.get("stages", {}).items():
+        criteria = stage.get("criteria", [])
+        suite = ET.SubElement(suites, "testsuite", name=stage_name, tests=str(len(criteria)))
+        failures = 0
+        for c in criteria:
+            case = ET.SubElement(
+                suite, "testcase", classname=f"{stage_name}.{c.get('level')}", name=c.get("id", "")
+            )
+            if c.get("observed") is None:
+                ET.SubElement(case, "skipped", message="not measured")
+            elif c.get("breached"):
+                failures += 1
+                ET.SubElement(
+                    case,
+                    "failure",
+                    message=f"observed {c.get('observed')} {c.get('op')} {c.get('threshold')}",
+                )
+        suite.set("failures", str(failures))
+    checklist = ET.SubElement(suites, "testsuite", name="checklist")
+    for check in record.get("checklist", []):
+        case = ET.SubElement(checklist, "testcase", classname="checklist", name=check["item"])
+        if check["status"] == "fail":
+            ET.SubElement(case, "failure", message=check["evidence"])
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def report_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    stages = {}
+    for name, stage in record.get("stages", {}).items():
+        summary = stage.get("summary") or {}
+        stages[name] = {
+            "verdict": stage.get("verdict"),
+            "requests": summary.get("requests"),
+            "error_rate": summary.get("error_rate"),
+            "p95_ms": summary.get("p95_ms"),
+            "p99_ms": summary.get("p99_ms"),
+            "aborted": stage.get("aborted"),
+            "reasons": stage.get("reasons", []),
+            "criteria": stage.get("criteria", []),
+        }
+    return {
+        "verdict": record.get("verdict"),
+        "reasons": record.get("reasons", []),
+        "release": record.get("release"),
+        "target": record.get("target"),
+        "run_id": record.get("run_id"),
+        "dry_run": record.get("dry_run", False),
+        "stages": stages,
+        "checklist": record.get("checklist", []),
+        "rollback": record.get("rollback"),
+        "timeline": record.get("timeline", []),
+    }
+
+
+def build_report(artifacts: RunArtifacts, record: Mapping[str, Any]) -> dict[str, str]:
+    """Write the four report files; returns their paths."""
+    markdown = render_markdown(record)
+    page = render_html(markdown, render_charts(record.get("stages", {})), record.get("title", ""))
+    paths = {
+        "markdown": artifacts.write_text("report.md", markdown),
+        "html": artifacts.write_text("report.html", page),
+        "json": artifacts.write_json("report.json", report_json(record)),
+        "junit": artifacts.write_text("junit.xml", render_junit(record)),
+    }
+    return {k: str(v) for k, v in paths.items()}

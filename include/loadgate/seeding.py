@@ -1,0 +1,228 @@
+"""Seed the test users a plan needs: register concurrently, log in the ones that exist.
+
+User ``i`` is ``loadtest{i}@…`` with a password derived from a seed secret, so a rerun (or the
+next run against the same target) logs the same users in instead of failing on them. Each user
+also gets its own session ``session-{i}``, which the API scenario reads. The users file is JSON
+Lines, one user a line, in the format the engine's ``--users`` reads; it holds credentials, so it
+is written with mode 0600 and never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EMAIL = "loadtest{i}@loadgate.test"
+DEFAULT_SESSION = "session-{i}"
+
+
+class SeedingError(RuntimeError):
+    """Too many users could not be seeded; what was seeded is written all the same."""
+
+
+def password_for(email: str, secret: str) -> str:
+    digest = hmac.new(secret.encode(), email.encode(), hashlib.sha256).digest()
+    # letters, digits and a symbol: passes the usual password rules
+    return base64.urlsafe_b64encode(digest[:18]).decode() + "-Lg1"
+
+
+def load_or_create_secret(path: str | os.PathLike[str]) -> str:
+    """The seed secret kept beside the runs, made once (0600) when none is configured."""
+    target = Path(path)
+    if target.exists():
+        return target.read_text().strip()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+@dataclass
+class SeedResult:
+    requested: int
+    registered: int = 0
+    existing: int = 0
+    sessions_created: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ready(self) -> int:
+        return self.registered + self.existing
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "ready": self.ready,
+            "registered": self.registered,
+            "existing": self.existing,
+            "sessions_created": self.sessions_created,
+            "failed": self.failed,
+            "errors": dict(self.errors),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+class _Seeder:
+    def __init__(self, http: aiohttp.ClientSession, base: str, secret: str, result: SeedResult):
+        self.http = http
+        self.base = base.rstrip("/")
+        self.secret = secret
+        self.result = result
+
+    async def _post(self, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with self.http.post(self.base + path, data=orjson.dumps(body), headers=headers) as r:
+            raw = await r.read()
+            try:
+                return r.status, orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError:
+                return r.status, None
+
+    async def seed_one(self, i: int, email_pattern: str, session_pattern: str) -> dict | None:
+        email = email_pattern.format(i=i)
+        password = password_for(email, self.secret)
+        status, body = await self._post(
+            "/api/v1/auth/register",
+            {"email": email, "password": password, "name": f"Load Test User {i}"},
+        )
+        if status == 201:
+            self.result.registered += 1
+        elif status == 409:
+            status, body = await self._post(
+                "/api/v1/auth/login", {"email": email, "password": password}
+            )
+            if status != 200:
+                return self._fail(f"login {status}")
+            self.result.existing += 1
+        else:
+            return self._fail(f"register {status}")
+        session_id = session_pattern.format(i=i)
+        status, _ = await self._post(
+            "/api/v1/sessions",
+            {"sessionId": session_id, "state": {"data": f"seed-{i}"}},
+            token=body["accessToken"],
+        )
+        if status == 201:
+            self.result.sessions_created += 1
+        elif status != 409:
+            return self._fail(f"session {status}")
+        return {
+            "index": i,
+            "email": email,
+            "password": password,
+            "sessionId": session_id,
+            "accessToken": body["accessToken"],
+            "refreshToken": body["refreshToken"],
+        }
+
+    def _fail(self, kind: str) -> None:
+        self.result.failed += 1
+        self.result.errors[kind] = self.result.errors.get(kind, 0) + 1
+        return None
+
+
+def write_users(path: str | os.PathLike[str], users: list[dict]) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        for user in users:
+            handle.write(orjson.dumps(user) + b"\n")
+    os.replace(tmp, target)
+
+
+def read_users(path: str | os.PathLike[str]) -> list[dict]:
+    target = Path(path)
+    if not target.exists():
+        return []
+    return [orjson.loads(line) for line in target.read_bytes().splitlines() if line.strip()]
+
+
+async def seed_users(
+    target: str,
+    count: int,
+    out: str | os.PathLike[str],
+    *,
+    secret: str,
+    concurrency: int = 64,
+    max_failure_rate: float = 0.01,
+    email_pattern: str = DEFAULT_EMAIL,
+    session_pattern: str = DEFAULT_SESSION,
+    timeout_s: float = 30.0,
+    progress: Callable[[SeedResult], None] | None = None,
+    progress_every_s: float = 5.0,
+) -> SeedResult:
+    """Seed users 0..count-1 into ``out``; users already in ``out`` are kept and not redone."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    started = time.monotonic()
+    done = {u["index"]: u for u in read_users(out) if u.get("index") is not None}
+    result = SeedResult(requested=count, existing=sum(1 for i in done if i < count))
+    todo = [i for i in range(count) if i not in done]
+    users = [done[i] for i in sorted(done) if i < count]
+    if todo:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        headers = {"Content-Type": "application/json"}
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=headers
+        ) as http:
+            seeder = _Seeder(http, target, secret, result)
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for i in todo:
+                queue.put_nowait(i)
+
+            async def worker() -> None:
+                while not queue.empty():
+                    i = queue.get_nowait()
+                    try:
+                        user = await seeder.seed_one(i, email_pattern, session_pattern)
+                    except (TimeoutError, aiohttp.ClientError) as exc:
+                        user = seeder._fail(type(exc).__name__)
+                    if user is not None:
+                        users.append(user)
+
+            async def report() -> None:
+                while True:
+                    await asyncio.sleep(progress_every_s)
+                    if progress:
+                        progress(result)
+
+            reporter = asyncio.create_task(report())
+            try:
+                await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)))))
+            finally:
+                reporter.cancel()
+                users.sort(key=lambda u: u["index"])
+                write_users(out, users)  # what was seeded is kept, whatever happened
+    result.seconds = time.monotonic() - started
+    if progress:
+        progress(result)
+    if result.failed > max_failure_rate * count:
+        raise SeedingError(
+            f"{result.failed} of {count} users could not be seeded ({result.errors}); "
+            f"{result.ready} are ready in the users file"
+        )
+    return result
