@@ -1,0 +1,109 @@
+"""The embedded default backend: a stage's shards as local processes of ``loadgate run-stage``.
+
+The command line is the one a Kubernetes pod runs (:func:`engine_argv`); only the launcher
+differs. Each shard's output goes to its ``engine.log`` and, line by line, to the caller (the
+task log). If the caller is stopped (a task killed from the UI), the shards are stopped too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from loadgate import pipeline
+
+EXIT_COMPLETED, EXIT_ERROR, EXIT_ABORTED = 0, 2, 3
+GRACE_S = 20.0
+
+
+def engine_argv(run: pipeline.Run, stage: str, shard: int, shards: int, out: str) -> list[str]:
+    """``loadgate run-stage …`` for one shard: the same for a local process and for a pod."""
+    cfg = run.config
+    argv = [
+        "run-stage",
+        "--plan", str(cfg.plan_path()),
+        "--stage", stage,
+        "--target", cfg.target_url,
+        "--out", out,
+        "--shard", f"{shard}/{shards}",
+        "--scale", f"{cfg.scale:g}",
+        "--time-scale", f"{cfg.time_scale:g}",
+        "--run-id", run.run_id,
+    ]
+    users = run.users_file()
+    if users.exists():
+        argv += ["--users", str(users)]
+    if cfg.prometheus_url:
+        argv += ["--prometheus-url", cfg.prometheus_url]
+    else:
+        argv += ["--metrics-url", f"{cfg.target_url}/metrics"]
+    return argv
+
+
+def _pump(stream: IO[bytes], log_file: Path, prefix: str, emit: Callable[[str], None]) -> None:
+    with log_file.open("ab") as sink:
+        for raw in iter(stream.readline, b""):
+            sink.write(raw)
+            sink.flush()
+            emit(f"{prefix} {raw.decode(errors='replace').rstrip()}")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_stage_local(
+    run: pipeline.Run, stage: str, emit: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run every shard of ``stage`` concurrently and wait for all; a fresh start on a rerun."""
+    folder = pipeline.clear_stage(run, stage)
+    shards = run.shards(stage)
+    run.timeline(f"stage {stage} started: {shards} shard(s)")
+    loadgate = [sys.executable, "-m", "loadgate"]
+    procs: list[subprocess.Popen[bytes]] = []
+    pumps: list[threading.Thread] = []
+    try:
+        for i in range(shards):
+            out = folder / f"shard-{i}"
+            out.mkdir(parents=True, exist_ok=True)
+            argv = loadgate + engine_argv(run, stage, i, shards, str(out))
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            pump = threading.Thread(
+                target=_pump, args=(proc.stdout, out / "engine.log", f"[{stage} {i}/{shards}]", emit),
+                daemon=True,
+            )
+            pump.start()
+            pumps.append(pump)
+        codes = [proc.wait() for proc in procs]
+    finally:
+        _stop(procs)  # a no-op when all ended; stops the shards when we are being stopped
+        for pump in pumps:
+            pump.join(timeout=5)
+    aborted = any(code == EXIT_ABORTED for code in codes)
+    errors = [i for i, code in enumerate(codes) if code not in (EXIT_COMPLETED, EXIT_ABORTED)]
+    run.timeline(
+        f"stage {stage} ended: exit codes {codes}" + (" (aborted by a criterion)" if aborted else "")
+    )
+    return {"stage": stage, "shards": shards, "exit_codes": codes, "aborted": aborted,
+            "errors": errors, "results": str(folder)}

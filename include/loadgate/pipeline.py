@@ -1,0 +1,367 @@
+"""The release gate's steps, in the order the DAG runs them, with no Airflow in sight.
+
+Each step reads what earlier steps wrote under the run root and writes its own record there, so
+any step can be rerun alone (a cleared task) and the run root is the one source of truth:
+
+    run.json               the resolved run (what the tasks pass each other; no secret)
+    checklist.json         the pre-test checklist
+    users.jsonl            seeded users (0600, credentials: never in XCom or logs)
+    stages/<stage>/…       the engine's shard results
+    gates/<stage>.json     each gate's verdict and evidence
+    rollback.json          the rollback outcome, when one ran
+    logs/…                 generator and target logs
+    report.{md,html,json}, junit.xml, notifications.jsonl
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loadgate import checklist as cl
+from loadgate.artifacts import RunArtifacts
+from loadgate.metrics.prometheus import PrometheusSource
+from loadgate.notify import Notifier, final_message, gate_message, start_message
+from loadgate.plan import Plan, load_plan
+from loadgate.plan.profile import stage_profiles
+from loadgate.plan.shard import Shard
+from loadgate.report import build_report
+from loadgate.rollback import execute as execute_rollback
+from loadgate.runconfig import RunConfig
+from loadgate.seeding import SeedResult, load_or_create_secret, seed_users
+
+log = logging.getLogger(__name__)
+
+VERDICT_ORDER = ("pass", "investigate", "error", "rollback")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Run:
+    """One gate run: its resolved config, plan and run root."""
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        self.record = dict(record)
+        self.config = RunConfig.model_validate(record["config"])
+        self.run_id: str = record["run_id"]
+        self.artifacts = RunArtifacts(self.config.artifacts_root, self.run_id)
+        self._plan: Plan | None = None
+
+    @property
+    def plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = load_plan(self.config.plan_path())
+        return self._plan
+
+    def shards(self, stage: str) -> int:
+        return self.config.shards or self.plan.stages[stage].shards
+
+    def timeline(self, event: str) -> None:
+        self.artifacts.append_jsonl("timeline.jsonl", {"at": now(), "event": event})
+
+    def gate(self, stage: str) -> dict[str, Any] | None:
+        return self.artifacts.read_json(f"gates/{stage}.json")
+
+    def users_file(self) -> Path:
+        return Path(str(self.artifacts.path("users.jsonl")))
+
+
+def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
+    """Validate the plan against the run and write ``run.json``; returns the XCom-safe record."""
+    plan = load_plan(config.plan_path())
+    missing = [s for s in config.stages if s not in plan.stages]
+    if missing:
+        raise ValueError(f"plan {plan.name!r} has no stage {', '.join(missing)}")
+    record = {
+        "run_id": run_id,
+        "config": config.model_dump(mode="json"),
+        "plan_name": plan.name,
+        "title": plan.description.splitlines()[0] if plan.description else plan.name,
+        "prepared_at": now(),
+    }
+    run = Run(record)
+    run.artifacts.ensure()
+    record["run_root"] = str(run.artifacts.root)
+    record["load"] = planned_load(run)
+    run.artifacts.write_json("run.json", record)
+    run.timeline(f"run prepared: release {config.release or '—'} on {config.target_url}")
+    return record
+
+
+def planned_load(run: Run) -> list[dict[str, Any]]:
+    """Who gets how much load: every scenario of every chosen stage, shard by shard."""
+    rows = []
+    for stage in run.config.stages:
+        n = run.shards(stage)
+        for i in range(n):
+            profiles = stage_profiles(
+                run.plan.stages[stage],
+                scale=run.config.scale,
+                time_scale=run.config.time_scale,
+                shard=Shard(i, n),
+            )
+            for name, profile in profiles.items():
+                d = profile.describe()
+                rows.append(
+                    {
+                        "stage": stage,
+                        "scenario": name,
+                        "shard": f"{i}/{n}",
+                        "executor": d["executor"],
+                        "peak_vus": d["peak_this_shard"],
+                        "peak_total": d["peak_total"],
+                        "start_s": d["start_s"],
+                        "duration_s": d["duration_s"],
+                    }
+                )
+    return rows
+
+
+# --- checklist -----------------------------------------------------------------------------------
+
+
+def prometheus_source(run: Run) -> PrometheusSource | None:
+    if not run.config.prometheus_url:
+        return None
+    queries = {name: m.promql for name, m in run.plan.system_metrics.items()}
+    return PrometheusSource(run.config.prometheus_url, queries)
+
+
+def run_checklist(run: Run, *, notifier: Notifier, rollback_secret: str | None) -> list[cl.Check]:
+    """Every item of the seed's §7.1; the start message goes out only when the others pass."""
+    target = run.config.target_url
+    prometheus = prometheus_source(run)
+    specs = {n: m.scrape for n, m in run.plan.system_metrics.items() if m.scrape is not None}
+    promql_metrics = sorted({s.metric for s in specs.values()})
+    checks = [
+        cl.check_deployment(target, run.config.release),
+        cl.check_health(target),
+        cl.check_monitoring(target, prometheus, specs, promql_metrics),
+        cl.check_alert_rules(prometheus),
+        cl.check_logs(run.config.target_log),
+        cl.check_rollback(run.config.rollback, target, rollback_secret),
+    ]
+    if cl.failed_required(checks):
+        checks.append(
+            cl.Check(
+                "Team notified of test execution",
+                "fail",
+                "not notified: a required check failed, no load will be sent",
+            )
+        )
+    else:
+        checks.append(
+            cl.check_team_notified(
+                lambda: notifier.notify(
+                    "start",
+                    start_message(
+                        release=run.config.release or "—",
+                        target=target,
+                        plan=run.record["plan_name"],
+                        stages=run.config.stages,
+                        scale=run.config.scale,
+                        run_id=run.run_id,
+                        dry_run=run.config.dry_run,
+                    ),
+                )
+            )
+        )
+    run.artifacts.write_json("checklist.json", [c.as_dict() for c in checks])
+    failed = cl.failed_required(checks)
+    run.timeline(
+        "checklist: " + ("passed" if not failed else "failed: " + ", ".join(c.item for c in failed))
+    )
+    return checks
+
+
+# --- seeding -------------------------------------------------------------------------------------
+
+
+def seed_count(run: Run) -> int:
+    """One user per VU at the stages' peak, as the seed registers 10,000 for 10,000 VUs."""
+    peak = max(
+        (
+            sum(
+                r["peak_total"]
+                for r in run.record["load"]
+                if r["stage"] == s and r["shard"].startswith("0/")
+            )
+            for s in run.config.stages
+        ),
+        default=1,
+    )
+    return max(1, peak)
+
+
+def seed(
+    run: Run, *, secret: str | None, progress: Callable[[SeedResult], None] | None = None
+) -> SeedResult:
+    if secret is None:
+        secret = load_or_create_secret(Path(run.config.artifacts_root) / ".seed-secret")
+    result = asyncio.run(
+        seed_users(
+            run.config.target_url,
+            seed_count(run),
+            run.users_file(),
+            secret=secret,
+            progress=progress,
+        )
+    )
+    run.artifacts.write_json("seeding.json", result.as_dict())
+    run.timeline(f"seeded {result.ready} of {result.requested} users in {result.seconds:.1f} s")
+    return result
+
+
+# --- verdicts, rollback, report ----------------------------------------------------------------
+
+
+def run_verdict(run: Run) -> tuple[str, list[str]]:
+    """The run's verdict: the worst gate verdict (an engine error is not the release's fault,
+    but nor is it a pass)."""
+    verdict, reasons = "pass", []
+    checks = run.artifacts.read_json("checklist.json", [])
+    failed = [c for c in checks if c["required"] and c["status"] == "fail"]
+    if failed:
+        return "error", [f"checklist: {c['item']}: {c['evidence']}" for c in failed]
+    if run.config.dry_run:
+        return "dry_run", ["dry run: no load was sent"]
+    for stage in run.config.stages:
+        gate = run.gate(stage)
+        if gate is None:
+            continue
+        if VERDICT_ORDER.index(gate["verdict"]) > VERDICT_ORDER.index(verdict):
+            verdict = gate["verdict"]
+        reasons += [f"{stage}: {r}" for r in gate.get("reasons", [])]
+    if not any(run.gate(s) for s in run.config.stages):
+        return "error", ["no stage was gated"]
+    return verdict, reasons
+
+
+def rollback(run: Run, *, secret: str | None) -> dict[str, Any] | None:
+    verdict, reasons = run_verdict(run)
+    if verdict != "rollback":
+        return None
+    previous = run.artifacts.read_json("rollback.json")
+    if previous and previous.get("outcome", "").startswith("rolled back"):
+        log.info("rollback already done in this run: %s", previous["outcome"])
+        return previous
+    run.timeline(f"rollback started ({run.config.rollback.type})")
+    outcome = execute_rollback(
+        run.config.rollback,
+        target_url=run.config.target_url,
+        release=run.config.release,
+        run_id=run.run_id,
+        reasons=reasons,
+        secret=secret,
+    )
+    outcome["at"] = now()
+    run.artifacts.write_json("rollback.json", outcome)
+    run.timeline(f"rollback: {outcome['outcome']}")
+    return outcome
+
+
+def collect_logs(run: Run) -> dict[str, Any]:
+    """Generator logs (each shard's) and the target's log tail into ``logs/``."""
+    copied: dict[str, Any] = {"generator": [], "target": None}
+    stages_dir = run.artifacts.path("stages")
+    if stages_dir.exists():
+        for log_file in sorted(stages_dir.glob("*/*/engine.log")):
+            rel = f"logs/generator/{log_file.parent.parent.name}-{log_file.parent.name}.log"
+            run.artifacts.write_bytes(rel, log_file.read_bytes())
+            copied["generator"].append(rel)
+    if run.config.target_log:
+        source = Path(run.config.target_log)
+        if source.exists():
+            data = source.read_bytes()[-5_000_000:]
+            run.artifacts.write_bytes("logs/target.log", data)
+            copied["target"] = "logs/target.log"
+    run.artifacts.write_json("logs/index.json", copied)
+    return copied
+
+
+def report_record(run: Run) -> dict[str, Any]:
+    verdict, reasons = run_verdict(run)
+    stages = {}
+    for stage in run.config.stages:
+        stages[stage] = run.gate(stage) or {"verdict": "not run", "reasons": []}
+    return {
+        "title": run.record.get("title"),
+        "release": run.config.release,
+        "target": run.config.target_url,
+        "plan": run.record.get("plan_name"),
+        "scale": run.config.scale,
+        "time_scale": run.config.time_scale,
+        "run_id": run.run_id,
+        "dry_run": run.config.dry_run,
+        "ended_at": now(),
+        "verdict": verdict,
+        "reasons": reasons,
+        "checklist": run.artifacts.read_json("checklist.json", []),
+        "stages": stages,
+        "rollback": run.artifacts.read_json("rollback.json"),
+        "timeline": run.artifacts.read_jsonl("timeline.jsonl"),
+        "dry_run_load": run.record.get("load") if run.config.dry_run else None,
+    }
+
+
+def make_report(run: Run) -> dict[str, Any]:
+    record = report_record(run)
+    paths = build_report(run.artifacts, record)
+    return {"verdict": record["verdict"], "reasons": record["reasons"], **paths}
+
+
+def notify_gate(run: Run, notifier: Notifier, stage: str) -> str:
+    gate = run.gate(stage)
+    if gate is None:
+        return "no gate"
+    return notifier.notify(
+        f"gate:{stage}",
+        gate_message(
+            stage=stage,
+            verdict=gate["verdict"],
+            summary=gate.get("summary") or {},
+            reasons=gate.get("reasons", []),
+            release=run.config.release or "—",
+        ),
+    )
+
+
+def notify_final(run: Run, notifier: Notifier) -> str:
+    verdict, reasons = run_verdict(run)
+    stages = {}
+    for stage in run.config.stages:
+        gate = run.gate(stage)
+        if gate:
+            stages[stage] = {"verdict": gate["verdict"], **(gate.get("summary") or {})}
+    return notifier.notify(
+        "final",
+        final_message(
+            verdict=verdict,
+            release=run.config.release or "—",
+            target=run.config.target_url,
+            stages=stages,
+            reasons=reasons,
+            rollback=run.artifacts.read_json("rollback.json"),
+            report=str(run.artifacts.path("report.html")),
+            run_id=run.run_id,
+        ),
+    )
+
+
+def clear_stage(run: Run, stage: str) -> Path:
+    """A rerun of a stage starts clean: its earlier results and gate are removed."""
+    folder = Path(str(run.artifacts.path("stages", stage)))
+    if folder.exists():
+        shutil.rmtree(folder)
+    gate = run.artifacts.path("gates", f"{stage}.json")
+    if gate.exists():
+        gate.unlink()
+    folder.mkdir(parents=True)
+    return folder

@@ -1,0 +1,61 @@
+"""Where loadgate's Airflow settings live: Variables and Connections, each optional.
+
+- Variable ``loadgate_target_allowlist``: JSON list of hosts, ``*.suffixes``, networks or URL
+  prefixes load may go to (loopback is always allowed).
+- Connection ``loadgate_slack`` (type slack: bot token as password, extra ``channel``, optional
+  ``base_url``) or ``loadgate_slack_webhook`` (type slackwebhook). Neither: messages go to the
+  run's ``notifications.jsonl``.
+- Connection ``loadgate_target``: the target's admin token (password) for the reference
+  service's rollback, or the bearer token a webhook rollback sends.
+- Connection ``loadgate_seed``: the secret test users' passwords derive from (password). Without
+  it a secret is made once beside the runs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.sdk import Connection, Variable
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from loadgate.notify import Sender, SlackApiSender, SlackWebhookSender
+
+log = logging.getLogger(__name__)
+
+ALLOWLIST = "loadgate_target_allowlist"
+SLACK = "loadgate_slack"
+SLACK_WEBHOOK = "loadgate_slack_webhook"
+TARGET = "loadgate_target"
+SEED = "loadgate_seed"
+
+
+def _connection(conn_id: str) -> Connection | None:
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def allowlist() -> list[str]:
+    value = Variable.get(ALLOWLIST, default=[], deserialize_json=True)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"Variable {ALLOWLIST} must be a JSON list of strings")
+    return value
+
+
+def secret(conn_id: str) -> str | None:
+    conn = _connection(conn_id)
+    return conn.password if conn and conn.password else None
+
+
+def slack_sender() -> Sender | None:
+    if _connection(SLACK) is not None:
+        from airflow.providers.slack.hooks.slack import SlackHook
+
+        channel = _connection(SLACK).extra_dejson.get("channel") or "#deploys"
+        return SlackApiSender(SlackHook(slack_conn_id=SLACK).client, channel)
+    if _connection(SLACK_WEBHOOK) is not None:
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        return SlackWebhookSender(SlackWebhookHook(slack_webhook_conn_id=SLACK_WEBHOOK).client)
+    return None

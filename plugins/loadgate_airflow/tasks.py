@@ -1,0 +1,188 @@
+"""The release gate's tasks: each one reads Airflow's context and calls one core step.
+
+The run record (``loadgate.pipeline.prepare``) travels by XCom; it holds no secret. Secrets are
+read from Connections inside the task that needs them and handed to the core, never returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from loadgate import gate as gates
+from loadgate import pipeline
+from loadgate.local_backend import run_stage_local
+from loadgate.notify import Notifier, task_failed_message
+from loadgate.runconfig import RunConfigError, build_run_config
+from loadgate_airflow import settings
+
+log = logging.getLogger("loadgate")
+
+
+def _notifier(run: pipeline.Run) -> Notifier:
+    return Notifier(run.artifacts, settings.slack_sender())
+
+
+def _asset_extra(context: Any) -> dict[str, Any]:
+    """The newest deploy event's extra (``release``, ``target_url``), if an event triggered us."""
+    events = context.get("triggering_asset_events") or {}
+    newest: dict[str, Any] = {}
+    for asset_events in events.values():
+        for event in asset_events:
+            newest = dict(event.extra or {})
+    return newest
+
+
+@task(retries=1)
+def prepare(**context: Any) -> dict[str, Any]:
+    """Resolve the run from the form, the trigger's conf or a deploy event; validate it all."""
+    try:
+        config = build_run_config(
+            context["params"], asset_extra=_asset_extra(context), allowlist=settings.allowlist()
+        )
+        record = pipeline.prepare(config, context["run_id"])
+    except (RunConfigError, ValueError) as exc:
+        raise AirflowFailException(str(exc)) from None
+    for row in record["load"]:
+        log.info(
+            "planned load: %(stage)s/%(scenario)s shard %(shard)s: %(executor)s, peak %(peak_vus)s "
+            "VUs (of %(peak_total)s), %(duration_s).0f s from %(start_s).0f s",
+            row,
+        )
+    return record
+
+
+@task(retries=1)
+def checklist(run_record: dict[str, Any]) -> dict[str, Any]:
+    """The seed's §7.1; a failed required item ends the run before any load is sent."""
+    run = pipeline.Run(run_record)
+    checks = pipeline.run_checklist(
+        run, notifier=_notifier(run), rollback_secret=settings.secret(settings.TARGET)
+    )
+    for check in checks:
+        log.info("[%s] %s: %s", check.status.upper(), check.item, check.evidence)
+    failed = [c for c in checks if c.required and c.status == "fail"]
+    if failed:
+        raise AirflowFailException(
+            "pre-test checklist failed, no load sent: "
+            + "; ".join(f"{c.item}: {c.evidence}" for c in failed)
+        )
+    return {c.item: c.status for c in checks}
+
+
+@task(retries=1)
+def seed_users(run_record: dict[str, Any]) -> dict[str, Any]:
+    """Register the plan's users (existing ones log in); credentials stay in the artifacts."""
+    run = pipeline.Run(run_record)
+    if run.config.dry_run:
+        raise AirflowSkipException("dry run: no users are seeded")
+
+    def progress(result: Any) -> None:
+        log.info(
+            "seeding: %d of %d ready (%d registered, %d existing, %d failed)",
+            result.ready,
+            result.requested,
+            result.registered,
+            result.existing,
+            result.failed,
+        )
+
+    try:
+        result = pipeline.seed(run, secret=settings.secret(settings.SEED), progress=progress)
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from None
+    return {**result.as_dict(), "users_file": str(run.users_file())}
+
+
+@task(trigger_rule="none_failed", retries=0)
+def run_stage(run_record: dict[str, Any], stage: str) -> dict[str, Any]:
+    """One load stage: the engine's shards as local processes, progress streamed to this log."""
+    run = pipeline.Run(run_record)
+    if stage not in run.config.stages:
+        raise AirflowSkipException(f"stage {stage} was not chosen for this run")
+    if run.config.dry_run:
+        raise AirflowSkipException(f"dry run: stage {stage} sends no load")
+    if any((run.gate(s) or {}).get("verdict") == "rollback" for s in run.config.stages):
+        raise AirflowSkipException(f"an earlier gate decided rollback: stage {stage} not run")
+    outcome = run_stage_local(run, stage, log.info)
+    if outcome["errors"]:
+        raise AirflowFailException(f"stage {stage}: engine error in {outcome['errors']}")
+    return outcome
+
+
+@task(retries=1)
+def gate(run_record: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Merge the stage's shards, read system metrics, evaluate the plan's criteria: verdict."""
+    run = pipeline.Run(run_record)
+    result = gates.decide(run, stage)
+    log.info("gate %s: %s", stage, result["verdict"])
+    for reason in result["reasons"]:
+        log.info("  %s", reason)
+    pipeline.notify_gate(run, _notifier(run), stage)
+    return {"stage": stage, "verdict": result["verdict"], "reasons": result["reasons"]}
+
+
+@task(trigger_rule="all_done", retries=0)
+def rollback(run_record: dict[str, Any]) -> dict[str, Any]:
+    """Only on a rollback verdict: run the configured action, then verify the target's health."""
+    run = pipeline.Run(run_record)
+    outcome = pipeline.rollback(run, secret=settings.secret(settings.TARGET))
+    if outcome is None:
+        raise AirflowSkipException("no gate decided rollback")
+    log.info("rollback: %s", outcome["outcome"])
+    if outcome["outcome"] == "failed":
+        raise AirflowFailException(f"rollback failed: {outcome.get('error') or outcome}")
+    return outcome
+
+
+@task(trigger_rule="all_done", retries=1)
+def collect_logs(run_record: dict[str, Any]) -> dict[str, Any]:
+    """Generator and target logs into the run's artifacts, whatever happened before."""
+    return pipeline.collect_logs(pipeline.Run(run_record))
+
+
+@task(trigger_rule="all_done", retries=1)
+def build_report(run_record: dict[str, Any]) -> dict[str, Any]:
+    """report.md, report.html, report.json and junit.xml under the run root."""
+    report = pipeline.make_report(pipeline.Run(run_record))
+    log.info("verdict: %s; report: %s", report["verdict"], report["html"])
+    return report
+
+
+@task(trigger_rule="all_done", retries=2)
+def notify(run_record: dict[str, Any]) -> str:
+    """The final message to the team: verdict, key figures and where the report is."""
+    run = pipeline.Run(run_record)
+    return pipeline.notify_final(run, _notifier(run))
+
+
+@task(trigger_rule="all_done", retries=0)
+def finalize(run_record: dict[str, Any]) -> str:
+    """End the DAG run failed when the release is to be rolled back (or was not gated)."""
+    verdict, reasons = pipeline.run_verdict(pipeline.Run(run_record))
+    if verdict in ("rollback", "error"):
+        raise AirflowFailException(f"release verdict: {verdict}: " + "; ".join(reasons[:5]))
+    return verdict
+
+
+def notify_task_failure(context: Any) -> None:
+    """on_failure_callback: tell the team a task failed (once per task try)."""
+    ti = context["ti"]
+    params = context.get("params") or {}
+    try:
+        config = build_run_config(params, allowlist=settings.allowlist())
+    except (RunConfigError, ValueError):
+        log.warning("task %s failed before the run was resolved; no notification", ti.task_id)
+        return
+    run = pipeline.Run({"run_id": context["run_id"], "config": config.model_dump(mode="json")})
+    error = str(context.get("exception") or "unknown error")
+    message = task_failed_message(
+        task_id=ti.task_id, try_number=ti.try_number, error=error, run_id=run.run_id
+    )
+    try:
+        _notifier(run).notify(f"task-failed:{ti.task_id}:{ti.try_number}", message)
+    except Exception:  # a failing notification must not hide the task's own failure
+        log.exception("could not notify the failure of %s", ti.task_id)

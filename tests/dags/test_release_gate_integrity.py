@@ -1,0 +1,103 @@
+"""The DAG loads in a real Airflow: no import errors, no cycles, a usable params form."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.airflow import airflow_env
+
+PROBE = r"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(include_examples=False)
+dag = bag.dags.get("release_gate")
+out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}}
+if dag is not None:
+    dag.validate()
+    dag.params.validate()
+    out.update(
+        tasks=sorted(dag.task_ids),
+        edges=sorted([t.task_id, d] for t in dag.tasks for d in t.downstream_task_ids),
+        params={k: dag.params.get_param(k).serialize() for k in dag.params},
+        tags=sorted(dag.tags),
+        doc_md=dag.doc_md or "",
+        schedule=str(dag.timetable.summary),
+        trigger_rules={t.task_id: str(t.trigger_rule) for t in dag.tasks},
+    )
+print("PROBE" + json.dumps(out, default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    env = airflow_env(tmp_path_factory.mktemp("airflow"))
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE")), None)
+    assert line, f"the DAG probe failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(line[len("PROBE") :])
+
+
+def test_no_import_errors(probe) -> None:
+    assert probe["errors"] == {}
+    assert "tasks" in probe, "release_gate is not in the DagBag"
+
+
+def test_tasks_follow_the_execution_plan(probe) -> None:
+    edges = {tuple(e) for e in probe["edges"]}
+    plan = [
+        "prepare",
+        "checklist",
+        "seed_users",
+        "api_load_test",
+        "api_gate",
+        "websocket_load_test",
+        "websocket_gate",
+        "session_load_test",
+        "session_gate",
+        "rollback",
+        "collect_logs",
+        "build_report",
+        "notify",
+        "finalize",
+    ]
+    assert set(plan) <= set(probe["tasks"])
+    for a, b in itertools.pairwise(plan):
+        assert (a, b) in edges, f"{a} should come right before {b}"
+    for always in ("rollback", "collect_logs", "build_report", "notify", "finalize"):
+        assert probe["trigger_rules"][always] == "all_done"
+
+
+def test_params_form_is_documented_and_valid(probe) -> None:
+    params = probe["params"]
+    for name in (
+        "target_url",
+        "release",
+        "plan",
+        "scale",
+        "time_scale",
+        "stages",
+        "backend",
+        "dry_run",
+        "artifacts_root",
+    ):
+        assert name in params, name
+        assert params[name]["description"], f"param {name} has no description"
+    assert params["backend"]["schema"]["enum"] == ["local", "kubernetes"]
+
+
+def test_doc_tags_and_asset_schedule(probe) -> None:
+    assert "Execution plan" in probe["doc_md"]
+    assert "loadgate" in probe["tags"]
+    assert "Asset" in probe["schedule"] or "harmonyflow" in probe["schedule"]
