@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format demo lock clean
+.PHONY: test lint format demo demo-bad-release lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## demo: see README (arrives with the release_gate DAG)
+## demo: the release gate end to end on this machine (reference service, airflow dags test)
 demo: $(STAMP)
 	$(BIN)/python -m loadgate.demo
+
+## demo-bad-release: the same with a faulty release, which the gate rolls back
+demo-bad-release: $(STAMP)
+	$(BIN)/python -m loadgate.demo --bad-release
 
 ## lock: re-pin requirements*.txt from requirements*.in (needs PyPI)
 lock:

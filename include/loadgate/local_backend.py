@@ -28,14 +28,22 @@ def engine_argv(run: pipeline.Run, stage: str, shard: int, shards: int, out: str
     cfg = run.config
     argv = [
         "run-stage",
-        "--plan", str(cfg.plan_path()),
-        "--stage", stage,
-        "--target", cfg.target_url,
-        "--out", out,
-        "--shard", f"{shard}/{shards}",
-        "--scale", f"{cfg.scale:g}",
-        "--time-scale", f"{cfg.time_scale:g}",
-        "--run-id", run.run_id,
+        "--plan",
+        str(cfg.plan_path()),
+        "--stage",
+        stage,
+        "--target",
+        cfg.target_url,
+        "--out",
+        out,
+        "--shard",
+        f"{shard}/{shards}",
+        "--scale",
+        f"{cfg.scale:g}",
+        "--time-scale",
+        f"{cfg.time_scale:g}",
+        "--run-id",
+        run.run_id,
     ]
     users = run.users_file()
     if users.exists():
@@ -84,13 +92,16 @@ def run_stage_local(
             out.mkdir(parents=True, exist_ok=True)
             argv = loadgate + engine_argv(run, stage, i, shards, str(out))
             proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             procs.append(proc)
             assert proc.stdout is not None
             pump = threading.Thread(
-                target=_pump, args=(proc.stdout, out / "engine.log", f"[{stage} {i}/{shards}]", emit),
+                target=_pump,
+                args=(proc.stdout, out / "engine.log", f"[{stage} {i}/{shards}]", emit),
                 daemon=True,
             )
             pump.start()
@@ -103,7 +114,14 @@ def run_stage_local(
     aborted = any(code == EXIT_ABORTED for code in codes)
     errors = [i for i, code in enumerate(codes) if code not in (EXIT_COMPLETED, EXIT_ABORTED)]
     run.timeline(
-        f"stage {stage} ended: exit codes {codes}" + (" (aborted by a criterion)" if aborted else "")
+        f"stage {stage} ended: exit codes {codes}"
+        + (" (aborted by a criterion)" if aborted else "")
     )
-    return {"stage": stage, "shards": shards, "exit_codes": codes, "aborted": aborted,
-            "errors": errors, "results": str(folder)}
+    return {
+        "stage": stage,
+        "shards": shards,
+        "exit_codes": codes,
+        "aborted": aborted,
+        "errors": errors,
+        "results": str(folder),
+    }

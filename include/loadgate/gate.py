@@ -1,0 +1,182 @@
+"""A stage's gate: merge its shards, evaluate the plan's criteria, decide with evidence.
+
+- ``rollback``: the engine aborted the stage on an immediate-rollback criterion, or one is
+  breached over the whole stage.
+- ``investigate``: an investigate criterion is breached, or an acceptance target is missed.
+- ``error``: the stage produced no usable results (no shard wrote any, an engine error):
+  not the release's fault, but not a pass either.
+- ``pass``: none of the above.
+
+Percentiles are computed once, on the merged histograms (``loadgate.engine.summary``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from loadgate.criteria import CriterionResult, evaluate_stage
+from loadgate.engine.aggregate import Aggregate
+from loadgate.engine.merge import MergedStage, load_merged
+from loadgate.engine.results import ResultsError
+from loadgate.engine.summary import SATURATED_MESSAGE, summarize
+from loadgate.pipeline import Run
+from loadgate.plan.shard import scale_count
+
+CPU, MEMORY = "cpu_utilization", "memory_utilization"
+
+
+def _reason(result: CriterionResult) -> str:
+    unit = "%" if result.metric.endswith(("rate", "failed", "utilization")) else ""
+
+    def show(v: float) -> str:
+        return f"{v * 100:.2f}%" if unit == "%" else f"{v:g}"
+
+    what = result.description or result.id
+    observed = "no data" if result.observed is None else show(result.observed)
+    return (
+        f"{result.level}: {what}: observed {observed} "
+        f"({result.op} {show(result.threshold)} breaches; {result.window})"
+    )
+
+
+def verdict_of(results: list[CriterionResult], aborted: dict[str, Any] | None) -> str:
+    breached = {r.level for r in results if r.breached}
+    if aborted or "rollback" in breached:
+        return "rollback"
+    if breached & {"investigate", "acceptance"}:
+        return "investigate"
+    return "pass"
+
+
+def records_by_second(merged: MergedStage) -> dict[int, list[dict[str, Any]]]:
+    """Every shard's window records grouped by wall-clock second (shards align on it)."""
+    seconds: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for shard in merged.shards:
+        for record in shard.windows:
+            seconds[int(record["t"])].append(record)
+    return dict(sorted(seconds.items()))
+
+
+def _active_vus(records: list[dict[str, Any]]) -> int:
+    return sum(slot[0] for r in records for slot in (r.get("vus") or {}).values())
+
+
+def series(merged: MergedStage, by_second: dict[int, list[dict[str, Any]]]) -> dict[str, list]:
+    """Per-second requests, p95, errors and VUs of the merged stage, for the report's charts."""
+    start = merged.started_at or (min(by_second) if by_second else 0)
+    out: dict[str, list] = {"t": [], "rps": [], "p95_ms": [], "errors": [], "vus": []}
+    for t, records in by_second.items():
+        fig = Aggregate().add_records(records).http_figures()
+        p95 = fig.latency.percentiles_us([95])[95] / 1000.0 if fig.requests else None
+        out["t"].append(round(t + 1 - start, 3))
+        out["rps"].append(fig.requests)
+        out["errors"].append(fig.failed)
+        out["p95_ms"].append(None if p95 is None else round(p95, 3))
+        out["vus"].append(_active_vus(records))
+    return out
+
+
+def load_levels(run: Run, by_second: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The seed's 'performance under load' rows, over the seconds spent near each level."""
+    rows = []
+    for level in run.plan.load_levels:
+        users = scale_count(level.users, run.config.scale)
+        near = Aggregate()
+        for records in by_second.values():
+            if users and abs(_active_vus(records) - users) <= max(1, 0.1 * users):
+                near.add_records(records)
+        fig = near.http_figures()
+        if not fig.requests:
+            continue
+        cpu, mem = near.system_values(CPU), near.system_values(MEMORY)
+        rows.append(
+            {
+                "level": level.name,
+                "users": users,
+                "seconds": len({t for t in near.vus_t}),
+                "p95_ms": round(fig.latency.percentiles_us([95])[95] / 1000.0, 3),
+                "error_rate": round(fig.error_rate, 6),
+                "cpu": round(sum(cpu) / len(cpu), 4) if cpu else None,
+                "memory": round(sum(mem) / len(mem), 4) if mem else None,
+                "expected_p95_ms": level.expected_p95_ms,
+                "limit_p95_ms": level.limit_p95_ms,
+            }
+        )
+    return rows
+
+
+def expected_figures(run: Run, stage: str) -> dict[str, str]:
+    out = {}
+    for fig in run.plan.stages[stage].expected:
+        parts = [
+            p
+            for p in (
+                fig.target and f"target {fig.target}",
+                fig.expected is not None and f"expected {fig.expected:g}{fig.unit}",
+            )
+            if p
+        ]
+        out[fig.label] = ", ".join(parts) or "—"
+    return out
+
+
+def decide(run: Run, stage: str) -> dict[str, Any]:
+    """Read the stage's shard results and write ``gates/<stage>.json``; returns it."""
+    folder = Path(str(run.artifacts.path("stages", stage)))
+    try:
+        merged = load_merged([folder])
+    except (ResultsError, FileNotFoundError, OSError) as exc:
+        gate = {
+            "stage": stage,
+            "verdict": "error",
+            "reasons": [f"no results: {exc}"],
+            "criteria": [],
+            "summary": None,
+        }
+        run.artifacts.write_json(f"gates/{stage}.json", gate)
+        run.timeline(f"gate {stage}: error (no results)")
+        return gate
+    summary = summarize(merged)
+    results = evaluate_stage(run.plan, stage, merged.aggregate)
+    verdict = verdict_of(results, merged.aborted)
+    reasons = [_reason(r) for r in results if r.breached]
+    if merged.aborted:
+        ab = merged.aborted
+        reasons.insert(
+            0,
+            f"stage aborted at {ab.get('at_s')} s by {ab.get('criterion')} "
+            f"(observed {ab.get('observed')})",
+        )
+    if merged.status in ("error", "incomplete") and verdict == "pass":
+        verdict = "error"
+        reasons.append(f"stage results are {merged.status}: {merged.incomplete or ''}".strip())
+    if summary["requests"] == 0 and not summary["ws"]["connects"] and verdict == "pass":
+        verdict = "error"
+        reasons.append("the stage sent no request and opened no connection")
+    if summary["generator_saturated"]:
+        reasons.append(f"generator saturated: {SATURATED_MESSAGE}")
+    by_second = records_by_second(merged)
+    gate = {
+        "stage": stage,
+        "verdict": verdict,
+        "reasons": reasons,
+        "aborted": merged.aborted,
+        "summary": summary,
+        "criteria": [
+            r.to_dict() | {"unit": "%" if r.metric.endswith(("rate", "failed")) else ""}
+            for r in results
+        ],
+        "series": series(merged, by_second),
+        "load_levels": load_levels(run, by_second),
+        "system": {
+            name: {"max": v["max"], "last": v["last"], "avg": round(sum(vals) / len(vals), 6)}
+            for name, v in summary["system"].items()
+            if (vals := merged.aggregate.system_values(name))
+        },
+        "expected": expected_figures(run, stage),
+    }
+    run.artifacts.write_json(f"gates/{stage}.json", gate)
+    run.timeline(f"gate {stage}: {verdict}")
+    return gate
