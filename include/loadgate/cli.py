@@ -1,0 +1,280 @@
+"""The ``loadgate`` command.
+
+    loadgate run-stage --plan PLAN --stage NAME --target URL --out DIR
+                       [--shard I/N] [--scale S] [--time-scale T] [--users FILE]
+                       [--run-id ID] [--metrics-url URL | --prometheus-url URL]
+                       [--abort-dir DIR] [--allow ENTRY ...] [--term-grace S] [--dry-run]
+    loadgate summarize DIR [DIR ...] [--json] [--plan PLAN]
+
+Exit codes (run-stage; summarize uses 0 and 2):
+
+    0    completed
+    2    engine or input error: bad plan, arguments, users file, target not allowed, results
+         unreadable; for run-stage nothing was sent when the error is in the input
+    3    aborted by a criterion (this shard's rollback criterion, or another shard's abort
+         marker); results are written
+    130  interrupted (SIGINT), results written
+    143  terminated (SIGTERM): VUs were asked to finish their iteration within --term-grace
+         seconds, then cancelled; results written
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loadgate.engine.exitcodes import EXIT_ERROR
+
+EXIT_CODES_HELP = """exit codes:
+  0    completed
+  2    engine or input error (bad plan, arguments, users file, target); nothing sent
+  3    aborted by a criterion (own rollback criterion or another shard's abort marker)
+  130  interrupted by SIGINT, results written
+  143  terminated by SIGTERM after a graceful stop (--term-grace), results written
+"""
+
+RUN_STAGE_EPILOG = (
+    EXIT_CODES_HELP
+    + """
+results (--out DIR): meta.json (rewritten at the end) and windows.jsonl (one line a second).
+--time-scale T multiplies every duration, offset, interval and think time: the same run played
+1/T times as fast (about the same iterations, so 1/T times the request rate; pair it with a
+small --scale). The abort marker is DIR/../ABORT unless --abort-dir is given.
+"""
+)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _err(message: str) -> int:
+    print(f"loadgate: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _shard(text: str) -> Any:
+    from loadgate.plan.shard import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _metrics_source(args: argparse.Namespace, plan: Any) -> Any:
+    """The system-metrics source the arguments ask for (imported lazily; None without one)."""
+    if args.prometheus_url:
+        from loadgate.metrics.prometheus import PrometheusSource
+
+        return PrometheusSource(
+            args.prometheus_url, {n: m.promql for n, m in plan.system_metrics.items()}
+        )
+    if args.metrics_url:
+        try:
+            from loadgate.metrics.scrape import ScrapeSource
+        except ImportError:
+            print("loadgate: no scrape source available; system metrics unknown", file=sys.stderr)
+            return None
+        specs = {n: m.scrape for n, m in plan.system_metrics.items() if m.scrape is not None}
+        return ScrapeSource(args.metrics_url, specs)
+    return None
+
+
+def cmd_run_stage(args: argparse.Namespace) -> int:
+    from loadgate.engine.runner import (
+        EngineInputError,
+        StageConfig,
+        describe_load,
+        prepare,
+        run_stage,
+    )
+    from loadgate.engine.summary import render_text, summarize
+    from loadgate.engine.users import UsersError, load_users
+    from loadgate.plan import PlanError, load_plan
+
+    try:
+        plan = load_plan(args.plan)
+    except PlanError as exc:
+        return _err(str(exc))
+    try:
+        users = load_users(args.users) if args.users else []
+    except UsersError as exc:
+        return _err(str(exc))
+    allow = list(args.allow or [])
+    allow += [e for e in os.environ.get("LOADGATE_TARGET_ALLOWLIST", "").split(",") if e.strip()]
+    from loadgate.safety import TargetNotAllowed, check_target
+
+    try:
+        check_target(args.target, allow)
+    except (TargetNotAllowed, ValueError) as exc:
+        return _err(str(exc))
+    out = Path(args.out)
+    progress_prefix = f"[{args.stage} {args.shard}]"
+    cfg = StageConfig(
+        plan=plan,
+        plan_path=str(args.plan),
+        stage=args.stage,
+        target=args.target,
+        out=out,
+        shard=args.shard,
+        scale=args.scale,
+        time_scale=args.time_scale,
+        users=users,
+        abort_dir=Path(args.abort_dir) if args.abort_dir else None,
+        run_id=args.run_id,
+        term_grace_s=args.term_grace,
+        request_timeout_s=args.request_timeout,
+        progress=None if args.quiet else (lambda line: print(progress_prefix, line, flush=True)),
+    )
+    try:
+        prepared = prepare(cfg)
+    except EngineInputError as exc:
+        return _err(str(exc))
+    if args.dry_run:
+        print("\n".join(describe_load(prepared)))
+        print("dry run: nothing sent")
+        return 0
+    cfg.metrics = _metrics_source(args, plan)
+    if cfg.metrics is not None:
+        prepared = prepare(cfg)  # the live criteria now include the system metrics
+    outcome = run_stage(cfg, prepared)
+    if not args.quiet:
+        from loadgate.engine.merge import load_merged
+
+        try:
+            print(render_text(summarize(load_merged([out]))), flush=True)
+        except Exception as exc:  # the results are written; a summary failure is no run failure
+            print(f"loadgate: cannot summarize {out}: {exc}", file=sys.stderr)
+    if outcome.aborted:
+        a = outcome.aborted
+        print(
+            f"loadgate: stage {args.stage} aborted by criterion {a.get('criterion')} "
+            f"(observed {a.get('observed')}) at {a.get('at_s')}s",
+            file=sys.stderr,
+        )
+    return outcome.exit_code
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from loadgate.engine.merge import load_merged
+    from loadgate.engine.results import ResultsError
+    from loadgate.engine.summary import render_text, summarize
+
+    try:
+        merged = load_merged(args.dirs)
+    except ResultsError as exc:
+        return _err(str(exc))
+    summary = summarize(merged)
+    if args.plan:
+        from loadgate.criteria import evaluate_stage
+        from loadgate.plan import PlanError, load_plan
+
+        try:
+            plan = load_plan(args.plan)
+        except PlanError as exc:
+            return _err(str(exc))
+        if merged.stage in plan.stages:
+            results = evaluate_stage(plan, merged.stage, merged.aggregate)
+            summary["criteria"] = [r.to_dict() for r in results]
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        text = render_text(summary)
+        for r in summary.get("criteria", []):
+            text += (
+                f"  criterion {r['id']} ({r['level']}): {r['status']} — {r['metric']} "
+                f"{r['stat']} = {r['observed']} (breach {r['op']} {r['threshold']})\n"
+            )
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loadgate",
+        description="Release-gated load testing: the load engine and its results.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_CODES_HELP,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run-stage",
+        help="run one stage of a plan on this shard and write its results",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=RUN_STAGE_EPILOG,
+    )
+    run.add_argument("--plan", required=True, help="plan YAML file")
+    run.add_argument("--stage", required=True, help="stage name in the plan")
+    run.add_argument("--target", required=True, help="base URL of the service under test")
+    run.add_argument("--out", required=True, help="results directory of this shard")
+    run.add_argument(
+        "--shard", type=_shard, default=_shard("0/1"), help="this shard, I/N, 0 <= I < N (0/1)"
+    )
+    run.add_argument(
+        "--scale", type=_positive_float, default=1.0, help="VUs, connections, rates ×S"
+    )
+    run.add_argument(
+        "--time-scale", type=_positive_float, default=1.0, help="durations and think times ×T"
+    )
+    run.add_argument("--users", help="seeded users, JSON Lines (email, password, sessionId, ...)")
+    run.add_argument("--run-id", help="identifies the run in unique ids (default: time + random)")
+    metrics = run.add_mutually_exclusive_group()
+    metrics.add_argument("--metrics-url", help="scrape system metrics from the target's /metrics")
+    metrics.add_argument("--prometheus-url", help="read system metrics from Prometheus")
+    run.add_argument("--abort-dir", help="where the stage's ABORT marker lives (default: OUT/..)")
+    run.add_argument(
+        "--allow",
+        action="append",
+        metavar="ENTRY",
+        help="allow a non-loopback target (host, *.suffix, network, URL prefix); also "
+        "LOADGATE_TARGET_ALLOWLIST (comma-separated)",
+    )
+    run.add_argument(
+        "--term-grace", type=float, default=10.0, help="seconds VUs get to finish on SIGTERM"
+    )
+    run.add_argument(
+        "--request-timeout", type=_positive_float, default=60.0, help="per request, seconds"
+    )
+    run.add_argument("--dry-run", action="store_true", help="show the load per scenario; send none")
+    run.add_argument("--quiet", action="store_true", help="no progress lines and no summary")
+    run.set_defaults(func=cmd_run_stage)
+
+    summ = sub.add_parser(
+        "summarize",
+        help="merge shard results of one stage and print the summary",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Each DIR is a shard's --out directory or a stage directory holding them.\n"
+        "exit codes: 0 summarized, 2 unreadable or mixed results",
+    )
+    summ.add_argument("dirs", nargs="+", metavar="DIR")
+    summ.add_argument("--json", action="store_true", help="print the summary as JSON")
+    summ.add_argument("--plan", help="also evaluate this plan's criteria over the merged stage")
+    summ.set_defaults(func=cmd_summarize)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    return func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,312 @@
+"""Criteria evaluation, shared by the engine's live abort and by the gates.
+
+One function, :func:`evaluate`, reads criteria over an :class:`~loadgate.engine.aggregate.
+Aggregate`: the engine passes its own last N seconds (each rollback criterion's sliding
+``window``) every second and stops the stage on a breached ``rollback`` criterion; a gate passes
+the merged windows of all shards over the whole stage and decides pass / investigate / rollback.
+
+Engine metrics (what the load generator measured) are listed in :data:`ENGINE_METRICS`; any
+other metric a criterion names must be declared in the plan's ``system_metrics`` and is read
+from the system samples the engine records once a second (``stat`` over the window's samples).
+
+A criterion reads *insufficient* (never breached) while its denominator is below
+``min_samples`` (so one failed request of two is no 50% error rate), and *unknown* when a
+system metric has no value (the target's metrics unreachable): breached only if the criterion
+says ``unknown: breach``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from loadgate.engine.aggregate import Aggregate
+from loadgate.plan.shard import scale_count
+
+if TYPE_CHECKING:
+    from loadgate.plan.model import Criterion, Plan
+
+LATENCY_STATS = ("p50", "p90", "p95", "p99", "avg", "min", "max")
+SYSTEM_STATS = ("max", "min", "avg", "last", "p95", "sum")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    kind: str  # rate | latency | count | gauge
+    stats: tuple[str, ...]
+    default_stat: str
+    unit: str
+    description: str
+
+
+def _rate(description: str) -> MetricSpec:
+    return MetricSpec("rate", ("rate",), "rate", "ratio", description)
+
+
+def _latency(description: str) -> MetricSpec:
+    return MetricSpec("latency", LATENCY_STATS, "p95", "ms", description)
+
+
+def _count(description: str) -> MetricSpec:
+    return MetricSpec("count", ("count", "per_s"), "count", "", description)
+
+
+ENGINE_METRICS: dict[str, MetricSpec] = {
+    "http_req_failed": _rate(
+        "failed requests / requests: no response, or a status the request did not expect"
+    ),
+    "http_5xx_rate": _rate("5xx responses / requests"),
+    "http_unavailable_rate": _rate(
+        "requests not served (5xx, connect error, timeout, closed, protocol error) / requests"
+    ),
+    "http_availability": _rate("1 - http_unavailable_rate"),
+    "http_req_duration": _latency("request duration, first byte sent to last byte received"),
+    "http_reqs": _count("requests"),
+    "checks_failed_rate": _rate("failed checks / checks"),
+    "iterations": _count("completed iterations"),
+    "dropped_iterations": _count("iterations that could not start (no free VU)"),
+    "vus": MetricSpec("gauge", ("max",), "max", "", "active VUs, all shards, max over time"),
+    "ws_error_rate": _rate(
+        "(failed connects + unexpected closes + error replies + send errors)"
+        " / (connect attempts + messages sent)"
+    ),
+    "ws_connect_success_rate": _rate("established connections / connect attempts"),
+    "ws_connections": MetricSpec(
+        "gauge", ("max",), "max", "", "open WebSocket connections, all shards, max over time"
+    ),
+    "ws_connect_duration": _latency("WebSocket connect + upgrade time"),
+    "ws_rtt": _latency("WebSocket round trips (scope names: heartbeat, state_ack, ...)"),
+    "ws_msgs_sent": _count("WebSocket messages sent"),
+    "ws_msgs_received": _count("WebSocket messages received"),
+}
+
+_OPS = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+@dataclass
+class CriterionResult:
+    id: str
+    level: str
+    metric: str
+    stat: str
+    op: str
+    threshold: float
+    observed: float | None
+    breached: bool
+    status: str  # pass | breach | insufficient | unknown
+    samples: int
+    window: str
+    description: str = ""
+    source: str = ""
+    reference: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _measure(crit: Criterion, agg: Aggregate, stat: str) -> tuple[float | None, int]:
+    """(value, samples) of a criterion's metric over the aggregate; value None = no data."""
+    scen, names = crit.scope.scenarios, crit.scope.names
+    metric = crit.metric
+    if metric.startswith("http_") and metric != "http_reqs":
+        fig = agg.http_figures(scen, names)
+        if metric == "http_req_duration":
+            return _latency_value(fig.latency, stat), fig.latency.total
+        if not fig.requests:
+            return None, 0
+        numerator = {
+            "http_req_failed": fig.failed,
+            "http_5xx_rate": fig.by_class.get("5xx", 0),
+            "http_unavailable_rate": fig.unavailable,
+            "http_availability": fig.requests - fig.unavailable,
+        }[metric]
+        return numerator / fig.requests, fig.requests
+    if metric == "http_reqs":
+        return _count_value(agg.http_figures(scen, names).requests, agg, stat)
+    if metric == "checks_failed_rate":
+        passed, failed = agg.checks_figures(scen)
+        total = passed + failed
+        return (failed / total if total else None), total
+    if metric in ("iterations", "dropped_iterations"):
+        store = agg.iterations if metric == "iterations" else agg.dropped
+        return _count_value(agg.count(store, scen), agg, stat)
+    if metric == "vus":
+        return float(agg.vus_max(scen)), agg.windows
+    if metric.startswith("ws_"):
+        ws = agg.ws_figures(scen, names)
+        if metric == "ws_error_rate":
+            base = ws.error_base
+            return (ws.errors / base if base else None), base
+        if metric == "ws_connect_success_rate":
+            n = ws.attempts
+            return (ws.counts["connects"] / n if n else None), n
+        if metric == "ws_connections":
+            return float(ws.open_max), agg.windows
+        if metric == "ws_connect_duration":
+            return _latency_value(ws.connect, stat), ws.connect.total
+        if metric == "ws_rtt":
+            return _latency_value(ws.latency, stat), ws.latency.total
+        if metric == "ws_msgs_sent":
+            return _count_value(ws.counts["msgs_out"], agg, stat)
+        if metric == "ws_msgs_received":
+            return _count_value(ws.counts["msgs_in"], agg, stat)
+    return _system_value(agg.system_values(metric), stat)
+
+
+def _latency_value(acc: Any, stat: str) -> float | None:
+    if not acc.total:
+        return None
+    if stat == "avg":
+        return acc.mean_ms()
+    if stat == "max":
+        return acc.max_ms()
+    if stat == "min":
+        return acc.min_ms()
+    return acc.percentile_ms(float(stat[1:]))
+
+
+def _count_value(n: int, agg: Aggregate, stat: str) -> tuple[float, int]:
+    if stat == "per_s":
+        return (n / agg.seconds if agg.seconds else 0.0), agg.windows
+    return float(n), agg.windows
+
+
+def _system_value(values: Sequence[float], stat: str) -> tuple[float | None, int]:
+    if not values:
+        return None, 0
+    n = len(values)
+    if stat == "last":
+        return values[-1], n
+    if stat == "min":
+        return min(values), n
+    if stat == "avg":
+        return sum(values) / n, n
+    if stat == "sum":
+        return float(sum(values)), n
+    if stat == "p95":
+        ordered = sorted(values)
+        return ordered[max(0, math.ceil(0.95 * n) - 1)], n
+    return max(values), n
+
+
+def default_stat(crit: Criterion) -> str:
+    if crit.stat:
+        return crit.stat
+    spec = ENGINE_METRICS.get(crit.metric)
+    return spec.default_stat if spec else "max"
+
+
+def evaluate_one(
+    crit: Criterion,
+    agg: Aggregate,
+    *,
+    window: str,
+    baseline: float | None = None,
+    scale: float = 1.0,
+) -> CriterionResult:
+    stat = default_stat(crit)
+    value, samples = _measure(crit, agg, stat)
+    reference = None
+    if crit.relative_to == "baseline" and value is not None:
+        reference = baseline if baseline is not None else crit.reference
+        value = value / reference - 1.0 if reference else None
+    op, threshold = crit.op, crit.threshold
+    if crit.scaled and scale != 1.0:
+        threshold = float(scale_count(round(threshold), scale))
+    if value is None:
+        is_system = crit.metric not in ENGINE_METRICS
+        status = "unknown" if is_system or crit.relative_to else "insufficient"
+        breached = status == "unknown" and crit.unknown == "breach"
+        if breached:
+            status = "breach"
+    elif samples < crit.min_samples:
+        status, breached = "insufficient", False
+    else:
+        breached = _OPS[op](value, threshold)
+        status = "breach" if breached else "pass"
+    return CriterionResult(
+        id=crit.id,
+        level=crit.level,
+        metric=crit.metric,
+        stat=stat,
+        op=op,
+        threshold=threshold,
+        observed=None if value is None else round(value, 6),
+        breached=breached,
+        status=status,
+        samples=samples,
+        window=window,
+        description=crit.description,
+        source=crit.source,
+        reference=reference,
+    )
+
+
+def evaluate(
+    criteria: Iterable[Criterion],
+    agg: Aggregate,
+    *,
+    window: str = "stage",
+    baselines: Mapping[str, float] | None = None,
+    scale: float = 1.0,
+) -> list[CriterionResult]:
+    """Every criterion over one aggregate (a gate: the merged stage). ``scale`` is the run's
+    ``--scale`` (for ``scaled`` thresholds); ``baselines`` maps criterion ids to the previous
+    release's value for ``relative_to: baseline``."""
+    baselines = baselines or {}
+    return [
+        evaluate_one(c, agg, window=window, baseline=baselines.get(c.id), scale=scale)
+        for c in criteria
+    ]
+
+
+def evaluate_stage(
+    plan: Plan,
+    stage: str,
+    agg: Aggregate,
+    *,
+    levels: Sequence[str] = ("acceptance", "rollback", "investigate"),
+    baselines: Mapping[str, float] | None = None,
+    scale: float = 1.0,
+) -> list[CriterionResult]:
+    """A gate's reading: the stage's criteria of the given levels over the whole stage."""
+    criteria = plan.criteria_for(stage, tuple(levels))
+    return evaluate(criteria, agg, baselines=baselines, scale=scale)
+
+
+def window_seconds(crit: Criterion) -> int:
+    return max(1, math.ceil(crit.window - 1e-9))
+
+
+class SlidingEvaluator:
+    """The live reading: each criterion over its own last ``window`` seconds of records."""
+
+    def __init__(self, criteria: Sequence[Criterion], scale: float = 1.0) -> None:
+        self.criteria = list(criteria)
+        self.scale = scale
+        longest = max((window_seconds(c) for c in self.criteria), default=1)
+        self._records: deque[dict[str, Any]] = deque(maxlen=longest)
+
+    def push(self, record: dict[str, Any]) -> None:
+        self._records.append(record)
+
+    def evaluate(self) -> list[CriterionResult]:
+        by_window: dict[int, list[Criterion]] = {}
+        for crit in self.criteria:
+            by_window.setdefault(window_seconds(crit), []).append(crit)
+        out: list[CriterionResult] = []
+        records = list(self._records)
+        for seconds, crits in by_window.items():
+            agg = Aggregate().add_records(records[-seconds:])
+            out.extend(evaluate(crits, agg, window=f"last {seconds}s", scale=self.scale))
+        return out

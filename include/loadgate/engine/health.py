@@ -1,0 +1,48 @@
+"""The generator's own health: event-loop lag, CPU and memory, so it can say when its numbers
+cannot be trusted (a saturated generator makes the target look slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psutil
+
+from .window import Recorder
+
+LAG_PROBE_S = 0.05
+
+
+async def watch_loop_lag(recorder: Recorder, interval: float = LAG_PROBE_S) -> None:
+    """Record how late a timer fires, ``1/interval`` times a second, until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        expected = loop.time() + interval
+        await asyncio.sleep(interval)
+        recorder.loop_lag(max(0.0, loop.time() - expected))
+
+
+class ProcessSampler:
+    """CPU (cores used, over the window) and resident memory of this process."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._last_cpu = self._cpu_s()
+        self._last_wall = time.monotonic()
+        self.cpu_max = 0.0
+        self.rss_max_mb = 0.0
+
+    def _cpu_s(self) -> float:
+        t = self._proc.cpu_times()
+        return float(t.user + t.system)
+
+    def sample(self) -> tuple[float, float]:
+        """(cpu in cores since the last call, rss in MB)."""
+        cpu_s, wall = self._cpu_s(), time.monotonic()
+        elapsed = wall - self._last_wall
+        cpu = (cpu_s - self._last_cpu) / elapsed if elapsed > 0 else 0.0
+        self._last_cpu, self._last_wall = cpu_s, wall
+        rss = self._proc.memory_info().rss / 1e6
+        self.cpu_max = max(self.cpu_max, cpu)
+        self.rss_max_mb = max(self.rss_max_mb, rss)
+        return round(cpu, 4), round(rss, 1)

@@ -1,0 +1,159 @@
+"""A shard's results directory: ``meta.json`` and the append-only ``windows.jsonl``.
+
+``meta.json`` (written atomically at start, rewritten at the end)::
+
+    format        "loadgate-results/1"
+    plan          {name, path, sha256}       stage, run_id, target (no credentials)
+    shard         {index, count}             scale, time_scale
+    started_at    epoch seconds              ended_at: epoch seconds, or null while running
+    status        running | completed | aborted | terminated | error
+    exit_code     null while running, then the process's exit code
+    aborted       null, or {criterion, observed, at_s, shard, by_marker}
+    scenarios     {name: this shard's concrete profile}
+    generator     {pid, host, python, loop, limits, and at the end: windows, saturated_windows,
+                   saturated, lag_max_ms, cpu_max, rss_max_mb}
+
+``windows.jsonl``: one JSON object a line, one line per one-second window, flushed as each
+window closes (so a killed generator loses at most the window in progress; a reader ignores a
+truncated last line)::
+
+    t         the window's wall-clock second (epoch, integer): windows of shards align on it
+    at        seconds since this shard's stage start at the window's end
+    http      [[scenario, method, name, class, count, failed, hdr], ...] where class is a
+              status class ("2xx" … "5xx") or a transport error kind ("connect", "timeout",
+              "closed", "protocol"); hdr is the latency histogram (µs, HdrHistogram compressed
+              base64) or null; "failed" counts responses outside the request's expected statuses
+    errors    {kind: count} for connect, timeout, closed, protocol, and failed 4xx / 5xx
+    checks    [[scenario, name, passed, failed], ...]
+    ws        {scenario: {connects, connect_failed, closed, closed_unexpected, msgs_in,
+              msgs_out, error_replies, send_errors, connect_hist, latency: {name: hdr},
+              open, open_max}}
+    vus       {scenario: [active at the window's end, max during it]}
+    iterations, dropped, interrupted, iteration_errors    {scenario: count}
+    gen       {lag_max_ms, lag (hdr), cpu (cores), rss_mb, saturated}
+    sys       {system metric: value or null}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+FORMAT = "loadgate-results/1"
+META = "meta.json"
+WINDOWS = "windows.jsonl"
+
+
+class ResultsError(ValueError):
+    """A directory that is not a readable shard result."""
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    os.replace(tmp, path)
+
+
+class ResultsWriter:
+    """Writes one shard's results; every method is cheap enough for the event loop."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._windows: BinaryIO = open(out_dir / WINDOWS, "ab")  # noqa: SIM115
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        write_json_atomic(self.dir / META, meta)
+
+    def append_window(self, record: dict[str, Any]) -> None:
+        self._windows.write(orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+        self._windows.flush()
+
+    def close(self) -> None:
+        if not self._windows.closed:
+            self._windows.close()
+
+
+@dataclass
+class ShardResults:
+    """One shard's results as read back."""
+
+    dir: Path
+    meta: dict[str, Any]
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    truncated_lines: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """False for a shard that never wrote its end (killed, or still running)."""
+        return self.meta.get("ended_at") is not None
+
+    @property
+    def shard_label(self) -> str:
+        shard = self.meta.get("shard") or {}
+        return f"{shard.get('index', 0)}/{shard.get('count', 1)}"
+
+
+def is_shard_dir(path: Path) -> bool:
+    return (path / META).is_file()
+
+
+def find_shard_dirs(paths: list[Path]) -> list[Path]:
+    """Each path is a shard directory, or a directory holding shard directories (a stage)."""
+    out: list[Path] = []
+    for path in paths:
+        if is_shard_dir(path):
+            out.append(path)
+            continue
+        if not path.is_dir():
+            raise ResultsError(f"{path}: no such results directory")
+        found = sorted(p for p in path.iterdir() if p.is_dir() and is_shard_dir(p))
+        if not found:
+            raise ResultsError(f"{path}: no {META} in it or in its subdirectories")
+        out.extend(found)
+    return out
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = orjson.loads((path / META).read_bytes())
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no {META}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ResultsError(f"{path / META}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ResultsError(f"{path / META}: not a {FORMAT} file")
+    return meta
+
+
+def iter_windows(path: Path, skipped: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """The window records of a shard directory, streamed; a truncated or corrupt line (a
+    killed writer) is skipped and counted in ``skipped[0]`` when given."""
+    try:
+        handle = open(path / WINDOWS, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    loads = orjson.loads
+    with handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                yield loads(line)
+            except orjson.JSONDecodeError:
+                if skipped is not None:
+                    skipped[0] += 1
+
+
+def read_shard(path: Path) -> ShardResults:
+    """Read a shard directory whole (meta and every window)."""
+    result = ShardResults(dir=path, meta=read_meta(path))
+    skipped = [0]
+    result.windows = list(iter_windows(path, skipped))
+    result.truncated_lines = skipped[0]
+    return result

@@ -1,0 +1,457 @@
+"""Running one stage on one shard: executors, windows, live criteria, abort, signals.
+
+:func:`prepare` does everything that can fail on bad input (scenarios resolved, users present,
+target allowed, abort marker absent) before a single request is sent; :func:`run_stage` then
+runs the stage on uvloop and returns its outcome. Once a second, at each wall-clock second, the
+current window is closed, written to ``windows.jsonl``, and the stage's rollback criteria are
+evaluated over their sliding windows; a breach stops every VU at once, writes the abort marker
+and ends the stage with the abort code. The marker of another shard does the same here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import platform
+import secrets
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from loadgate.criteria import ENGINE_METRICS, CriterionResult, SlidingEvaluator
+from loadgate.metrics.base import MetricsSource, NullSource
+from loadgate.plan.model import Criterion, Plan
+from loadgate.plan.profile import Profile, stage_profiles
+from loadgate.plan.shard import Shard
+from loadgate.scenarios import ScenarioError, needs_user, resolve
+
+from .abort import read_marker, write_marker
+from .executors import ScenarioRun
+from .exitcodes import EXIT_ABORTED, EXIT_COMPLETED, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM
+from .health import ProcessSampler, watch_loop_lag
+from .results import FORMAT, ResultsWriter
+from .vu import StageRuntime
+from .window import Recorder, window_record
+
+PROGRESS_EVERY_S = 10
+
+
+class EngineInputError(ValueError):
+    """Bad input found before any request was sent (exit code 2)."""
+
+
+@dataclass
+class StageConfig:
+    plan: Plan
+    plan_path: str
+    stage: str
+    target: str
+    out: Path
+    shard: Shard = field(default_factory=Shard)
+    scale: float = 1.0
+    time_scale: float = 1.0
+    users: list[dict[str, Any]] = field(default_factory=list)
+    metrics: MetricsSource | None = None
+    abort_dir: Path | None = None
+    run_id: str | None = None
+    term_grace_s: float = 10.0
+    request_timeout_s: float = 60.0
+    progress: Callable[[str], None] | None = None
+
+    @property
+    def marker_dir(self) -> Path:
+        return self.abort_dir if self.abort_dir is not None else self.out.resolve().parent
+
+
+@dataclass
+class StageOutcome:
+    status: str
+    exit_code: int
+    aborted: dict[str, Any] | None
+    out: Path
+
+
+@dataclass
+class Prepared:
+    cfg: StageConfig
+    functions: dict[str, Callable[..., Any]]
+    profiles: dict[str, Profile]
+    live_criteria: list[Criterion]
+    run_id: str
+
+
+def _public_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def prepare(cfg: StageConfig) -> Prepared:
+    """Check everything that can be checked before load; raise EngineInputError on a problem."""
+    if cfg.stage not in cfg.plan.stages:
+        raise EngineInputError(
+            f"plan {cfg.plan.name!r} has no stage {cfg.stage!r} "
+            f"(stages: {', '.join(cfg.plan.stages)})"
+        )
+    if not (cfg.scale > 0 and math.isfinite(cfg.scale)):
+        raise EngineInputError(f"--scale must be a positive number, got {cfg.scale}")
+    if not (cfg.time_scale > 0 and math.isfinite(cfg.time_scale)):
+        raise EngineInputError(f"--time-scale must be a positive number, got {cfg.time_scale}")
+    parts = urlsplit(cfg.target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EngineInputError(f"--target must be http(s)://host[:port][/path], got {cfg.target!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise EngineInputError(f"--target has an invalid port: {cfg.target!r}") from None
+    stage = cfg.plan.stages[cfg.stage]
+    functions: dict[str, Callable[..., Any]] = {}
+    for name, scen in stage.scenarios.items():
+        try:
+            functions[name] = resolve(scen.exec)
+        except ScenarioError as exc:
+            raise EngineInputError(f"stage {cfg.stage}, scenario {name}: {exc}") from None
+        if needs_user(functions[name]) and not cfg.users:
+            raise EngineInputError(
+                f"scenario {name} ({scen.exec}) logs in as seeded users: give --users FILE"
+            )
+    profiles = stage_profiles(stage, shard=cfg.shard, scale=cfg.scale, time_scale=cfg.time_scale)
+    marker = read_marker(cfg.marker_dir)
+    if marker is not None:
+        raise EngineInputError(
+            f"stage {cfg.stage} was already aborted (marker {cfg.marker_dir / 'ABORT'}: "
+            f"{marker.get('criterion', '?')} by shard {marker.get('shard', '?')}); "
+            "nothing sent"
+        )
+    live = cfg.plan.criteria_for(cfg.stage, ("rollback",))
+    has_source = cfg.metrics is not None and not isinstance(cfg.metrics, NullSource)
+    if not has_source:
+        live = [c for c in live if c.metric in ENGINE_METRICS]
+    run_id = cfg.run_id or f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    return Prepared(cfg, functions, profiles, live, run_id)
+
+
+class SystemSampler:
+    """Asks the metrics source once a second, from its own thread; keeps the last samples."""
+
+    def __init__(self, source: MetricsSource, groups: dict[float, list[str]]) -> None:
+        self.source = source
+        self.groups = groups
+        self.names = [n for names in groups.values() for n in names]
+        self._samples: deque[tuple[float, dict[str, float | None]]] = deque(maxlen=8)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="system-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.time()
+            values: dict[str, float | None] = {}
+            for window_s, names in self.groups.items():
+                try:
+                    got = self.source.sample(names, window_s)
+                except Exception:  # a source must not raise; if it does, the values are unknown
+                    got = {}
+                for name in names:
+                    value = got.get(name)
+                    values[name] = float(value) if isinstance(value, int | float) else None
+            self._samples.append((began, values))
+            self._stop.wait(max(0.05, 1.0 - (time.time() - began)))
+
+    def for_window(self, t: int) -> dict[str, float | None]:
+        """The latest sample taken before the window ended (unknown if older than 3 s)."""
+        for ts, values in reversed(self._samples):
+            if ts < t + 1:
+                return values if ts >= t - 2 else dict.fromkeys(self.names)
+        return dict.fromkeys(self.names)
+
+
+class _StageRun:
+    def __init__(self, prep: Prepared) -> None:
+        self.prep = prep
+        self.cfg = prep.cfg
+        self.limits = self.cfg.plan.generator
+        self.status = "running"
+        self.exit_code: int | None = None
+        self.aborted: dict[str, Any] | None = None
+        self.runs: list[ScenarioRun] = []
+        self.scenario_tasks: list[asyncio.Task[None]] = []
+        self.evaluator = SlidingEvaluator(prep.live_criteria, scale=self.cfg.scale)
+        self.proc = ProcessSampler()
+        self.windows = 0
+        self.saturated_windows = 0
+        self.lag_max_ms = 0.0
+        self.requests = 0
+        self.failed = 0
+        self.sampler: SystemSampler | None = None
+        self.engine_error: str | None = None
+        self.writer = ResultsWriter(self.cfg.out)
+        self.start_wall = 0.0
+
+    # --- meta -------------------------------------------------------------------------------
+
+    def meta(self, ended: bool) -> dict[str, Any]:
+        cfg = self.cfg
+        try:
+            digest = sha256(Path(cfg.plan_path).read_bytes()).hexdigest()
+        except OSError:
+            digest = None
+        fraction = self.saturated_windows / self.windows if self.windows else 0.0
+        return {
+            "format": FORMAT,
+            "plan": {"name": cfg.plan.name, "path": cfg.plan_path, "sha256": digest},
+            "stage": cfg.stage,
+            "run_id": self.prep.run_id,
+            "target": _public_url(cfg.target),
+            "shard": {"index": cfg.shard.index, "count": cfg.shard.count},
+            "scale": cfg.scale,
+            "time_scale": cfg.time_scale,
+            "started_at": self.start_wall,
+            "ended_at": time.time() if ended else None,
+            "status": self.status,
+            "exit_code": self.exit_code if ended else None,
+            "aborted": self.aborted,
+            "error": self.engine_error,
+            "users": len(cfg.users),
+            "live_criteria": [c.id for c in self.prep.live_criteria],
+            "scenarios": {n: p.describe() for n, p in self.prep.profiles.items()},
+            "generator": {
+                "pid": os.getpid(),
+                "host": platform.node(),
+                "python": platform.python_version(),
+                "loop": type(asyncio.get_event_loop_policy()).__module__.split(".")[0],
+                "limits": self.limits.model_dump(),
+                "windows": self.windows,
+                "saturated_windows": self.saturated_windows,
+                "saturated": self.windows > 0 and fraction > self.limits.max_fraction,
+                "lag_max_ms": round(self.lag_max_ms, 3),
+                "cpu_max": round(self.proc.cpu_max, 3),
+                "rss_max_mb": round(self.proc.rss_max_mb, 1),
+            },
+        }
+
+    # --- windows ----------------------------------------------------------------------------
+
+    def close_window(self, recorder: Recorder, next_t: int) -> dict[str, Any]:
+        win = recorder.roll(next_t)
+        cpu, rss = self.proc.sample()
+        lag_ms = win.lag_max_s * 1000.0
+        saturated = lag_ms > self.limits.loop_lag_ms or cpu > self.limits.cpu
+        sys_values = self.sampler.for_window(win.t) if self.sampler else {}
+        end = min(time.time(), win.t + 1.0)
+        rec = window_record(
+            win,
+            at=end - self.start_wall,
+            gen={"cpu": cpu, "rss_mb": rss, "saturated": saturated},
+            sys=sys_values,
+        )
+        self.writer.append_window(rec)
+        self.windows += 1
+        self.saturated_windows += int(saturated)
+        self.lag_max_ms = max(self.lag_max_ms, lag_ms)
+        for row in rec["http"]:
+            self.requests += row[4]
+            self.failed += row[5]
+        return rec
+
+    def report_progress(self, rec: dict[str, Any]) -> None:
+        progress = self.cfg.progress
+        if progress is None or round(rec["at"]) % PROGRESS_EVERY_S:
+            return
+        vus = sum(v[0] for v in rec["vus"].values())
+        progress(
+            f"t={rec['at']:.0f}s vus={vus} requests={self.requests} failed={self.failed} "
+            f"lag_max={rec['gen']['lag_max_ms']:.0f}ms cpu={rec['gen']['cpu']:.2f}"
+        )
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def hard_stop(self) -> None:
+        for run in self.runs:
+            run.cancel_all()
+        for task in self.scenario_tasks:
+            task.cancel()
+
+    def abort(self, info: dict[str, Any]) -> None:
+        if self.status != "running":
+            return
+        self.status = "aborted"
+        self.exit_code = EXIT_ABORTED
+        self.aborted = info
+        if not info.get("by_marker"):
+            marker = {k: info[k] for k in ("criterion", "observed", "at_s", "shard")}
+            write_marker(
+                self.cfg.marker_dir, {"stage": self.cfg.stage, "at": time.time(), **marker}
+            )
+        self.hard_stop()
+
+    def on_signal(self, signum: int) -> None:
+        if self.status == "running":
+            self.status = "terminated"
+            self.exit_code = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+            grace = self.cfg.term_grace_s
+            for run in self.runs:
+                run.request_stop(grace)
+            asyncio.get_running_loop().call_later(grace + 1.0, self.hard_stop)
+        else:
+            self.hard_stop()
+
+    def check_criteria(self, rec: dict[str, Any]) -> None:
+        if not self.prep.live_criteria:
+            return
+        self.evaluator.push(rec)
+        results = self.evaluator.evaluate()
+        breached: list[CriterionResult] = [r for r in results if r.breached]
+        if breached:
+            first = breached[0]
+            self.abort(
+                {
+                    "criterion": first.id,
+                    "metric": first.metric,
+                    "stat": first.stat,
+                    "op": first.op,
+                    "threshold": first.threshold,
+                    "observed": first.observed,
+                    "window": first.window,
+                    "samples": first.samples,
+                    "at_s": round(time.time() - self.start_wall, 3),
+                    "shard": str(self.cfg.shard),
+                    "by_marker": False,
+                }
+            )
+
+    def check_marker(self) -> None:
+        marker = read_marker(self.cfg.marker_dir)
+        if marker is None or self.status != "running":
+            return
+        self.abort(
+            {
+                "criterion": marker.get("criterion"),
+                "observed": marker.get("observed"),
+                "at_s": round(time.time() - self.start_wall, 3),
+                "shard": marker.get("shard"),
+                "by_marker": True,
+            }
+        )
+
+    async def ticker(self, recorder: Recorder) -> None:
+        while True:
+            now = time.time()
+            await asyncio.sleep(math.floor(now) + 1 - now)
+            next_t = max(recorder.window.t + 1, int(time.time()))
+            rec = self.close_window(recorder, next_t)
+            if self.status == "running":
+                self.check_criteria(rec)
+            if self.status == "running":
+                self.check_marker()
+            self.report_progress(rec)
+
+    # --- the stage --------------------------------------------------------------------------
+
+    async def run(self) -> StageOutcome:
+        cfg, prep = self.cfg, self.prep
+        loop = asyncio.get_running_loop()
+        self.start_wall = time.time()
+        t0 = loop.time()
+        recorder = Recorder(int(self.start_wall))
+        rt = StageRuntime(
+            base_url=cfg.target,
+            recorder=recorder,
+            time_scale=cfg.time_scale,
+            scale=cfg.scale,
+            run_id=prep.run_id,
+            shard_index=cfg.shard.index,
+            users=cfg.users,
+            request_timeout=cfg.request_timeout_s,
+        )
+        stage = cfg.plan.stages[cfg.stage]
+        for name, scen in stage.scenarios.items():
+            self.runs.append(
+                ScenarioRun(name, prep.functions[name], prep.profiles[name], scen.options, rt, t0)
+            )
+        self.writer.write_meta(self.meta(ended=False))
+        if cfg.metrics is not None and not isinstance(cfg.metrics, NullSource):
+            groups: dict[float, list[str]] = {}
+            for name, metric in cfg.plan.system_metrics.items():
+                groups.setdefault(metric.window, []).append(name)
+            if groups:
+                self.sampler = SystemSampler(cfg.metrics, groups)
+                self.sampler.start()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.on_signal, signum)
+        lag_task = asyncio.create_task(watch_loop_lag(recorder))
+        self.scenario_tasks = [asyncio.create_task(r.run(), name=r.name) for r in self.runs]
+        ticker = asyncio.create_task(self.ticker(recorder))
+        try:
+            results = await asyncio.gather(*self.scenario_tasks, return_exceptions=True)
+            for res in results:
+                if isinstance(res, Exception):
+                    self.engine_error = f"{type(res).__name__}: {res}"
+                    if self.status == "running":
+                        self.status, self.exit_code = "error", EXIT_ERROR
+        finally:
+            ticker.cancel()
+            lag_task.cancel()
+            await asyncio.gather(ticker, lag_task, return_exceptions=True)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            if self.sampler is not None:
+                self.sampler.stop()
+            self.close_window(recorder, recorder.window.t + 1)
+            if self.status == "running":
+                self.status, self.exit_code = "completed", EXIT_COMPLETED
+            self.writer.write_meta(self.meta(ended=True))
+            self.writer.close()
+        assert self.exit_code is not None
+        return StageOutcome(self.status, self.exit_code, self.aborted, cfg.out)
+
+
+def install_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def run_stage(cfg: StageConfig, prepared: Prepared | None = None) -> StageOutcome:
+    """Prepare (may raise EngineInputError, nothing sent) and run one stage on this shard."""
+    prep = prepared or prepare(cfg)
+    install_uvloop()
+    return asyncio.run(_StageRun(prep).run())
+
+
+def describe_load(prep: Prepared) -> list[str]:
+    """Lines for a dry run: who gets how much load."""
+    cfg = prep.cfg
+    lines = [
+        f"stage {cfg.stage} of plan {cfg.plan.name}: shard {cfg.shard}, scale {cfg.scale:g}, "
+        f"time scale {cfg.time_scale:g}, target {_public_url(cfg.target)}"
+    ]
+    for name, profile in prep.profiles.items():
+        d = profile.describe()
+        lines.append(
+            f"  {name}: {d['executor']} peak {d['peak_this_shard']} of {d['peak_total']} "
+            f"VUs on this shard, from {d['start_s']:g}s for {d['duration_s']:g}s"
+        )
+    lines.append(
+        "  live rollback criteria: " + (", ".join(c.id for c in prep.live_criteria) or "none")
+    )
+    return lines

@@ -1,0 +1,400 @@
+"""The virtual-user context a scenario function receives.
+
+A scenario is a plain ``async def scenario(vu: VU) -> None``: one iteration. What it may use:
+
+- ``vu.http.get/post/put/patch/delete(path, json=..., name="/route/{template}", expected=...)``
+  records latency and status under ``"METHOD name"`` and returns the response; a transport error
+  returns a :class:`FailedResponse` (``status`` 0, ``error`` the kind) instead of raising.
+  A response is *failed* when its status is not in ``expected`` (default: 200–399).
+- ``vu.ws.connect(path)`` opens a WebSocket whose messages, errors and closes are recorded.
+- ``await vu.sleep(s)`` sleeps ``s`` × the run's time scale (``interruptible=True`` returns
+  early, with False, when the VU is asked to stop: for loops that hold a connection).
+- ``vu.check(name, ok)`` counts a passed or failed check.
+- ``vu.user`` (the seeded user, a dict; tokens never leave the process), ``vu.id`` (global VU
+  index across shards), ``vu.iteration`` (0-based), ``vu.rng`` (seeded per VU and run),
+  ``vu.options`` (the scenario's plan options), ``vu.data`` (state kept across iterations),
+  ``vu.stopping`` (a graceful stop was asked), ``vu.unique(prefix)`` (an id unique per run,
+  shard, VU and iteration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import orjson
+
+from .http import HttpConnection, HttpError, Response
+from .window import Recorder
+from .ws import WebSocket, WsError
+
+_perf = time.perf_counter
+_NO_JSON: Any = object()
+
+
+class FailedResponse:
+    """What a request that got no HTTP response returns (``status`` 0)."""
+
+    __slots__ = ("duration_s", "error", "message")
+    status = 0
+    body = b""
+    headers: list[tuple[bytes, bytes]] = []  # noqa: RUF012 - immutable by convention
+    connect_s = 0.0
+
+    def __init__(self, error: str, message: str, duration_s: float) -> None:
+        self.error = error
+        self.message = message
+        self.duration_s = duration_s
+
+    def json(self) -> Any:
+        raise ValueError(f"no response ({self.error}: {self.message})")
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return default
+
+    def __repr__(self) -> str:
+        return f"<FailedResponse {self.error}: {self.message}>"
+
+
+class StageRuntime:
+    """What all VUs of a stage share: the target, the recorder, the run's identity."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        recorder: Recorder,
+        time_scale: float,
+        run_id: str,
+        scale: float = 1.0,
+        shard_index: int,
+        users: list[dict[str, Any]],
+        ssl_context: Any = None,
+        request_timeout: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.ws_base = "ws" + self.base_url[4:] if self.base_url.startswith("http") else base_url
+        self.recorder = recorder
+        self.time_scale = time_scale
+        self.scale = scale
+        self.run_id = run_id
+        self.shard_index = shard_index
+        self.users = users
+        self.ssl_context = ssl_context
+        self.request_timeout = request_timeout
+
+
+class VUHttp:
+    """The VU's own keep-alive HTTP connection, recording every request."""
+
+    __slots__ = ("_conn", "_vu")
+
+    def __init__(self, vu: VU) -> None:
+        self._vu = vu
+        self._conn: HttpConnection | None = None
+
+    def _connection(self) -> HttpConnection:
+        conn = self._conn
+        if conn is None:
+            rt = self._vu._rt
+            conn = self._conn = HttpConnection(rt.base_url, ssl_context=rt.ssl_context)
+        return conn
+
+    def set_header(self, name: str, value: str | None) -> None:
+        """A header sent with every later request of this VU (None removes it)."""
+        self._connection().set_header(name, value)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = _NO_JSON,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+        expected: Collection[int] | None = None,
+        timeout: float | None = None,
+    ) -> Response | FailedResponse:
+        vu = self._vu
+        rt = vu._rt
+        conn = self._connection()
+        kwargs: dict[str, Any] = {"body": body, "headers": headers}
+        if json is not _NO_JSON:
+            kwargs["json"] = json
+        started = _perf()
+        try:
+            resp = await conn.request(method, path, timeout=timeout or rt.request_timeout, **kwargs)
+        except HttpError as exc:
+            elapsed = _perf() - started
+            rt.recorder.http(vu.scenario, method, name or path, 0, None, True, exc.kind)
+            return FailedResponse(exc.kind, str(exc), elapsed)
+        status = resp.status
+        failed = not 200 <= status < 400 if expected is None else status not in expected
+        rt.recorder.http(vu.scenario, method, name or path, status, resp.duration_s, failed)
+        return resp
+
+    async def get(self, path: str, **kw: Any) -> Response | FailedResponse:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Response | FailedResponse:
+        return await self.request("POST", path, **kw)
+
+    async def put(self, path: str, **kw: Any) -> Response | FailedResponse:
+        return await self.request("PUT", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> Response | FailedResponse:
+        return await self.request("PATCH", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Response | FailedResponse:
+        return await self.request("DELETE", path, **kw)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class VUWebSocket:
+    """A recorded WebSocket: JSON in and out, counted; unexpected closes and error replies are
+    WebSocket errors. Set ``on_message`` to handle decoded messages as they come (callback
+    mode, no task); without it, :meth:`receive` returns them in order."""
+
+    __slots__ = ("_closing", "_queue", "_rt", "_scenario", "_waiter", "on_message", "ws")
+
+    def __init__(self, rt: StageRuntime, scenario: str) -> None:
+        self._rt = rt
+        self._scenario = scenario
+        self.ws: WebSocket | None = None
+        self.on_message: Callable[[Any], None] | None = None
+        self._queue: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closing = False
+
+    def _message(self, raw: str | bytes) -> None:
+        self._rt.recorder.ws_message_in(self._scenario)
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            msg = raw
+        handler = self.on_message
+        if handler is not None:
+            handler(msg)
+            return
+        self._queue.append(msg)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _closed(self, code: int | None) -> None:
+        self._rt.recorder.ws_closed(self._scenario, unexpected=not self._closing)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def closed(self) -> bool:
+        return self.ws is None or self.ws.closed
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code if self.ws is not None else None
+
+    def send_json(self, obj: Any) -> bool:
+        """Send a message now (False, and a send error recorded, when the socket is closed)."""
+        ws = self.ws
+        if ws is None:
+            return False
+        try:
+            ws.send_text(orjson.dumps(obj))
+        except WsError:
+            self._rt.recorder.ws_send_error(self._scenario)
+            return False
+        self._rt.recorder.ws_message_out(self._scenario)
+        return True
+
+    async def receive(self, timeout: float) -> Any:
+        """The next message (None on timeout or when the connection ended)."""
+        if self._queue:
+            return self._queue.popleft()
+        if self.closed:
+            return None
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            return None
+        finally:
+            self._waiter = None
+        return self._queue.popleft() if self._queue else None
+
+    def latency(self, name: str, seconds: float) -> None:
+        """Record a round trip (e.g. ``heartbeat``) in seconds."""
+        self._rt.recorder.ws_latency(self._scenario, name, seconds)
+
+    def error_reply(self) -> None:
+        """Count a reply that reports an error (``{type: "error"}``) as a WebSocket error."""
+        self._rt.recorder.ws_error_reply(self._scenario)
+
+    async def close(self, code: int = 1000) -> None:
+        """Close on purpose (not an error)."""
+        self._closing = True
+        if self.ws is not None and not self.ws.closed:
+            await self.ws.close(code, timeout=2.0)
+
+    def abort(self) -> None:
+        """Drop the connection at once (hard stop); counted as a close on purpose."""
+        self._closing = True
+        if self.ws is not None and not self.ws.closed:
+            self.ws._abort()
+
+
+class VUWs:
+    __slots__ = ("_vu", "sockets")
+
+    def __init__(self, vu: VU) -> None:
+        self._vu = vu
+        self.sockets: list[VUWebSocket] = []
+
+    async def connect(
+        self,
+        path: str = "/ws",
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> VUWebSocket | None:
+        """Open a WebSocket to the target (None, and a failed connect recorded, on failure)."""
+        vu = self._vu
+        rt = vu._rt
+        wrapper = VUWebSocket(rt, vu.scenario)
+        url = rt.ws_base + (path if path.startswith("/") else "/" + path)
+        try:
+            ws = await WebSocket.connect(
+                url,
+                headers=headers,
+                timeout=timeout,
+                ssl_context=rt.ssl_context,
+                on_message=wrapper._message,
+                on_close=wrapper._closed,
+            )
+        except WsError:
+            rt.recorder.ws_connect_failed(vu.scenario)
+            return None
+        wrapper.ws = ws
+        rt.recorder.ws_connected(vu.scenario, ws.connect_s)
+        self.sockets = [s for s in self.sockets if not s.closed]
+        self.sockets.append(wrapper)
+        return wrapper
+
+    def abort_all(self) -> None:
+        for sock in self.sockets:
+            sock.abort()
+        self.sockets.clear()
+
+
+class VU:
+    __slots__ = (
+        "_rt",
+        "_stopping",
+        "_waiter",
+        "data",
+        "http",
+        "id",
+        "iteration",
+        "local_id",
+        "options",
+        "rng",
+        "scenario",
+        "user",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        rt: StageRuntime,
+        *,
+        scenario: str,
+        vu_id: int,
+        local_id: int,
+        options: Mapping[str, Any],
+    ) -> None:
+        self._rt = rt
+        self.scenario = scenario
+        self.id = vu_id
+        self.local_id = local_id
+        self.options = options
+        self.iteration = 0
+        self.rng = random.Random(f"{rt.run_id}/{scenario}/{vu_id}")
+        self.user: dict[str, Any] | None = (
+            dict(rt.users[vu_id % len(rt.users)]) if rt.users else None
+        )
+        self.data: dict[str, Any] = {}
+        self.http = VUHttp(self)
+        self.ws = VUWs(self)
+        self._stopping = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def time_scale(self) -> float:
+        return self._rt.time_scale
+
+    @property
+    def scale(self) -> float:
+        """The run's ``--scale`` (for scenario options that are amounts of load)."""
+        return self._rt.scale
+
+    @property
+    def run_id(self) -> str:
+        return self._rt.run_id
+
+    def unique(self, prefix: str) -> str:
+        """An id no other VU, iteration, shard or run uses (``ss-<run>-<shard>-<vu>-<iter>``)."""
+        return f"{prefix}-{self._rt.run_id}-{self._rt.shard_index}-{self.id}-{self.iteration}"
+
+    async def sleep(self, seconds: float, *, interruptible: bool = False) -> bool:
+        """Sleep ``seconds`` × time scale; True unless interrupted by a stop request."""
+        delay = seconds * self._rt.time_scale
+        if not interruptible:
+            await asyncio.sleep(delay if delay > 0 else 0)
+            return True
+        if self._stopping:
+            return False
+        loop = asyncio.get_running_loop()
+        self._waiter = fut = loop.create_future()
+        handle = loop.call_later(max(delay, 0.0), _wake, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._waiter = None
+        return not self._stopping
+
+    def check(self, name: str, ok: bool) -> bool:
+        self._rt.recorder.check(self.scenario, name, bool(ok))
+        return bool(ok)
+
+    def request_stop(self) -> None:
+        """Graceful stop: the VU ends after its iteration; interruptible sleeps end now."""
+        self._stopping = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Drop the VU's connections (at its end, or when it is cancelled)."""
+        self.http.close()
+        self.ws.abort_all()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

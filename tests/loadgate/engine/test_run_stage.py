@@ -1,0 +1,450 @@
+"""``loadgate run-stage`` against the real reference service on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from loadgate.cli import main
+from loadgate.engine.results import read_shard
+from loadgate.plan import Shard, load_plan
+from loadgate.plan.profile import stage_profiles
+from syncbridge.launcher import start_syncbridge
+
+from ..conftest import (  # type: ignore[misc]
+    PLAN_FILE,
+    api_counts,
+    load_counts,
+    loadgate,
+    loadgate_bg,
+    request_counts,
+    service_by_class,
+    summarize_json,
+    summary_counts,
+    write_plan,
+)
+
+
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory):
+    """One service for the many refusal cases (each proves it received nothing)."""
+    svc = start_syncbridge(tmp_path_factory.mktemp("svc"))
+    yield svc
+    svc.stop()
+
+
+def _probe_plan(scenario: dict, criteria: list | None = None, path: str = "/healthz") -> dict:
+    scen = {"exec": "basic.get", "options": {"path": path}, **scenario}
+    return {
+        "name": "probe",
+        "stages": {"s": {"scenarios": {"probe": scen}}},
+        "criteria": criteria or [],
+    }
+
+
+def _healthz(url: str) -> float:
+    return sum(n for (m, route, _), n in request_counts(url).items() if route == "/healthz")
+
+
+def test_api_stage_counts_equal_the_service_counters(seeded, tmp_path: Path) -> None:
+    """The real plan's API stage, 44 minutes played in ~9 s with 6 VUs at the peak."""
+    before = api_counts(seeded.url)
+    out = tmp_path / "res" / "api" / "shard-0"
+    proc = loadgate(
+        "run-stage",
+        "--plan",
+        str(PLAN_FILE),
+        "--stage",
+        "api",
+        "--target",
+        seeded.url,
+        "--out",
+        str(out),
+        "--users",
+        str(seeded.users_file),
+        "--scale",
+        "0.0006",
+        "--time-scale",
+        "0.003",
+        "--metrics-url",
+        f"{seeded.url}/metrics",
+    )
+    assert proc.returncode == 0, proc.stderr
+    sent = load_counts(before, api_counts(seeded.url))
+    summary = summarize_json(out)
+    assert summary_counts(summary) == service_by_class(sent)
+    assert summary["requests"] == sum(sent.values()) > 200
+    assert summary["failed"] == 0 and summary["checks"]["failed"] == 0
+    assert summary["max_vus"] == 6 and summary["aborted"] is None
+    assert set(summary["by_name"]) == {
+        "POST /api/v1/auth/login", "GET /api/v1/sessions/{id}",
+        "POST /api/v1/sessions/{id}/snapshot", "GET /api/v1/sessions/{id}/devices",
+        "POST /api/v1/auth/refresh",
+    }  # fmt: skip
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["exit_code"] == 0
+    windows = (out / "windows.jsonl").read_text()
+    assert "LoadTest123!" not in windows and "Bearer" not in windows  # no credentials
+    assert "cpu_utilization" in windows  # system samples from the direct scrape
+
+
+def test_two_shards_merged_equal_one_process(syncbridge_service, tmp_path: Path) -> None:
+    url = syncbridge_service.url
+    plan = write_plan(
+        tmp_path,
+        _probe_plan(
+            {
+                "executor": "constant-arrival-rate",
+                "rate": 100,
+                "duration": "2s",
+                "pre_allocated_vus": 4,
+                "max_vus": 10,
+            }
+        ),
+    )
+    base = ["run-stage", "--plan", str(plan), "--stage", "s", "--target", url, "--quiet"]
+    before = _healthz(url)
+    one = loadgate(*base, "--out", str(tmp_path / "one" / "s0"))
+    assert one.returncode == 0, one.stderr
+    procs = [
+        loadgate_bg(
+            *base,
+            "--out",
+            str(tmp_path / "two" / f"s{i}"),
+            "--shard",
+            f"{i}/2",
+            log=tmp_path / f"shard{i}.log",
+        )
+        for i in range(2)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    single = summarize_json(tmp_path / "one" / "s0")
+    merged = summarize_json(tmp_path / "two")
+    assert single["requests"] == merged["requests"] == 200
+    assert single["by_name"]["GET /healthz"]["requests"] == 200
+    assert merged["by_name"]["GET /healthz"]["requests"] == 200
+    assert _healthz(url) - before == 400  # and the service saw exactly those
+    assert merged["shards"] == 2 and merged["failed"] == single["failed"] == 0
+    assert merged["p95_ms"] > 0 and merged["dropped_iterations"] == 0
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        {
+            "executor": "ramping-vus",
+            "graceful_ramp_down": "0.2s",
+            "options": {"think_time": [0.01, 0.03]},
+            "stages": [
+                {"duration": "2.5s", "target": 8},
+                {"duration": "1.5s", "target": 8},
+                {"duration": "2s", "target": 0},
+            ],
+        },
+        {
+            "executor": "constant-vus",
+            "vus": 5,
+            "duration": "2.5s",
+            "start_time": "1.5s",
+            "options": {"think_time": [0.01, 0.03]},
+        },
+    ],
+    ids=["ramping-vus", "constant-vus"],
+)
+def test_vu_curve_in_the_windows_follows_the_profile(syncbridge_service, tmp_path, scenario):
+    data = _probe_plan(scenario)
+    data["stages"]["s"]["scenarios"]["probe"]["options"]["path"] = "/healthz"
+    plan_path = write_plan(tmp_path, data)
+    out = tmp_path / "out"
+    proc = loadgate(
+        "run-stage",
+        "--plan",
+        str(plan_path),
+        "--stage",
+        "s",
+        "--target",
+        syncbridge_service.url,
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    shard = read_shard(out)
+    profile = stage_profiles(
+        load_plan(plan_path).stages["s"], shard=Shard(), scale=1, time_scale=1
+    )["probe"]
+    start = shard.meta["started_at"]
+    checked = 0
+    for w in shard.windows:
+        at = min(w["t"] + 1, shard.meta["ended_at"]) - start
+        now, _peak = w["vus"].get("probe", [0, 0])
+        lo = min(profile.target_at(max(0, at - 0.15)), profile.target_at(at + 0.15))
+        hi = max(profile.target_at(max(0, at - 0.15)), profile.target_at(at + 0.15))
+        assert lo - 1 <= now <= hi + 1, (at, now, lo, hi)
+        checked += 1
+    assert checked >= 5
+    assert max(w["vus"].get("probe", [0, 0])[1] for w in shard.windows) == profile.peak_total
+
+
+def test_error_fault_aborts_within_3s_and_the_marker_stops_the_other_shard(seeded, tmp_path):
+    plan = {
+        "name": "abort",
+        "stages": {
+            "api": {
+                "scenarios": {
+                    "api_mix": {
+                        "exec": "syncbridge.api_mix",
+                        "executor": "constant-vus",
+                        "vus": 8,
+                        "duration": "40s",
+                        "options": {"think_time": [0, 0.02]},
+                    }
+                }
+            }
+        },
+        "criteria": [
+            {
+                "id": "error-rate-rollback",
+                "level": "rollback",
+                "metric": "http_req_failed",
+                "breach": "> 5%",
+                "window": "30s",
+                "min_samples": 50,
+            }
+        ],
+    }
+    with_criteria = write_plan(tmp_path, plan, "a.yaml")
+    plan["criteria"] = []
+    without = write_plan(tmp_path, plan, "b.yaml")
+    seeded.service.set_faults({"error_rate": 0.2})
+    stage_dir = tmp_path / "results" / "api"
+    common = ["--stage", "api", "--target", seeded.url, "--users", str(seeded.users_file)]
+    t0 = time.time()
+    watcher = loadgate_bg(
+        "run-stage",
+        "--plan",
+        str(without),
+        *common,
+        "--shard",
+        "1/2",
+        "--out",
+        str(stage_dir / "shard-1"),
+        log=tmp_path / "s1.log",
+    )
+    time.sleep(0.5)
+    proc = loadgate(
+        "run-stage",
+        "--plan",
+        str(with_criteria),
+        *common,
+        "--shard",
+        "0/2",
+        "--out",
+        str(stage_dir / "shard-0"),
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "aborted by criterion error-rate-rollback" in proc.stderr
+    assert watcher.wait(timeout=20) == 3
+    assert time.time() - t0 < 15  # not the 40 s of the stage
+    meta0 = json.loads((stage_dir / "shard-0" / "meta.json").read_text())
+    aborted = meta0["aborted"]
+    assert meta0["status"] == "aborted" and aborted["criterion"] == "error-rate-rollback"
+    assert aborted["at_s"] <= 3.0 and aborted["observed"] > 0.05
+    assert meta0["ended_at"] - meta0["started_at"] <= aborted["at_s"] + 2.0  # stopped in 2 s
+    meta1 = json.loads((stage_dir / "shard-1" / "meta.json").read_text())
+    assert meta1["status"] == "aborted" and meta1["aborted"]["by_marker"] is True
+    assert meta1["aborted"]["criterion"] == "error-rate-rollback"
+    marker = json.loads((stage_dir / "ABORT").read_text())
+    assert marker["shard"] == "0/2" and marker["criterion"] == "error-rate-rollback"
+    summary = summarize_json(stage_dir)
+    assert (
+        summary["status"] == "aborted" and summary["aborted"]["criterion"] == "error-rate-rollback"
+    )
+    # a shard started after the abort sends nothing
+    before = api_counts(seeded.url)
+    late = loadgate(
+        "run-stage",
+        "--plan",
+        str(without),
+        *common,
+        "--shard",
+        "1/2",
+        "--out",
+        str(stage_dir / "shard-late"),
+    )
+    assert late.returncode == 2 and "already aborted" in late.stderr
+    assert api_counts(seeded.url) == before
+
+
+def _long_probe(tmp_path: Path) -> Path:
+    return write_plan(
+        tmp_path,
+        _probe_plan(
+            {
+                "executor": "constant-vus",
+                "vus": 4,
+                "duration": "60s",
+                "options": {"think_time": [0.05, 0.1]},
+            }
+        ),
+    )
+
+
+def _wait_windows(out: Path, n: int, timeout: float = 15) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        path = out / "windows.jsonl"
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError("no windows written")
+
+
+def test_a_killed_shard_leaves_readable_results(syncbridge_service, tmp_path: Path) -> None:
+    url = syncbridge_service.url
+    out = tmp_path / "killed"
+    before = _healthz(url)
+    proc = loadgate_bg(
+        "run-stage",
+        "--plan",
+        str(_long_probe(tmp_path)),
+        "--stage",
+        "s",
+        "--target",
+        url,
+        "--out",
+        str(out),
+        log=tmp_path / "log",
+    )
+    _wait_windows(out, 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    sent = _healthz(url) - before
+    summary = summarize_json(out)
+    assert summary["status"] == "incomplete" and summary["incomplete_shards"]
+    assert 0 < summary["requests"] <= sent
+    assert sent - summary["requests"] <= 2 * 4 * 20  # at most about the window in progress
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["ended_at"] is None and meta["status"] == "running"
+
+
+def test_sigterm_stops_gracefully_and_writes_results(syncbridge_service, tmp_path) -> None:
+    url = syncbridge_service.url
+    out = tmp_path / "term"
+    before = _healthz(url)
+    proc = loadgate_bg(
+        "run-stage",
+        "--plan",
+        str(_long_probe(tmp_path)),
+        "--stage",
+        "s",
+        "--target",
+        url,
+        "--out",
+        str(out),
+        "--term-grace",
+        "3",
+        log=tmp_path / "log",
+    )
+    _wait_windows(out, 2)
+    t = time.time()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 143
+    assert time.time() - t < 5
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "terminated" and meta["exit_code"] == 143 and meta["ended_at"]
+    summary = summarize_json(out)
+    assert summary["requests"] == _healthz(url) - before  # nothing lost: VUs finished
+    assert summary["interrupted_iterations"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"plan": "bad"}, "probe.vus"),
+        ({"stage": "nope"}, "has no stage 'nope'"),
+        ({"shard": "2/2"}, "out of range"),
+        ({"scale": "0"}, "positive number"),
+        ({"target": "ftp://127.0.0.1/"}, "http(s)://"),
+        ({"target": "http://10.1.2.3:8080"}, "allowlist"),
+        ({"exec": "syncbridge.api_mix"}, "give --users"),
+        ({"exec": "no.such.module:fn"}, "cannot import"),
+        ({"users": "[1, 2]"}, "not a JSON object"),
+        ({"users": '{"email": "a@b.c"}'}, "missing password"),
+        ({"marker": True}, "already aborted"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_sent(
+    shared_service, tmp_path, capsys, change, message
+) -> None:
+    url = shared_service.url
+    scen = {"executor": "constant-vus", "vus": -1 if change.get("plan") else 2, "duration": "2s"}
+    data = _probe_plan(scen)
+    if "exec" in change:
+        data["stages"]["s"]["scenarios"]["probe"]["exec"] = change["exec"]
+    plan = write_plan(tmp_path, data)
+    out = tmp_path / "stage" / "shard-0"
+    args = [
+        "run-stage",
+        "--plan",
+        str(plan),
+        "--stage",
+        change.get("stage", "s"),
+        "--target",
+        change.get("target", url),
+        "--out",
+        str(out),
+        "--shard",
+        change.get("shard", "0/1"),
+        "--scale",
+        change.get("scale", "1"),
+    ]
+    if "users" in change:
+        users = tmp_path / "users.jsonl"
+        users.write_text(change["users"] + "\n")
+        args += ["--users", str(users)]
+    if change.get("marker"):
+        (tmp_path / "stage").mkdir()
+        (tmp_path / "stage" / "ABORT").write_bytes(orjson.dumps({"criterion": "x", "shard": "1/2"}))
+    before = _all_but_scrapes(url)
+    if "scale" in change or "shard" in change:  # refused by the argument parser itself
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+    else:
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert _all_but_scrapes(url) == before
+    assert not (out / "windows.jsonl").exists()
+
+
+def _all_but_scrapes(url: str) -> dict:
+    """Every request the service counted, except our own reads of its /metrics."""
+    return {k: v for k, v in request_counts(url).items() if k[1] != "/metrics"}
+
+
+def test_bad_plan_in_a_process_sends_nothing(syncbridge_service, tmp_path: Path) -> None:
+    url = syncbridge_service.url
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: x\nstages:\n  s:\n    scenarios: {}\n")
+    before = api_counts(url), _healthz(url)
+    proc = loadgate(
+        "run-stage",
+        "--plan",
+        str(plan),
+        "--stage",
+        "s",
+        "--target",
+        url,
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert proc.returncode == 2
+    assert str(plan) in proc.stderr and "stages.s.scenarios" in proc.stderr
+    assert (api_counts(url), _healthz(url)) == before

@@ -1,0 +1,72 @@
+"""The seed's scenarios, from the real plan at a tiny scale, against the reference service."""
+
+from __future__ import annotations
+
+import json
+
+from ..conftest import (  # type: ignore[misc]
+    PLAN_FILE,
+    api_counts,
+    load_counts,
+    loadgate,
+    service_by_class,
+    summarize_json,
+    summary_counts,
+)
+
+
+def _run(seeded, tmp_path, stage: str, scale: str, time_scale: str):
+    before = api_counts(seeded.url)
+    out = tmp_path / stage / "shard-0"
+    proc = loadgate(
+        "run-stage",
+        "--plan",
+        str(PLAN_FILE),
+        "--stage",
+        stage,
+        "--target",
+        seeded.url,
+        "--out",
+        str(out),
+        "--users",
+        str(seeded.users_file),
+        "--scale",
+        scale,
+        "--time-scale",
+        time_scale,
+        "--quiet",
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return summarize_json(out), load_counts(before, api_counts(seeded.url)), out
+
+
+def test_websocket_stage(seeded, tmp_path) -> None:
+    """10 connections (one every 0.1 s at this scale) held with heartbeats; the first one
+    (1,000 of 10,000, scaled) sends state updates whose versions come from the acks."""
+    summary, sent, _out = _run(seeded, tmp_path, "websocket", "0.001", "0.006")
+    ws = summary["ws"]
+    assert ws["connects"] == 10 and ws["connect_failed"] == 0 and ws["max_connections"] == 10
+    assert ws["errors"] == 0 and ws["closed_unexpected"] == 0
+    assert ws["latency"]["heartbeat"]["count"] > 0
+    assert ws["latency"]["state_ack"]["count"] > 0
+    assert ws["msgs_sent"] == ws["msgs_received"]  # auth, heartbeats, updates: all answered
+    assert summary["checks"]["failed"] == 0
+    assert sent[("GET", "/ws", "101")] == 10
+    assert summary_counts(summary) == service_by_class(
+        {k: v for k, v in sent.items() if k[1] != "/ws"}
+    )
+
+
+def test_session_stage(seeded, tmp_path) -> None:
+    """Session state (own sessions, 10 updates each, a snapshot) and handoff from 2 minutes."""
+    summary, sent, out = _run(seeded, tmp_path, "session", "0.002", "0.006")
+    assert summary["failed"] == 0 and summary["checks"]["failed"] == 0
+    assert summary_counts(summary) == service_by_class(sent)
+    by = summary["by_name"]
+    creates = by["POST /api/v1/sessions"]["requests"]
+    assert creates > 0 and by["PUT /api/v1/sessions/{id}"]["requests"] >= 9 * creates
+    assert by["POST /api/v1/sessions/{id}/handoff"]["requests"] > 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["scenarios"]["handoff"]["start_s"] == 0.72  # 2 minutes × 0.006
+    assert summary["max_vus"] == 12  # 10 session-state VUs + 2 handoff VUs
