@@ -18,6 +18,19 @@ import orjson
 import uvloop
 
 PATH = "/api/v1/sessions/{}"
+RESERVOIR = 20_000
+_seen = [0]
+
+
+def sample(lat: list[float], value: float) -> None:
+    """Reservoir sampling: a bounded, uniform sample of latencies (same for both clients)."""
+    _seen[0] += 1
+    if len(lat) < RESERVOIR:
+        lat.append(value)
+    else:
+        j = random.randrange(_seen[0])
+        if j < RESERVOIR:
+            lat[j] = value
 
 
 async def vu_ours(i: int, url: str, pattern: str, stop: asyncio.Event, st: dict) -> None:
@@ -35,8 +48,7 @@ async def vu_ours(i: int, url: str, pattern: str, stop: asyncio.Event, st: dict)
             r = await conn.request("GET", path, timeout=30)
             if r.status == 200:
                 st["ok"] += 1
-                if len(lat) < 200_000:
-                    lat.append(r.duration_s)
+                sample(lat, r.duration_s)
             else:
                 st["bad_status"] += 1
         except HttpError as exc:
@@ -65,8 +77,7 @@ async def vu_aiohttp(i: int, session, url: str, pattern: str, stop: asyncio.Even
                 await resp.read()
                 if resp.status == 200:
                     st["ok"] += 1
-                    if len(lat) < 200_000:
-                        lat.append(perf() - t0)
+                    sample(lat, perf() - t0)
                 else:
                     st["bad_status"] += 1
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -141,6 +141,8 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         progress=None if args.quiet else (lambda line: print(progress_prefix, line, flush=True)),
     )
+    if not args.dry_run:
+        cfg.metrics = _metrics_source(args, plan)  # (nothing is read before the stage starts)
     try:
         prepared = prepare(cfg)
     except EngineInputError as exc:
@@ -149,9 +151,6 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         print("\n".join(describe_load(prepared)))
         print("dry run: nothing sent")
         return 0
-    cfg.metrics = _metrics_source(args, plan)
-    if cfg.metrics is not None:
-        prepared = prepare(cfg)  # the live criteria now include the system metrics
     outcome = run_stage(cfg, prepared)
     if not args.quiet:
         from loadgate.engine.merge import load_merged

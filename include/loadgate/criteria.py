@@ -284,6 +284,11 @@ def evaluate_stage(
     return evaluate(criteria, agg, baselines=baselines, scale=scale)
 
 
+def _needs_histograms(crit: Criterion) -> bool:
+    spec = ENGINE_METRICS.get(crit.metric)
+    return spec is not None and spec.kind == "latency"
+
+
 def window_seconds(crit: Criterion) -> int:
     return max(1, math.ceil(crit.window - 1e-9))
 
@@ -296,6 +301,7 @@ class SlidingEvaluator:
         self.scale = scale
         longest = max((window_seconds(c) for c in self.criteria), default=1)
         self._records: deque[dict[str, Any]] = deque(maxlen=longest)
+        self._histograms = any(_needs_histograms(c) for c in self.criteria)
 
     def push(self, record: dict[str, Any]) -> None:
         self._records.append(record)
@@ -307,6 +313,6 @@ class SlidingEvaluator:
         out: list[CriterionResult] = []
         records = list(self._records)
         for seconds, crits in by_window.items():
-            agg = Aggregate().add_records(records[-seconds:])
+            agg = Aggregate(histograms=self._histograms).add_records(records[-seconds:])
             out.extend(evaluate(crits, agg, window=f"last {seconds}s", scale=self.scale))
         return out

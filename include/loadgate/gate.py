@@ -12,6 +12,7 @@ Percentiles are computed once, on the merged histograms (``loadgate.engine.summa
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,45 @@ def expected_figures(run: Run, stage: str) -> dict[str, str]:
     return out
 
 
+def _comparable(run: Run, other: dict[str, Any]) -> bool:
+    mine, theirs = run.config, other.get("config") or {}
+    return all(
+        theirs.get(key) == getattr(mine, key)
+        for key in ("target_url", "plan", "scale", "time_scale")
+    )
+
+
+def baselines(run: Run, stage: str) -> tuple[dict[str, float], str | None]:
+    """The previous passing run's absolute values of the ``relative_to: baseline`` criteria.
+
+    Only a run of the same plan against the same target at the same scale and time scale is
+    comparable; the newest such run whose gate passed this stage is the baseline.
+    """
+    best: tuple[str, dict[str, Any], str] | None = None
+    for gate_file in run.artifacts.root.parent.glob(f"*/gates/{stage}.json"):
+        folder = gate_file.parent.parent
+        if folder.name == run.artifacts.root.name:
+            continue
+        try:
+            other = json.loads((folder / "run.json").read_text())
+            previous = json.loads(gate_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if previous.get("verdict") != "pass" or not _comparable(run, other):
+            continue
+        when = other.get("prepared_at", "")
+        if best is None or when > best[0]:
+            best = (when, previous, other.get("run_id", folder.name))
+    if best is None:
+        return {}, None
+    values = {
+        c["id"]: (c["observed"] + 1.0) * c["reference"]
+        for c in best[1].get("criteria", [])
+        if c.get("reference") and c.get("observed") is not None
+    }
+    return values, best[2]
+
+
 def decide(run: Run, stage: str) -> dict[str, Any]:
     """Read the stage's shard results and write ``gates/<stage>.json``; returns it."""
     folder = Path(str(run.artifacts.path("stages", stage)))
@@ -139,7 +179,10 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
         run.timeline(f"gate {stage}: error (no results)")
         return gate
     summary = summarize(merged)
-    results = evaluate_stage(run.plan, stage, merged.aggregate)
+    base, base_run = baselines(run, stage)
+    results = evaluate_stage(
+        run.plan, stage, merged.aggregate, baselines=base, scale=run.config.scale
+    )
     verdict = verdict_of(results, merged.aborted)
     reasons = [_reason(r) for r in results if r.breached]
     if merged.aborted:
@@ -176,6 +219,7 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
             if (vals := merged.aggregate.system_values(name))
         },
         "expected": expected_figures(run, stage),
+        "baseline_run": base_run,
     }
     run.artifacts.write_json(f"gates/{stage}.json", gate)
     run.timeline(f"gate {stage}: {verdict}")

@@ -7,6 +7,7 @@ task log). If the caller is stopped (a task killed from the UI), the shards are 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -23,7 +24,19 @@ EXIT_COMPLETED, EXIT_ERROR, EXIT_ABORTED = 0, 2, 3
 GRACE_S = 20.0
 
 
-def engine_argv(run: pipeline.Run, stage: str, shard: int, shards: int, out: str) -> list[str]:
+def run_key(run_id: str) -> str:
+    """A short id for one execution of a stage, unique across reruns of the same DAG run.
+
+    The engine builds the ids of what it creates (``ss-<key>-<shard>-<vu>-<iteration>``) from
+    it; Airflow run ids are long and carry characters ids may not (``+``, ``:``, ``_``).
+    """
+    digest = hashlib.sha1(run_id.encode()).hexdigest()[:8]
+    return f"{digest}-{time.time_ns() // 1_000_000 % 10**10:x}"
+
+
+def engine_argv(
+    run: pipeline.Run, stage: str, shard: int, shards: int, out: str, key: str
+) -> list[str]:
     """``loadgate run-stage …`` for one shard: the same for a local process and for a pod."""
     cfg = run.config
     argv = [
@@ -43,8 +56,10 @@ def engine_argv(run: pipeline.Run, stage: str, shard: int, shards: int, out: str
         "--time-scale",
         f"{cfg.time_scale:g}",
         "--run-id",
-        run.run_id,
+        key,
     ]
+    for entry in cfg.allowlist:
+        argv += ["--allow", entry]
     users = run.users_file()
     if users.exists():
         argv += ["--users", str(users)]
@@ -84,13 +99,14 @@ def run_stage_local(
     shards = run.shards(stage)
     run.timeline(f"stage {stage} started: {shards} shard(s)")
     loadgate = [sys.executable, "-m", "loadgate"]
+    key = run_key(run.run_id)
     procs: list[subprocess.Popen[bytes]] = []
     pumps: list[threading.Thread] = []
     try:
         for i in range(shards):
             out = folder / f"shard-{i}"
             out.mkdir(parents=True, exist_ok=True)
-            argv = loadgate + engine_argv(run, stage, i, shards, str(out))
+            argv = loadgate + engine_argv(run, stage, i, shards, str(out), key)
             proc = subprocess.Popen(
                 argv,
                 stdout=subprocess.PIPE,

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 from typing import Any
 from urllib.parse import quote
@@ -545,11 +546,14 @@ async def run_server(config: Config) -> int:
     bridge_stdlib_logging(log)
     service = Service(config, log)
     try:
+        sock = _bind(config.host, config.port, config.backlog)
         await service.startup()
     except Exception as exc:
         log.error("start-up failed", error=f"{type(exc).__name__}: {exc}")
         log.close()
-        raise
+        service.close()
+        print(f"syncbridge: start-up failed: {exc}", file=sys.stderr)
+        return 1
     runner = web.AppRunner(
         service.make_app(),
         handle_signals=False,
@@ -560,7 +564,6 @@ async def run_server(config: Config) -> int:
     )
     await runner.setup()
     _json_protocol_errors(runner.server, service)
-    sock = _bind(config.host, config.port, config.backlog)
     site = web.SockSite(runner, sock, backlog=config.backlog)
     await site.start()
     port = sock.getsockname()[1]

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-limit-mb",
         type=_positive_float,
         default=None,
-        help="memory limit, like a container's (default: the machine's memory)",
+        help="memory limit, like a container's (default: the machine's memory); resident"
+        " memory above it kills the process like an OOM kill (exit 137)",
     )
     s.add_argument(
         "--cpu-limit-cores",

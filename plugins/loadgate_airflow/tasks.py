@@ -159,7 +159,7 @@ def notify(run_record: dict[str, Any]) -> str:
     return pipeline.notify_final(run, _notifier(run))
 
 
-@task(trigger_rule="all_done", retries=0)
+@task(trigger_rule="all_done", retries=0, on_failure_callback=[])
 def finalize(run_record: dict[str, Any]) -> str:
     """End the DAG run failed when the release is to be rolled back (or was not gated)."""
     verdict, reasons = pipeline.run_verdict(pipeline.Run(run_record))

@@ -5,8 +5,6 @@ import pytest
 from syncbridge.launcher import start_syncbridge as _start
 from tests.syncbridge.sbtestlib import Api
 
-pytestmark = pytest.mark.timeout(60)
-
 
 @pytest.fixture(scope="module")
 def shared_service(tmp_path_factory):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -172,15 +173,34 @@ def test_structured_logs_without_secrets(start_syncbridge, tmp_path):
     assert msgs[-1] == "stopped"
 
 
-def test_port_zero_prints_the_port_and_ipv6_loopback(tmp_path):
-    svc = start(tmp_path, host="::1")
+def test_port_zero_prints_the_port(tmp_path):
+    svc = start(tmp_path)
     try:
-        assert svc.url.startswith("http://[::1]:")
         assert Api(svc.url).get("/healthz").status_code == 200
         out = next(tmp_path.glob("syncbridge-*.stdout")).read_text()
         first = json.loads(out.splitlines()[0])
         assert first["msg"] == "listening"
         assert first["port"] == svc.port
+        assert first["url"] == svc.url
+    finally:
+        svc.stop()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_ipv6_loopback(tmp_path):
+    svc = start(tmp_path, host="::1")
+    try:
+        assert svc.url.startswith("http://[::1]:")
+        assert Api(svc.url).get("/healthz").status_code == 200
     finally:
         svc.stop()
 
@@ -362,3 +382,28 @@ def test_login_does_not_block_other_requests(tmp_path):
         assert worst < 0.15, worst  # one scrypt at N=2^16 takes ~350 ms here
     finally:
         svc.stop()
+
+
+def test_busy_port_fails_cleanly(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "syncbridge",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                f"sqlite:///{tmp_path}/x.db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 1
+    assert "Address already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr

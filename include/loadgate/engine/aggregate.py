@@ -102,7 +102,13 @@ def _name_matches(method: str, name: str, wanted: Sequence[str]) -> bool:
 class Aggregate:
     """Figures over a set of window records (add them with :meth:`add_record`)."""
 
-    def __init__(self, lag_limit_ms: float | None = None, cpu_limit: float | None = None) -> None:
+    def __init__(
+        self,
+        lag_limit_ms: float | None = None,
+        cpu_limit: float | None = None,
+        *,
+        histograms: bool = True,
+    ) -> None:
         self.http: dict[HttpKey, HttpAgg] = {}
         self.checks: dict[tuple[str, str], list[int]] = {}
         self.ws: dict[str, WsAgg] = {}
@@ -124,6 +130,7 @@ class Aggregate:
         self.t_max: int | None = None
         self._lag_limit_ms = lag_limit_ms
         self._cpu_limit = cpu_limit
+        self._histograms = histograms  # False: counts only (a cheaper live reading)
 
     # --- adding -----------------------------------------------------------------------------
 
@@ -147,7 +154,7 @@ class Aggregate:
                 agg = http[key] = HttpAgg()
             agg.count += count
             agg.failed += failed
-            if hdr:
+            if hdr and self._histograms:
                 if agg.acc is None:
                     agg.acc = Accumulator()
                 agg.acc.add_encoded(hdr)
@@ -165,12 +172,13 @@ class Aggregate:
             counts = agg_ws.counts
             for key in WS_COUNTS:
                 counts[key] += ws.get(key, 0)
-            agg_ws.connect_acc.add_encoded(ws.get("connect_hist"))
-            for name, hdr in (ws.get("latency") or {}).items():
-                acc = agg_ws.latency.get(name)
-                if acc is None:
-                    acc = agg_ws.latency[name] = Accumulator()
-                acc.add_encoded(hdr)
+            if self._histograms:
+                agg_ws.connect_acc.add_encoded(ws.get("connect_hist"))
+                for name, hdr in (ws.get("latency") or {}).items():
+                    acc = agg_ws.latency.get(name)
+                    if acc is None:
+                        acc = agg_ws.latency[name] = Accumulator()
+                    acc.add_encoded(hdr)
             if "open" in ws:
                 self._gauge(self.ws_open_t, t, scenario, ws["open"], ws.get("open_max", ws["open"]))
         for scenario, (now, peak) in rec.get("vus", {}).items():
@@ -180,7 +188,8 @@ class Aggregate:
             for scenario, n in rec.get(attr, {}).items():
                 target[scenario] = target.get(scenario, 0) + n
         gen = rec.get("gen") or {}
-        self.lag.add_encoded(gen.get("lag"))
+        if self._histograms:
+            self.lag.add_encoded(gen.get("lag"))
         lag = gen.get("lag_max_ms") or 0.0
         cpu = gen.get("cpu") or 0.0
         self.lag_max_ms = max(self.lag_max_ms, lag)

@@ -47,8 +47,12 @@ def _layout_bytes() -> bytes:
     return data[_LAYOUT_SLICE]
 
 
-_LAYOUT_SLICE = slice(12, payload_header_size)
+_LAYOUT_AT = 12
+_LAYOUT_SLICE = slice(_LAYOUT_AT, payload_header_size)
 _LAYOUT = _layout_bytes()
+_EXT = ext_header_size
+_PAYLOAD_AT = payload_header_size
+_memset = ctypes.memset
 
 
 def new_histogram() -> HdrHistogram:
@@ -84,11 +88,13 @@ def _median_at_index(index: int) -> float:
 class Accumulator:
     """The sum of any number of histograms, added from encoded blobs or live histograms."""
 
-    __slots__ = ("_counts", "_max_index", "_min_index", "_tmp", "total")
+    __slots__ = ("_addr", "_counts", "_max_index", "_min_index", "_tmp", "_tmp_addr", "total")
 
     def __init__(self) -> None:
         self._counts = _CountsArray()
+        self._addr = ctypes.addressof(self._counts)
         self._tmp: ctypes.Array[ctypes.c_ulonglong] | None = None
+        self._tmp_addr = 0
         self._min_index = COUNTS_LEN
         self._max_index = -1
         self.total = 0
@@ -102,26 +108,32 @@ class Accumulator:
                 self._max_index = hi
 
     def add_encoded(self, blob: str | bytes | None) -> None:
-        """Add an encoded histogram (None and empty are no-ops)."""
+        """Add an encoded histogram (None and empty are no-ops). The hot path of merging."""
         if not blob:
             return
-        data = _decompress(_a2b(blob)[ext_header_size:])
-        if data[_LAYOUT_SLICE] != _LAYOUT:
+        data = _decompress(_a2b(blob)[_EXT:])
+        if not data.startswith(_LAYOUT, _LAYOUT_AT):
             self.add_histogram(HdrHistogram.decode(blob))  # another layout: the slow path
             return
-        tmp = self._tmp
-        if tmp is None:
-            tmp = self._tmp = _CountsArray()
-        result = _decode_varints(data, payload_header_size, ctypes.addressof(tmp), COUNTS_LEN, 8)
+        tmp_addr = self._tmp_addr
+        if not tmp_addr:
+            self._tmp = _CountsArray()
+            tmp_addr = self._tmp_addr = ctypes.addressof(self._tmp)
+        result = _decode_varints(data, _PAYLOAD_AT, tmp_addr, COUNTS_LEN, 8)
         total = result["total"]
         if not total:
             return
-        lo, hi = result["min_nonzero_index"], result["max_nonzero_index"]
-        offset, span = lo * 8, (hi - lo + 1)
-        src = ctypes.addressof(tmp) + offset
-        add_array(ctypes.addressof(self._counts) + offset, src, span, 8)
-        ctypes.memset(src, 0, span * 8)
-        self._note(lo, hi, total)
+        lo = result["min_nonzero_index"]
+        hi = result["max_nonzero_index"]
+        offset = lo * 8
+        span = hi - lo + 1
+        add_array(self._addr + offset, tmp_addr + offset, span, 8)
+        _memset(tmp_addr + offset, 0, span * 8)
+        self.total += total
+        if lo < self._min_index:
+            self._min_index = lo
+        if hi > self._max_index:
+            self._max_index = hi
 
     def add_histogram(self, hist: HdrHistogram) -> None:
         """Add a live histogram of any layout."""
@@ -169,7 +181,9 @@ class Accumulator:
     def __setstate__(self, state: tuple[int, int, int, bytes]) -> None:
         lo, hi, total, raw = state
         self._counts = _CountsArray()
+        self._addr = ctypes.addressof(self._counts)
         self._tmp = None
+        self._tmp_addr = 0
         self._min_index, self._max_index, self.total = lo, hi, total
         if raw:
             ctypes.memmove(ctypes.addressof(self._counts) + lo * 8, raw, len(raw))

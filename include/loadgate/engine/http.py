@@ -162,7 +162,7 @@ class _Proto(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = None  # only while a request is out
         self.fut: asyncio.Future[Response] | None = None
         self.closed = False
         self.got = False
@@ -181,8 +181,9 @@ class _Proto(asyncio.Protocol):
         self.status = 0
         self.headers = []
         self.body = []
-        if self.parser is None:
-            self.parser = httptools.HttpResponseParser(self)
+        # A fresh parser per response (0.3 µs): idle keep-alive connections hold none, and no
+        # parser state can leak from one response into the next.
+        self.parser = httptools.HttpResponseParser(self)
         self.t0 = _perf()
         self.transport.write(data)  # type: ignore[union-attr]
 
@@ -214,9 +215,7 @@ class _Proto(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _StopParsing):
-                self.parser = None  # a fresh one for the next response
-            else:
+            if not isinstance(exc.__context__, _StopParsing):
                 self.fail(HttpError("protocol", f"response handling failed: {exc.__context__!r}"))
         except httptools.HttpParserUpgrade:
             self.fail(HttpError("protocol", "unexpected protocol upgrade in response"))
@@ -253,7 +252,7 @@ class _Proto(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        status = self.parser.get_status_code()  # type: ignore[union-attr]
         self.status = status
         if self.head_only and status >= 200:
             # llhttp cannot be told the request was HEAD: finish here, abandon this parser.
@@ -283,7 +282,12 @@ class _Proto(asyncio.Protocol):
         resp = self._response()
         fut = self.fut
         self.fut = None
-        if not self.parser.should_keep_alive():
+        keep_alive = self.parser.should_keep_alive()  # type: ignore[union-attr]
+        self.parser = None
+        # None while idle: stray bytes after the response fail loudly in the callbacks
+        # (HttpParserCallbackError -> connection dropped) instead of joining a later response.
+        self.headers = self.body = None  # type: ignore[assignment]
+        if not keep_alive:
             self.closed = True
             self.transport.close()  # type: ignore[union-attr]
         if fut is not None and not fut.done():
@@ -313,17 +317,76 @@ def _encode_headers(headers: Mapping[str, str]) -> bytes:
     return "".join(parts).encode("latin-1")
 
 
+class _Origin:
+    """What the connections of one (base URL, TLS context, default headers) share: parsed once,
+    so 10,000 VUs hold 10,000 references rather than 10,000 copies."""
+
+    __slots__ = ("block", "defaults", "host", "port", "prefix", "ssl")
+
+    def __init__(
+        self,
+        base_url: str,
+        ssl_context: ssl.SSLContext | None,
+        default_headers: tuple[tuple[str, str], ...],
+    ) -> None:
+        parts = urlsplit(base_url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be http(s)://host[:port][/path], got {base_url!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"base_url must not have a query or fragment: {base_url!r}")
+        self.host: str = parts.hostname
+        default_port = 443 if scheme == "https" else 80
+        self.port: int = parts.port or default_port
+        self.ssl = (ssl_context or default_ssl_context()) if scheme == "https" else None
+        self.prefix = quote(parts.path.rstrip("/"), safe=_PATH_SAFE).encode("ascii")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port != default_port:
+            host = f"{host}:{self.port}"
+        self.defaults: dict[str, tuple[str, str]] = {
+            "host": ("Host", host),
+            "user-agent": ("User-Agent", USER_AGENT),
+        }
+        for name, value in default_headers:
+            _check_header(name, value)
+            self.defaults[name.lower()] = (name, value)
+        self.block = _encode_headers(dict(self.defaults.values()))
+
+
+_origins: dict[tuple[Any, ...], _Origin] = {}
+
+
+def _origin(
+    base_url: str, ssl_context: ssl.SSLContext | None, headers: Mapping[str, str] | None
+) -> _Origin:
+    hdrs = tuple((k, str(v)) for k, v in headers.items()) if headers else ()
+    key = (base_url, ssl_context, hdrs)
+    origin = _origins.get(key)
+    if origin is None:
+        origin = _Origin(base_url, ssl_context, hdrs)
+        if len(_origins) >= 256:
+            _origins.clear()
+        _origins[key] = origin
+    return origin
+
+
 class HttpConnection:
     """One virtual user's HTTP/1.1 connection to one origin (``base_url``).
 
     ``base_url`` is ``http://host[:port][/prefix]`` or ``https://…``; request paths are appended
     to the prefix. ``default_headers`` are sent with every request (``Host`` and ``User-Agent``
-    are added unless given); :meth:`set_header` changes them later (e.g. an ``Authorization``
-    token after login). The connection opens lazily on the first request and reopens when the
-    server closed it; see the module docstring for the retry rule and error kinds.
+    are added unless given); :meth:`set_header` changes them later for this connection only
+    (e.g. an ``Authorization`` token after login). The connection opens lazily on the first
+    request and reopens when the server closed it; see the module docstring for the retry rule
+    and error kinds.
 
     One request at a time: a VU is sequential. A second concurrent :meth:`request` raises
     ``RuntimeError``. Cancelling a request drops the connection (its state is unknown).
+
+    Memory: an idle connection holds this object, its protocol object and the transport
+    (about 2–3 KB with uvloop); the parsed URL and encoded default headers are shared by all
+    connections made with the same arguments, and a response parser exists only while a
+    request is in flight.
     """
 
     __slots__ = (
@@ -331,11 +394,8 @@ class HttpConnection:
         "_busy",
         "_connect_timeout",
         "_defaults",
-        "_host",
-        "_port",
-        "_prefix",
+        "_origin",
         "_proto",
-        "_ssl",
         "base_url",
     )
 
@@ -347,51 +407,27 @@ class HttpConnection:
         default_headers: Mapping[str, str] | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
-        parts = urlsplit(base_url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url must be http(s)://host[:port][/path], got {base_url!r}")
-        if parts.query or parts.fragment:
-            raise ValueError(f"base_url must not have a query or fragment: {base_url!r}")
         self.base_url = base_url
-        self._host = parts.hostname
-        default_port = 443 if scheme == "https" else 80
-        self._port = parts.port or default_port
-        if scheme == "https":
-            self._ssl: ssl.SSLContext | None = ssl_context or default_ssl_context()
-        else:
-            self._ssl = None
-        self._prefix = quote(parts.path.rstrip("/"), safe=_PATH_SAFE).encode("ascii")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        if self._port != default_port:
-            host = f"{host}:{self._port}"
-        self._defaults: dict[str, tuple[str, str]] = {
-            "host": ("Host", host),
-            "user-agent": ("User-Agent", USER_AGENT),
-        }
-        for name, value in (default_headers or {}).items():
-            _check_header(name, str(value))
-            self._defaults[name.lower()] = (name, str(value))
-        self._block = b""
-        self._encode_block()
+        self._origin = _origin(base_url, ssl_context, default_headers)
+        self._block = self._origin.block
+        self._defaults = self._origin.defaults  # copied on the first set_header()
         self._connect_timeout = connect_timeout
         self._proto: _Proto | None = None
         self._busy = False
 
     # --- headers ------------------------------------------------------------------------
 
-    def _encode_block(self) -> None:
-        self._block = _encode_headers(dict(self._defaults.values()))
-
     def set_header(self, name: str, value: str | None) -> None:
         """Set (or with ``None`` remove) a default header sent with every later request."""
+        if self._defaults is self._origin.defaults:
+            self._defaults = dict(self._defaults)
         key = name.lower()
         if value is None:
             self._defaults.pop(key, None)
         else:
             _check_header(name, str(value))
             self._defaults[key] = (name, str(value))
-        self._encode_block()
+        self._block = _encode_headers(dict(self._defaults.values()))
 
     @property
     def connected(self) -> bool:
@@ -424,6 +460,7 @@ class HttpConnection:
         if b" " in pathb or b"\r" in pathb or b"\n" in pathb:
             pathb = quote(path, safe=_PATH_SAFE).encode("ascii")
         block = self._block
+        prefix = self._origin.prefix
         extra = b""
         if json is not _NO_JSON:
             if body is not None:
@@ -441,12 +478,12 @@ class HttpConnection:
                 extra += _encode_headers(headers)
         if body is None:
             if method in _BODY_METHODS:
-                return b"".join((mline, self._prefix, pathb, _HTTP11, block, extra, _CLEN0))
-            return b"".join((mline, self._prefix, pathb, _HTTP11, block, extra, _CRLF))
+                return b"".join((mline, prefix, pathb, _HTTP11, block, extra, _CLEN0))
+            return b"".join((mline, prefix, pathb, _HTTP11, block, extra, _CRLF))
         if isinstance(body, str):
             body = body.encode("utf-8")
         clen = b"Content-Length: %d\r\n\r\n" % len(body)
-        return b"".join((mline, self._prefix, pathb, _HTTP11, block, extra, clen, body))
+        return b"".join((mline, prefix, pathb, _HTTP11, block, extra, clen, body))
 
     async def request(
         self,
@@ -518,15 +555,16 @@ class HttpConnection:
         limit = min(self._connect_timeout, remaining)
         kind = "connect" if self._connect_timeout < remaining else "timeout"
         proto = _Proto()
+        origin = self._origin
         try:
             async with asyncio.timeout(limit):
-                await open_connection(loop, lambda: proto, self._host, self._port, self._ssl)
+                await open_connection(loop, lambda: proto, origin.host, origin.port, origin.ssl)
         except TimeoutError:
             raise HttpError(
-                kind, f"connect to {self._host}:{self._port} timed out after {limit:.3g}s"
+                kind, f"connect to {origin.host}:{origin.port} timed out after {limit:.3g}s"
             ) from None
         except (OSError, ssl.CertificateError) as exc:
-            raise HttpError("connect", f"connect to {self._host}:{self._port}: {exc}") from exc
+            raise HttpError("connect", f"connect to {origin.host}:{origin.port}: {exc}") from exc
         self._proto = proto
         return proto
 

@@ -91,7 +91,12 @@ def _workers(dirs: list[Path], workers: int | None) -> int:
     size = sum((d / WINDOWS).stat().st_size for d in dirs if (d / WINDOWS).exists())
     if size < PARALLEL_MIN_BYTES:
         return 1
-    return max(1, min(len(dirs), os.cpu_count() or 1, 8))
+    cpus = os.cpu_count() or 1
+    try:
+        idle = cpus - os.getloadavg()[0]  # workers only help on cores nobody else uses
+    except OSError:  # pragma: no cover - no load average on this platform
+        idle = cpus
+    return max(1, min(len(dirs), round(idle), 8))
 
 
 def merge_dirs(dirs: list[Path], workers: int | None = None) -> MergedStage:

@@ -355,12 +355,19 @@ class _StageRun:
             now = time.time()
             await asyncio.sleep(math.floor(now) + 1 - now)
             next_t = max(recorder.window.t + 1, int(time.time()))
-            rec = self.close_window(recorder, next_t)
-            if self.status == "running":
-                self.check_criteria(rec)
-            if self.status == "running":
-                self.check_marker()
-            self.report_progress(rec)
+            try:
+                rec = self.close_window(recorder, next_t)
+                if self.status == "running":
+                    self.check_criteria(rec)
+                if self.status == "running":
+                    self.check_marker()
+                self.report_progress(rec)
+            except Exception as exc:  # results that cannot be written: stop, do not load blind
+                self.engine_error = f"window {next_t - 1}: {type(exc).__name__}: {exc}"
+                if self.status == "running":
+                    self.status, self.exit_code = "error", EXIT_ERROR
+                self.hard_stop()
+                return
 
     # --- the stage --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from .merge import MergedStage
 
 PERCENTILES = (50, 90, 95, 99)
 SATURATED_MESSAGE = "the generator cannot vouch for these numbers"
+HEARTBEAT = "heartbeat"  # the WebSocket round trip the seed reports (ws.rtt_* in the summary)
 
 
 def _latency(acc: Accumulator) -> dict[str, float]:
@@ -58,6 +59,11 @@ def summarize(merged: MergedStage) -> dict[str, Any]:
     gen = _generator(agg, float(limits.get("max_fraction", 0.05)))
     ws = agg.ws_figures()
     passed, failed_checks = agg.checks_figures()
+    latency = {
+        name: {"count": acc.total, **_latency(acc)}
+        for name in agg.ws_latency_names()
+        if (acc := agg.ws_figures(names=[name]).latency)
+    }
     out: dict[str, Any] = {
         "stage": merged.stage,
         "plan": merged.plan,
@@ -92,16 +98,13 @@ def summarize(merged: MergedStage) -> dict[str, Any]:
             "max_connections": ws.open_max,
             "closed_unexpected": ws.counts["closed_unexpected"],
             "error_replies": ws.counts["error_replies"],
-            "msgs_sent": ws.counts["msgs_out"],
-            "msgs_received": ws.counts["msgs_in"],
+            "messages_sent": ws.counts["msgs_out"],
+            "messages_received": ws.counts["msgs_in"],
             "errors": ws.errors,
             "error_rate": round(ws.error_rate, 6),
             "connect_ms": _latency(ws.connect),
-            "latency": {
-                name: {"count": acc.total, **_latency(acc)}
-                for name in agg.ws_latency_names()
-                if (acc := agg.ws_figures(names=[name]).latency)
-            },
+            "latency": latency,
+            **{f"rtt_{k}": v for k, v in (latency.get(HEARTBEAT) or {}).items() if k != "count"},
         },
         "aborted": merged.aborted,
         "generator_saturated": gen["saturated"],
@@ -190,7 +193,9 @@ def render_text(summary: dict[str, Any]) -> str:
             )
         )
         lines.append(_line("ws_connecting", _lat_text(ws["connect_ms"])))
-        lines.append(_line("ws_msgs", f"sent {ws['msgs_sent']}  received {ws['msgs_received']}"))
+        lines.append(
+            _line("ws_msgs", f"sent {ws['messages_sent']}  received {ws['messages_received']}")
+        )
         lines.append(_line("ws_errors", f"{ws['error_rate'] * 100:.2f}%  {ws['errors']}"))
         for name, d in ws["latency"].items():
             lines.append(_line(f"ws_rtt {{ {name} }}", f"{d['count']} · " + _lat_text(d)))

@@ -540,6 +540,13 @@ class WebSocket(asyncio.Protocol):
                     {"message": "WebSocket on_close callback failed", "exception": exc}
                 )
 
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake (a hard stop).
+
+        ``close_code`` becomes 1006 and ``on_close(1006)`` is called (if not closed already).
+        """
+        self._abort()
+
     def _abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()

@@ -50,7 +50,8 @@ def test_websocket_stage(seeded, tmp_path) -> None:
     assert ws["errors"] == 0 and ws["closed_unexpected"] == 0
     assert ws["latency"]["heartbeat"]["count"] > 0
     assert ws["latency"]["state_ack"]["count"] > 0
-    assert ws["msgs_sent"] == ws["msgs_received"]  # auth, heartbeats, updates: all answered
+    assert ws["messages_sent"] == ws["messages_received"]  # auth, heartbeats, updates: answered
+    assert ws["rtt_p95_ms"] == ws["latency"]["heartbeat"]["p95_ms"]
     assert summary["checks"]["failed"] == 0
     assert sent[("GET", "/ws", "101")] == 10
     assert summary_counts(summary) == service_by_class(
