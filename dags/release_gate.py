@@ -35,6 +35,8 @@ the HarmonyFlow SyncBridge test of 10,000 concurrent connections).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Asset, Param, chain, dag
 from loadgate_airflow import tasks
@@ -54,7 +56,11 @@ STAGES = ("api", "websocket", "session")
     catchup=False,
     max_active_runs=1,
     tags=["loadgate", "release-gate", "load-test", "harmonyflow"],
-    default_args={"owner": "sre", "on_failure_callback": tasks.notify_task_failure},
+    default_args={
+        "owner": "sre",
+        "retry_delay": timedelta(seconds=15),
+        "on_failure_callback": tasks.notify_task_failure,
+    },
     params={
         "target_url": Param(
             "http://127.0.0.1:8080",

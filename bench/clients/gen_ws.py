@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import os
 import signal
 import sys
 import time
@@ -205,6 +207,18 @@ async def main(args: argparse.Namespace) -> None:
     while st.connected + st.failed < args.conns and time.monotonic() < t_end_ramp:
         await asyncio.sleep(0.05)
     print(f"READY {st.connected} {st.failed}", flush=True)
+    gc_pauses: list[float] = []
+    gc_t0 = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_t0[0] = perf()
+        elif st.holding:
+            gc_pauses.append((perf() - gc_t0[0]) * 1e3)
+
+    gc.callbacks.append(on_gc)
+    if os.environ.get("LG_GC_FREEZE"):
+        gc.freeze()  # what an engine may do after its ramp: long-lived objects out of GC's way
     st.holding = True
     await asyncio.sleep(args.hold)
     st.holding = False
@@ -225,6 +239,8 @@ async def main(args: argparse.Namespace) -> None:
         "rtt_p99_ms": pct(rtts, 0.99),
         "lag_p50_ms": pct(lags, 0.5),
         "lag_p99_ms": pct(lags, 0.99),
+        "gc_runs": len(gc_pauses),
+        "gc_max_ms": round(max(gc_pauses), 3) if gc_pauses else None,
     }
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
     sys.stdout.flush()

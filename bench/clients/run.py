@@ -13,7 +13,7 @@ Side by side in one run, generator pinned to core 0 and the target to core 1 (``
    RSS and requests per CPU-second: ours vs aiohttp vs k6 vs Locust.
 3. ``ws``: 10,000 WebSockets (target in its own process), heartbeat every 5 s, 1,000 of them
    sending a state update every 5 s, held ``--ws-hold`` s: peak RSS, CPU seconds, heartbeat
-   RTT p50/p99 and event-loop lag: ours vs Node ``ws`` vs aiohttp.
+   RTT p50/p99 and event-loop lag: ours vs Node ``ws`` vs aiohttp vs picows.
 
 Throughput is read from the target's own counter (the same for every client); CPU from
 ``/proc/PID/stat`` (utime+stime, the generator's process tree); peak RSS from
@@ -297,6 +297,19 @@ def ws_cmd(client: str, url: str, conns: int, rate: int, hold: float) -> list[st
     if client in ("ours", "aiohttp"):
         return [PY, "gen_ws.py", "--client", client, "--url", url, "--conns", str(conns),
                 "--rate", str(rate), "--hold", str(hold)]  # fmt: skip
+    if client == "picows":
+        py = PEERS / "python"
+        ok = (
+            py.exists()
+            and subprocess.run(
+                [str(py), "-c", "import picows, uvloop, orjson"], capture_output=True
+            ).returncode
+            == 0
+        )
+        if not ok:
+            return None
+        return [str(py), "gen_ws_picows.py", "--url", url, "--conns", str(conns),
+                "--rate", str(rate), "--hold", str(hold)]  # fmt: skip
     if client == "node":
         node = shutil.which("node")
         if node is None or not (HERE / "node_modules" / "ws").is_dir():
@@ -434,13 +447,14 @@ LABEL = {
     "locust": "Locust FastHttpUser",
     "k6": "k6",
     "node": "Node + `ws`",
+    "picows": "picows (2 KiB read buffer, uvloop)",
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--only", default="http,seed,ws", help="comma list of: http, seed, ws")
-    ap.add_argument("--clients", default="ours,aiohttp,locust,k6,node")
+    ap.add_argument("--clients", default="ours,aiohttp,locust,k6,node,picows")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--window", type=float, default=10.0)
@@ -472,7 +486,7 @@ def main() -> None:
         out["seed"] = bench_http(seed_clients, args.seed_vus, "seed", 5.0, args.seed_window, 1)
     if "ws" in only:
         print(f"3. {args.ws_conns} WebSockets", flush=True)
-        ws_clients = [c for c in clients if c in ("ours", "node", "aiohttp")]
+        ws_clients = [c for c in clients if c in ("ours", "node", "aiohttp", "picows")]
         out["ws"] = bench_ws(ws_clients, args.ws_conns, args.ws_rate, args.ws_hold)
     path = HERE / "results" / f"clients-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(out, indent=2, default=str))

@@ -22,6 +22,13 @@ from loadgate_airflow import settings
 log = logging.getLogger("loadgate")
 
 
+def _run(run_record: dict[str, Any] | None | None) -> pipeline.Run:
+    """The run a task works on; a task that runs after a failed ``prepare`` has none."""
+    if run_record is None:
+        raise AirflowSkipException("the run was never prepared (see the prepare task)")
+    return pipeline.Run(run_record)
+
+
 def _notifier(run: pipeline.Run) -> Notifier:
     return Notifier(run.artifacts, settings.slack_sender())
 
@@ -56,9 +63,9 @@ def prepare(**context: Any) -> dict[str, Any]:
 
 
 @task(retries=1)
-def checklist(run_record: dict[str, Any]) -> dict[str, Any]:
+def checklist(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """The seed's §7.1; a failed required item ends the run before any load is sent."""
-    run = pipeline.Run(run_record)
+    run = _run(run_record)
     checks = pipeline.run_checklist(
         run, notifier=_notifier(run), rollback_secret=settings.secret(settings.TARGET)
     )
@@ -74,9 +81,9 @@ def checklist(run_record: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(retries=1)
-def seed_users(run_record: dict[str, Any]) -> dict[str, Any]:
+def seed_users(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """Register the plan's users (existing ones log in); credentials stay in the artifacts."""
-    run = pipeline.Run(run_record)
+    run = _run(run_record)
     if run.config.dry_run:
         raise AirflowSkipException("dry run: no users are seeded")
 
@@ -98,9 +105,9 @@ def seed_users(run_record: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(trigger_rule="none_failed", retries=0)
-def run_stage(run_record: dict[str, Any], stage: str) -> dict[str, Any]:
+def run_stage(run_record: dict[str, Any] | None, stage: str) -> dict[str, Any]:
     """One load stage: the engine's shards as local processes, progress streamed to this log."""
-    run = pipeline.Run(run_record)
+    run = _run(run_record)
     if stage not in run.config.stages:
         raise AirflowSkipException(f"stage {stage} was not chosen for this run")
     if run.config.dry_run:
@@ -114,9 +121,9 @@ def run_stage(run_record: dict[str, Any], stage: str) -> dict[str, Any]:
 
 
 @task(retries=1)
-def gate(run_record: dict[str, Any], stage: str) -> dict[str, Any]:
+def gate(run_record: dict[str, Any] | None, stage: str) -> dict[str, Any]:
     """Merge the stage's shards, read system metrics, evaluate the plan's criteria: verdict."""
-    run = pipeline.Run(run_record)
+    run = _run(run_record)
     result = gates.decide(run, stage)
     log.info("gate %s: %s", stage, result["verdict"])
     for reason in result["reasons"]:
@@ -126,9 +133,9 @@ def gate(run_record: dict[str, Any], stage: str) -> dict[str, Any]:
 
 
 @task(trigger_rule="all_done", retries=0)
-def rollback(run_record: dict[str, Any]) -> dict[str, Any]:
+def rollback(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """Only on a rollback verdict: run the configured action, then verify the target's health."""
-    run = pipeline.Run(run_record)
+    run = _run(run_record)
     outcome = pipeline.rollback(run, secret=settings.secret(settings.TARGET))
     if outcome is None:
         raise AirflowSkipException("no gate decided rollback")
@@ -139,29 +146,31 @@ def rollback(run_record: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(trigger_rule="all_done", retries=1)
-def collect_logs(run_record: dict[str, Any]) -> dict[str, Any]:
+def collect_logs(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """Generator and target logs into the run's artifacts, whatever happened before."""
-    return pipeline.collect_logs(pipeline.Run(run_record))
+    return pipeline.collect_logs(_run(run_record))
 
 
 @task(trigger_rule="all_done", retries=1)
-def build_report(run_record: dict[str, Any]) -> dict[str, Any]:
+def build_report(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """report.md, report.html, report.json and junit.xml under the run root."""
-    report = pipeline.make_report(pipeline.Run(run_record))
+    report = pipeline.make_report(_run(run_record))
     log.info("verdict: %s; report: %s", report["verdict"], report["html"])
     return report
 
 
 @task(trigger_rule="all_done", retries=2)
-def notify(run_record: dict[str, Any]) -> str:
+def notify(run_record: dict[str, Any] | None) -> str:
     """The final message to the team: verdict, key figures and where the report is."""
-    run = pipeline.Run(run_record)
+    run = _run(run_record)
     return pipeline.notify_final(run, _notifier(run))
 
 
 @task(trigger_rule="all_done", retries=0, on_failure_callback=[])
-def finalize(run_record: dict[str, Any]) -> str:
+def finalize(run_record: dict[str, Any] | None) -> str:
     """End the DAG run failed when the release is to be rolled back (or was not gated)."""
+    if run_record is None:
+        raise AirflowFailException("the run was never prepared: no release was gated")
     verdict, reasons = pipeline.run_verdict(pipeline.Run(run_record))
     if verdict in ("rollback", "error"):
         raise AirflowFailException(f"release verdict: {verdict}: " + "; ".join(reasons[:5]))

@@ -3,9 +3,9 @@
 One :class:`HttpConnection` per virtual user: it owns one keep-alive connection, as a real
 client (a browser tab, a phone app) has, so 10,000 VUs are 10,000 connections. It is built
 straight on ``asyncio.Protocol`` (uvloop in the engine) with the ``httptools`` (llhttp) parser:
-the request head is pre-encoded (host and default headers once per connection), a request is one
-``transport.write`` and one future, and the response is parsed by callbacks into a slotted
-:class:`Response`. Nothing here creates a task.
+the request head is pre-encoded (host and default headers once per origin, shared by all its
+connections), a request is one ``transport.write`` and one future, and the response is parsed
+by callbacks into a slotted :class:`Response`. Nothing here creates a task.
 
 What it does:
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
@@ -34,6 +35,9 @@ from .ws import WebSocket, WsError
 
 _perf = time.perf_counter
 _NO_JSON: Any = object()
+
+# ids the engine creates carry the run id; keep to characters any API accepts in an id
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9.-]+")
 
 
 class FailedResponse:
@@ -251,7 +255,7 @@ class VUWebSocket:
         """Drop the connection at once (hard stop); counted as a close on purpose."""
         self._closing = True
         if self.ws is not None and not self.ws.closed:
-            self.ws._abort()
+            self.ws.abort()
 
 
 class VUWs:
@@ -358,7 +362,8 @@ class VU:
 
     def unique(self, prefix: str) -> str:
         """An id no other VU, iteration, shard or run uses (``ss-<run>-<shard>-<vu>-<iter>``)."""
-        return f"{prefix}-{self._rt.run_id}-{self._rt.shard_index}-{self.id}-{self.iteration}"
+        run = _UNSAFE_ID.sub("-", self._rt.run_id)
+        return f"{prefix}-{run}-{self._rt.shard_index}-{self.id}-{self.iteration}"
 
     async def sleep(self, seconds: float, *, interruptible: bool = False) -> bool:
         """Sleep ``seconds`` × time scale; True unless interrupted by a stop request."""

@@ -597,7 +597,7 @@ class WebSocket(asyncio.Protocol):
         q = self._queue
         if q:
             msg = q.popleft()
-            if self._paused and len(q) < self._max_queue // 2:
+            if self._paused and len(q) <= self._max_queue // 2:
                 self._paused = False
                 if self._state < _CLOSED:
                     self._transport.resume_reading()  # type: ignore[union-attr]

@@ -249,6 +249,57 @@ def test_bodies_headers_and_prefix() -> None:
     run(body())
 
 
+def test_set_header_is_per_connection() -> None:
+    """Connections to one base URL share the parsed URL and encoded defaults; set_header must
+    copy, not change them for the other VUs."""
+
+    async def body() -> None:
+        runner, port = await start_aiohttp()
+        base = f"http://127.0.0.1:{port}"
+        a = HttpConnection(base, default_headers={"X-App": "1"})
+        b = HttpConnection(base, default_headers={"X-App": "1"})
+        try:
+            a.set_header("Authorization", "Bearer A")
+            ja = (await a.request("GET", "/echo")).json()["headers"]
+            jb = (await b.request("GET", "/echo")).json()["headers"]
+            assert ja["authorization"] == "Bearer A" and ja["x-app"] == "1"
+            assert "authorization" not in jb and jb["x-app"] == "1"
+            # the per-request override path merges with this connection's defaults only
+            jb = (await b.request("GET", "/echo", headers={"x-app": "2"})).json()["headers"]
+            assert "authorization" not in jb and jb["x-app"] == "2"
+            c = HttpConnection(base, default_headers={"X-App": "1"})
+            jc = (await c.request("GET", "/echo")).json()["headers"]
+            assert "authorization" not in jc
+            c.close()
+        finally:
+            a.close()
+            b.close()
+            await runner.cleanup()
+
+    run(body())
+
+
+def test_stray_bytes_after_a_response_drop_the_connection() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokGARBAGE")
+        await w.drain()
+        await asyncio.sleep(0.5)
+
+    async def body() -> None:
+        async with RawServer(handler) as srv:
+            conn = HttpConnection(srv.url)
+            r = await conn.request("GET", "/")
+            assert r.body == b"ok"
+            await asyncio.sleep(0.05)
+            assert not conn.connected  # the garbage was not taken as the next response
+            r = await conn.request("GET", "/")
+            assert r.body == b"ok" and r.connect_s > 0 and srv.connections == 2
+            conn.close()
+
+    run(body())
+
+
 def test_statuses_without_body_and_errors_as_responses() -> None:
     async def body() -> None:
         runner, port = await start_aiohttp()

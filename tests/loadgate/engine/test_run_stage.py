@@ -448,3 +448,35 @@ def test_bad_plan_in_a_process_sends_nothing(syncbridge_service, tmp_path: Path)
     assert proc.returncode == 2
     assert str(plan) in proc.stderr and "stages.s.scenarios" in proc.stderr
     assert (api_counts(url), _healthz(url)) == before
+
+
+def test_a_system_metric_aborts_the_stage(seeded, tmp_path: Path) -> None:
+    """The real plan's 'database connection failures' rollback, read from the target's
+    /metrics once a second while the session stage runs."""
+    seeded.service.set_faults({"storage_failure_rate": 0.02})
+    out = tmp_path / "session" / "shard-0"
+    proc = loadgate(
+        "run-stage",
+        "--plan",
+        str(PLAN_FILE),
+        "--stage",
+        "session",
+        "--target",
+        seeded.url,
+        "--out",
+        str(out),
+        "--users",
+        str(seeded.users_file),
+        "--scale",
+        "0.002",
+        "--time-scale",
+        "0.02",
+        "--metrics-url",
+        f"{seeded.url}/metrics",
+        "--quiet",
+    )
+    assert proc.returncode == 3, proc.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["aborted"]["criterion"] in ("db-connection-failures", "error-rate-rollback")
+    assert meta["aborted"]["at_s"] < 10
+    assert "db-connection-failures" in meta["live_criteria"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from loadgate.engine.results import read_shard
+
 from ..conftest import (  # type: ignore[misc]
     PLAN_FILE,
     api_counts,
@@ -44,7 +46,7 @@ def _run(seeded, tmp_path, stage: str, scale: str, time_scale: str):
 def test_websocket_stage(seeded, tmp_path) -> None:
     """10 connections (one every 0.1 s at this scale) held with heartbeats; the first one
     (1,000 of 10,000, scaled) sends state updates whose versions come from the acks."""
-    summary, sent, _out = _run(seeded, tmp_path, "websocket", "0.001", "0.006")
+    summary, sent, out = _run(seeded, tmp_path, "websocket", "0.001", "0.006")
     ws = summary["ws"]
     assert ws["connects"] == 10 and ws["connect_failed"] == 0 and ws["max_connections"] == 10
     assert ws["errors"] == 0 and ws["closed_unexpected"] == 0
@@ -54,6 +56,15 @@ def test_websocket_stage(seeded, tmp_path) -> None:
     assert ws["rtt_p95_ms"] == ws["latency"]["heartbeat"]["p95_ms"]
     assert summary["checks"]["failed"] == 0
     assert sent[("GET", "/ws", "101")] == 10
+    # the connection curve: all 10 open once the 0.6 s ramp is over, until the 6 s hold ends
+    shard = read_shard(out)
+    start = shard.meta["started_at"]
+    held = [
+        w["ws"]["ws_connections"]["open"]
+        for w in shard.windows
+        if 1.0 < w["t"] + 1 - start < 5.8 and "ws_connections" in w["ws"]
+    ]
+    assert len(held) >= 3 and set(held) == {10}
     assert summary_counts(summary) == service_by_class(
         {k: v for k, v in sent.items() if k[1] != "/ws"}
     )

@@ -1,0 +1,201 @@
+"""The real release_gate DAG (``airflow dags test``) against the real reference service.
+
+Tiny scale (a few users, the plan played at 1/100 of its length), but every part is real:
+Airflow, the engine's processes, the service, the files, Slack through a local stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.airflow import airflow_env, connection_env, dags_test, migrate
+from tests.support.slack_standin import SlackStandIn
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = "e2e-admin-token"
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("airflow")
+    migrate(airflow_env(home))
+    return home
+
+
+def deploy(start_syncbridge, tmp_path: Path, release: str, faults: dict | None = None):
+    """The previous release, then ``release`` over it on the same database."""
+    db = tmp_path / "syncbridge.db"
+    start_syncbridge(tmp_path / "previous", release="v-prev", db_path=db).stop()
+    return start_syncbridge(
+        tmp_path / release, release=release, db_path=db, admin_token=ADMIN, faults=faults
+    )
+
+
+def run_gate(home: Path, svc, tmp_path: Path, slack: SlackStandIn | None = None, **conf):
+    extra = connection_env("loadgate_target", conn_type="http", password=ADMIN)
+    if slack is not None:
+        extra |= connection_env(
+            "loadgate_slack",
+            conn_type="slack",
+            password="xoxb-e2e-token",
+            extra={"base_url": f"{slack.url}/api/", "channel": "#deploys"},
+        )
+    full = {
+        "target_url": svc.url,
+        "release": "v2",
+        "scale": 0.002,
+        "time_scale": 0.01,
+        "artifacts_root": str(tmp_path / "artifacts"),
+        "target_log": str(svc.log_path),
+        **conf,
+    }
+    proc = dags_test(airflow_env(home, **extra), full, cwd=tmp_path)
+    runs = list((tmp_path / "artifacts").glob("*/run.json"))
+    assert len(runs) == 1, f"no run root written:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc, runs[0].parent
+
+
+def api_requests(svc) -> float:
+    total = 0.0
+    for line in requests.get(f"{svc.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("syncbridge_http_requests_total{") and 'route="/api/' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def secrets_of(run_root: Path) -> list[str]:
+    users = [json.loads(line) for line in (run_root / "users.jsonl").read_text().splitlines()]
+    return [ADMIN, "xoxb-e2e-token"] + [
+        u[k] for u in users for k in ("password", "accessToken", "refreshToken")
+    ]
+
+
+def assert_no_secret_leaks(home: Path, run_root: Path, output: str) -> None:
+    secrets = secrets_of(run_root)
+    with sqlite3.connect(home / "airflow.db") as db:
+        xcom = " ".join(str(v) for (v,) in db.execute("select value from xcom"))
+    places = {"airflow output": output, "xcom": xcom}
+    for name in (
+        "report.md",
+        "report.json",
+        "report.html",
+        "junit.xml",
+        "notifications.jsonl",
+        "checklist.json",
+        "run.json",
+    ):
+        places[name] = (run_root / name).read_text()
+    for log in run_root.glob("stages/*/*/engine.log"):
+        places[str(log)] = log.read_text()
+    for where, text in places.items():
+        leaked = [s for s in secrets if s and s in text]
+        assert not leaked, f"{len(leaked)} secret(s) leaked into {where}"
+
+
+def test_healthy_release_passes(start_syncbridge, airflow_home, tmp_path) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    with SlackStandIn() as slack:
+        proc, run_root = run_gate(airflow_home, svc, tmp_path, slack=slack, shards=2)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["verdict"] == "pass", report["reasons"]
+    assert set(report["stages"]) == {"api", "websocket", "session"}
+    for name, stage in report["stages"].items():
+        assert stage["verdict"] == "pass", (name, stage["reasons"])
+    assert report["stages"]["api"]["requests"] > 100
+    # every shard ran and wrote results
+    assert sorted(p.parent.name for p in run_root.glob("stages/api/*/meta.json")) == [
+        "shard-0",
+        "shard-1",
+    ]
+    # the service saw what the engine counted (plus seeding and checks)
+    assert api_requests(svc) >= sum(s["requests"] for s in report["stages"].values())
+    html = (run_root / "report.html").read_text()
+    assert "<svg" in html and "Acceptance Criteria" in html and "PASS" in html
+    junit = ET.parse(run_root / "junit.xml").getroot()
+    assert int(junit.find("testsuite").get("failures")) == 0
+    assert {c["item"] for c in report["checklist"]} >= {
+        "Production deployment complete",
+        "Rollback plan documented",
+    }
+    # Slack got the start, one message per gate and the verdict, each once
+    texts = [m["text"] for m in slack.messages()]
+    assert len(texts) == 5, texts
+    assert "starting" in texts[0] and "pass" in texts[-1]
+    assert all(c["auth"] == "Bearer xoxb-e2e-token" for c in slack.calls)
+    users = run_root / "users.jsonl"
+    assert stat.S_IMODE(users.stat().st_mode) == 0o600
+    assert_no_secret_leaks(airflow_home, run_root, output)
+
+
+def test_bad_release_is_rolled_back(start_syncbridge, airflow_home, tmp_path) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2", faults={"error_rate": 0.2})
+    proc, run_root = run_gate(airflow_home, svc, tmp_path)
+    assert proc.returncode != 0, "a rollback verdict must fail the DAG run"
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["verdict"] == "rollback"
+    api = report["stages"]["api"]
+    assert api["verdict"] == "rollback"
+    assert api["aborted"] and api["aborted"]["at_s"] < 5, api["aborted"]
+    # the remaining stages were skipped: no load, no results
+    assert report["stages"]["websocket"]["verdict"] == "not run"
+    assert not (run_root / "stages" / "websocket").exists()
+    assert report["rollback"]["outcome"] == "rolled back, target healthy"
+    health = requests.get(f"{svc.url}/healthz", timeout=5).json()
+    assert health["release"] == "v-prev"
+    assert svc.get_faults() == {}
+    notes = [
+        json.loads(line) for line in (run_root / "notifications.jsonl").read_text().splitlines()
+    ]
+    assert [n["key"] for n in notes] == ["start", "gate:api", "final"]
+    assert "rollback" in notes[-1]["text"]
+    assert "finalize" in proc.stdout + proc.stderr
+
+
+def test_dry_run_sends_no_load(start_syncbridge, airflow_home, tmp_path) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    before = api_requests(svc)
+    proc, run_root = run_gate(airflow_home, svc, tmp_path, dry_run=True, scale=1.0, time_scale=1.0)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert api_requests(svc) == before
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["verdict"] == "dry_run"
+    planned = json.loads((run_root / "run.json").read_text())["load"]
+    api_rows = [r for r in planned if r["stage"] == "api"]
+    assert sum(r["peak_vus"] for r in api_rows) == 10_000
+    assert "Planned Load" in (run_root / "report.md").read_text()
+    assert not (run_root / "users.jsonl").exists()
+
+
+def test_failed_checklist_sends_no_load(start_syncbridge, airflow_home, tmp_path) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    before = api_requests(svc)
+    proc, run_root = run_gate(airflow_home, svc, tmp_path, release="v3")
+    assert proc.returncode != 0
+    assert api_requests(svc) == before
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["verdict"] == "error"
+    assert any("expected release 'v3'" in r for r in report["reasons"])
+    assert not (run_root / "stages").exists()
+
+
+def test_target_off_the_allowlist_is_refused(start_syncbridge, airflow_home, tmp_path) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    proc = dags_test(
+        airflow_env(airflow_home),
+        {"target_url": "https://api.harmonyflow.example", "artifacts_root": str(tmp_path / "a")},
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "not on the allowlist" in proc.stdout + proc.stderr
+    assert not (tmp_path / "a").exists()
+    assert api_requests(svc) == 0
