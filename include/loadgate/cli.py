@@ -5,6 +5,7 @@
                        [--run-id ID] [--metrics-url URL | --prometheus-url URL]
                        [--abort-dir DIR] [--allow ENTRY ...] [--term-grace S] [--dry-run]
     loadgate summarize DIR [DIR ...] [--json] [--plan PLAN]
+    loadgate seed --target URL --count N --out FILE [--concurrency C] [--allow ENTRY ...]
 
 Exit codes (run-stage; summarize uses 0 and 2):
 
@@ -203,6 +204,52 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Register (or log in) N test users and write the users file the engine reads."""
+    import asyncio
+
+    from loadgate.safety import check_target
+    from loadgate.seeding import SeedingError, load_or_create_secret, seed_users
+
+    allow = list(args.allow or []) + [
+        e for e in os.environ.get("LOADGATE_TARGET_ALLOWLIST", "").split(",") if e
+    ]
+    try:
+        check_target(args.target, allow)
+        if args.count < 1:
+            raise ValueError(f"--count must be at least 1, got {args.count}")
+    except ValueError as exc:
+        return _err(str(exc))
+    out = Path(args.out)
+    secret = os.environ.get("LOADGATE_SEED_SECRET") or load_or_create_secret(
+        out.parent / ".seed-secret"
+    )
+
+    def progress(result: Any) -> None:
+        print(
+            f"seeding: {result.ready}/{result.requested} ready "
+            f"({result.registered} registered, {result.existing} existing, "
+            f"{result.failed} failed)",
+            file=sys.stderr,
+        )
+
+    try:
+        result = asyncio.run(
+            seed_users(
+                args.target.rstrip("/"),
+                args.count,
+                out,
+                secret=secret,
+                concurrency=args.concurrency,
+                progress=progress,
+            )
+        )
+    except SeedingError as exc:
+        return _err(str(exc))
+    sys.stdout.write(orjson.dumps(result.as_dict()).decode() + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loadgate",
@@ -265,6 +312,26 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--json", action="store_true", help="print the summary as JSON")
     summ.add_argument("--plan", help="also evaluate this plan's criteria over the merged stage")
     summ.set_defaults(func=cmd_summarize)
+
+    seed = sub.add_parser(
+        "seed",
+        help="register the test users (existing ones log in) and write the users file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The users file (JSON Lines, mode 0600) holds credentials: never print it.\n"
+        "Passwords derive from LOADGATE_SEED_SECRET, or from a secret made once beside FILE.\n"
+        "exit codes: 0 seeded, 2 bad input or more than 1% of the users failed",
+    )
+    seed.add_argument("--target", required=True, help="base URL of the service")
+    seed.add_argument("--count", required=True, type=int, help="number of users")
+    seed.add_argument("--out", required=True, help="users file to write (JSON Lines)")
+    seed.add_argument("--concurrency", type=int, default=64, help="requests in flight (64)")
+    seed.add_argument(
+        "--allow",
+        action="append",
+        metavar="ENTRY",
+        help="allow a non-loopback target (as for run-stage)",
+    )
+    seed.set_defaults(func=cmd_seed)
     return parser
 
 

@@ -14,7 +14,7 @@ from tests.support.airflow import airflow_env
 PROBE = r"""
 import json
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(include_examples=False)
+bag = DagBag()
 dag = bag.dags.get("release_gate")
 out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}}
 if dag is not None:
@@ -26,8 +26,9 @@ if dag is not None:
         params={k: dag.params.get_param(k).serialize() for k in dag.params},
         tags=sorted(dag.tags),
         doc_md=dag.doc_md or "",
-        schedule=str(dag.timetable.summary),
-        trigger_rules={t.task_id: str(t.trigger_rule) for t in dag.tasks},
+        schedule=type(dag.timetable).__name__,
+        assets=[a.uri for a in dag.timetable.asset_condition.objects],
+        trigger_rules={t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks},
     )
 print("PROBE" + json.dumps(out, default=str))
 """
@@ -100,4 +101,5 @@ def test_params_form_is_documented_and_valid(probe) -> None:
 def test_doc_tags_and_asset_schedule(probe) -> None:
     assert "Execution plan" in probe["doc_md"]
     assert "loadgate" in probe["tags"]
-    assert "Asset" in probe["schedule"] or "harmonyflow" in probe["schedule"]
+    assert probe["schedule"] == "AssetTriggeredTimetable"
+    assert probe["assets"] == ["loadgate://deploys/harmonyflow-syncbridge"]

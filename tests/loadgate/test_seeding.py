@@ -87,3 +87,38 @@ def test_passwords_are_stable_and_secret_is_private(tmp_path) -> None:
 def test_bad_counts_are_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="count must be at least 1"):
         asyncio.run(seed_users("http://127.0.0.1:9", 0, tmp_path / "u.jsonl", secret="k"))
+
+
+def test_seed_command(start_syncbridge, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    svc = start_syncbridge(tmp_path / "svc")
+    out = tmp_path / "users.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "loadgate",
+        "seed",
+        "--target",
+        svc.url,
+        "--count",
+        "5",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ready"] == 5
+    users = read_users(out)
+    assert len(users) == 5
+    assert not any(u["password"] in proc.stdout + proc.stderr for u in users)
+    bad = subprocess.run(
+        [*cmd[:4], "https://example.org", *cmd[5:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2 and "not on the allowlist" in bad.stderr
