@@ -28,7 +28,7 @@ if dag is not None:
         doc_md=dag.doc_md or "",
         schedule=type(dag.timetable).__name__,
         assets=[a.uri for a in dag.timetable.asset_condition.objects],
-        trigger_rules={t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks},
+        trigger_rules={t.task_id: str(getattr(t.trigger_rule, "value", "")) for t in dag.tasks},
     )
 print("PROBE" + json.dumps(out, default=str))
 """
