@@ -115,7 +115,7 @@ def test_seed_command(start_syncbridge, tmp_path) -> None:
     assert len(users) == 5
     assert not any(u["password"] in proc.stdout + proc.stderr for u in users)
     bad = subprocess.run(
-        [*cmd[:4], "https://example.org", *cmd[5:]],
+        [*cmd[:5], "https://example.org", *cmd[6:]],
         capture_output=True,
         text=True,
         timeout=60,

@@ -19,6 +19,7 @@ truncated last line)::
 
     t         the window's wall-clock second (epoch, integer): windows of shards align on it
     at        seconds since this shard's stage start at the window's end
+    sampled_at  seconds since the stage start when the gauges (vus, ws open) were read
     http      [[scenario, method, name, class, count, failed, hdr], ...] where class is a
               status class ("2xx" … "5xx") or a transport error kind ("connect", "timeout",
               "closed", "protocol"); hdr is the latency histogram (µs, HdrHistogram compressed

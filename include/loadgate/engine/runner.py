@@ -249,6 +249,9 @@ class _StageRun:
     # --- windows ----------------------------------------------------------------------------
 
     def close_window(self, recorder: Recorder, next_t: int) -> dict[str, Any]:
+        # when the gauges (active VUs, open connections) were read: a busy loop closes a
+        # window late, and a reader comparing the gauges with a profile must know when
+        sampled_at = time.time() - self.start_wall
         win = recorder.roll(next_t)
         cpu, rss = self.proc.sample()
         lag_ms = win.lag_max_s * 1000.0
@@ -261,6 +264,7 @@ class _StageRun:
             gen={"cpu": cpu, "rss_mb": rss, "saturated": saturated},
             sys=sys_values,
         )
+        rec["sampled_at"] = round(sampled_at, 3)
         self.writer.append_window(rec)
         self.windows += 1
         self.saturated_windows += int(saturated)

@@ -178,10 +178,9 @@ def test_vu_curve_in_the_windows_follows_the_profile(syncbridge_service, tmp_pat
     profile = stage_profiles(
         load_plan(plan_path).stages["s"], shard=Shard(), scale=1, time_scale=1
     )["probe"]
-    start = shard.meta["started_at"]
     checked = 0
     for w in shard.windows:
-        at = min(w["t"] + 1, shard.meta["ended_at"]) - start
+        at = w["sampled_at"]  # when the engine read its gauges (late on a busy machine)
         now, _peak = w["vus"].get("probe", [0, 0])
         lo = min(profile.target_at(max(0, at - 0.15)), profile.target_at(at + 0.15))
         hi = max(profile.target_at(max(0, at - 0.15)), profile.target_at(at + 0.15))
