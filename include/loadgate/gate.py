@@ -24,6 +24,7 @@ from loadgate.engine.results import ResultsError
 from loadgate.engine.summary import SATURATED_MESSAGE, summarize
 from loadgate.pipeline import Run
 from loadgate.plan.shard import scale_count
+from loadgate.rollback import wait_healthy
 
 CPU, MEMORY = "cpu_utilization", "memory_utilization"
 
@@ -40,6 +41,31 @@ def _reason(result: CriterionResult) -> str:
         f"{result.level}: {what}: observed {observed} "
         f"({result.op} {show(result.threshold)} breaches; {result.window})"
     )
+
+
+def target_events(merged: MergedStage) -> list[str]:
+    """A crash seen from outside: the target stopped answering, or came back as a new process.
+
+    Errors alone do not say the target crashed; its metrics do (``up`` and the restarts the
+    plan reads from the process start time or the orchestrator).
+    """
+    start = merged.started_at or 0.0
+    events = []
+    up = merged.aggregate.sys.get("up", {})
+    down = sorted(t for t, v in up.items() if v < 1)
+    if down:
+        events.append(
+            f"the target stopped answering {down[0] - start:.0f} s into the stage "
+            f"(crashed or unreachable; no answer in {len(down)} of {len(up)} samples)"
+        )
+    restarts = merged.aggregate.sys.get("pod_restarts", {})
+    restarted = sorted(t for t, v in restarts.items() if v and v > 0)
+    if restarted:
+        events.append(
+            f"the target restarted {restarted[0] - start:.0f} s into the stage "
+            "(a new process start time): a crash"
+        )
+    return events
 
 
 def verdict_of(results: list[CriterionResult], aborted: dict[str, Any] | None) -> str:
@@ -192,6 +218,14 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
             f"stage aborted at {ab.get('at_s')} s by {ab.get('criterion')} "
             f"(observed {ab.get('observed')})",
         )
+    events = target_events(merged)
+    after = wait_healthy(run.config.target_url, timeout_s=0)
+    if not after["healthy"]:
+        events.append(
+            "after the stage the target does not answer its health checks "
+            f"({after.get('error') or after}): it crashed or is unreachable"
+        )
+    reasons[:0] = events
     if merged.status in ("error", "incomplete") and verdict == "pass":
         verdict = "error"
         reasons.append(f"stage results are {merged.status}: {merged.incomplete or ''}".strip())
@@ -206,6 +240,8 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
         "verdict": verdict,
         "reasons": reasons,
         "aborted": merged.aborted,
+        "events": events,
+        "target_after": after,
         "summary": summary,
         "criteria": [
             r.to_dict() | {"unit": "%" if r.metric.endswith(("rate", "failed")) else ""}

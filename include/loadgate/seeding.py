@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EMAIL = "loadtest{i}@loadgate.test"
 DEFAULT_SESSION = "session-{i}"
+ATTEMPTS = 4
 
 
 class SeedingError(RuntimeError):
@@ -89,13 +90,29 @@ class _Seeder:
         self.result = result
 
     async def _post(self, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+        """POST with up to ``ATTEMPTS`` tries on a 5xx or a lost connection, as any client
+        seeding a live service would: a release that fails a request now and then must still
+        be load-tested, so that its gate, not its seeding, judges it."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        async with self.http.post(self.base + path, data=orjson.dumps(body), headers=headers) as r:
-            raw = await r.read()
+        for attempt in range(ATTEMPTS):
             try:
-                return r.status, orjson.loads(raw) if raw else None
-            except orjson.JSONDecodeError:
-                return r.status, None
+                async with self.http.post(
+                    self.base + path, data=orjson.dumps(body), headers=headers
+                ) as r:
+                    raw = await r.read()
+                    status = r.status
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                if attempt == ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+                continue
+            if status < 500 or attempt == ATTEMPTS - 1:
+                break
+            await asyncio.sleep(0.05 * 2**attempt)
+        try:
+            return status, orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return status, None
 
     async def seed_one(self, i: int, email_pattern: str, session_pattern: str) -> dict | None:
         email = email_pattern.format(i=i)
@@ -104,15 +121,15 @@ class _Seeder:
             "/api/v1/auth/register",
             {"email": email, "password": password, "name": f"Load Test User {i}"},
         )
-        if status == 201:
-            self.result.registered += 1
-        elif status == 409:
+        if status == 409:
             status, body = await self._post(
                 "/api/v1/auth/login", {"email": email, "password": password}
             )
             if status != 200:
                 return self._fail(f"login {status}")
-            self.result.existing += 1
+            new = False
+        elif status == 201:
+            new = True
         else:
             return self._fail(f"register {status}")
         session_id = session_pattern.format(i=i)
@@ -125,6 +142,10 @@ class _Seeder:
             self.result.sessions_created += 1
         elif status != 409:
             return self._fail(f"session {status}")
+        if new:
+            self.result.registered += 1
+        else:
+            self.result.existing += 1
         return {
             "index": i,
             "email": email,

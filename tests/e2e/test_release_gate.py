@@ -51,7 +51,7 @@ def run_gate(home: Path, svc, tmp_path: Path, slack: SlackStandIn | None = None,
     full = {
         "target_url": svc.url,
         "release": "v2",
-        "scale": 0.002,
+        "scale": 0.001,  # 10 users: far from the reference service's limits on 2 cores
         "time_scale": 0.01,
         "artifacts_root": str(tmp_path / "artifacts"),
         "target_log": str(svc.log_path),

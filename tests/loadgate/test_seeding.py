@@ -122,3 +122,10 @@ def test_seed_command(start_syncbridge, tmp_path) -> None:
         check=False,
     )
     assert bad.returncode == 2 and "not on the allowlist" in bad.stderr
+
+
+def test_transient_errors_are_retried(start_syncbridge, tmp_path) -> None:
+    svc = start_syncbridge(tmp_path / "svc", faults={"error_rate": 0.2})
+    result = asyncio.run(seed_users(svc.url, 30, tmp_path / "u.jsonl", secret="k"))
+    assert result.failed == 0 and result.ready == 30
+    assert result.registered + result.existing == 30
