@@ -29,8 +29,17 @@ from loadgate.rollback import wait_healthy
 CPU, MEMORY = "cpu_utilization", "memory_utilization"
 
 
-def _reason(result: CriterionResult) -> str:
-    unit = "%" if result.metric.endswith(("rate", "failed", "utilization")) else ""
+def unit_of(result: CriterionResult, relative: bool = False) -> str:
+    """How the report shows a criterion's numbers: ratios as %, latencies in ms."""
+    if relative or result.metric.endswith(("rate", "failed", "utilization", "availability")):
+        return "%"
+    if result.metric.endswith(("duration", "rtt")):
+        return "ms"
+    return ""
+
+
+def _reason(result: CriterionResult, relative: bool = False) -> str:
+    unit = unit_of(result, relative)
 
     def show(v: float) -> str:
         return f"{v * 100:.2f}%" if unit == "%" else f"{v:g}"
@@ -210,7 +219,8 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
         run.plan, stage, merged.aggregate, baselines=base, scale=run.config.scale
     )
     verdict = verdict_of(results, merged.aborted)
-    reasons = [_reason(r) for r in results if r.breached]
+    relative = {c.id for c in run.plan.criteria if c.relative_to}
+    reasons = [_reason(r, r.id in relative) for r in results if r.breached]
     if merged.aborted:
         ab = merged.aborted
         reasons.insert(
@@ -243,10 +253,7 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
         "events": events,
         "target_after": after,
         "summary": summary,
-        "criteria": [
-            r.to_dict() | {"unit": "%" if r.metric.endswith(("rate", "failed")) else ""}
-            for r in results
-        ],
+        "criteria": [r.to_dict() | {"unit": unit_of(r, r.id in relative)} for r in results],
         "series": series(merged, by_second),
         "load_levels": load_levels(run, by_second),
         "system": {

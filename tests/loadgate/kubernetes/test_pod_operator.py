@@ -1,0 +1,266 @@
+"""The real KubernetesPodOperator (cncf.kubernetes provider, sync mode) runs pods that
+``loadgate.kubernetes`` builds, against the test API server: the command runs as a local
+process, its log comes back into the task log, its exit code decides the task, and the pods are
+deleted (or kept when they failed, until the run's cleanup deletes them by label).
+
+Each run of the operator is a separate process with an Airflow home of its own
+(``kpo_runner.py``); the API server runs in the test process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from loadgate import kubernetes as k8s
+from loadgate.pipeline import Run
+from loadgate.runconfig import RunConfig
+from tests.support.airflow import airflow_env
+
+from .conftest import NAMESPACE
+
+RUNNER = Path(__file__).with_name("kpo_runner.py")
+SETTINGS = k8s.PodSettings(namespace=NAMESPACE, image="loadgate:test")
+RUN_ID = "manual__2026-05-01T10:00:00+00:00"
+
+# What the backend passes the operator; the pod itself is the template (pod_template_dict).
+OPERATOR = {
+    "in_cluster": False,
+    "get_logs": True,
+    "do_xcom_push": False,
+    "on_finish_action": "delete_succeeded_pod",
+    "termination_message_policy": "FallbackToLogsOnError",
+    "startup_timeout_seconds": 60,
+    "startup_check_interval_seconds": 1,
+    "log_events_on_failure": True,
+}
+
+
+def script(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def operator_process(
+    tmp_path: Path, name: str, operator: dict[str, Any], env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    spec = tmp_path / f"{name}.json"
+    spec.write_text(
+        json.dumps({"operator": operator, "run_id": RUN_ID, "task_id": name, "map_index": -1})
+    )
+    return subprocess.Popen(
+        [sys.executable, str(RUNNER), str(spec)],
+        env=airflow_env(tmp_path / f"airflow-{name}", **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[dict[str, Any], str]:
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, f"the operator run printed no result:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+    return json.loads(line[len("RESULT ") :]), stdout + stderr
+
+
+def run_operator(
+    tmp_path: Path, name: str, operator: dict[str, Any], env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], str]:
+    return finish(operator_process(tmp_path, name, operator, env))
+
+
+def created_pods(kube) -> list[dict[str, Any]]:
+    return [c["body"] for c in kube.calls("POST") if c["path"].endswith("/pods")]
+
+
+def test_a_pod_runs_its_command_and_its_log_comes_back(kube, kubeconfig, tmp_path) -> None:
+    label = k8s.run_label(RUN_ID)
+    code = "import time\nfor i in range(3):\n    print(f'shard says {i}', flush=True)\n    time.sleep(0.2)"
+    pod = k8s.pod_manifest(
+        name="loadgate-api-0",
+        argv=script(code),
+        settings=SETTINGS,
+        labels={k8s.RUN_LABEL: label, k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: "0"},
+    )
+    operator = {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod}
+
+    result, output = run_operator(tmp_path, "api_load_test", operator)
+
+    assert result["ok"], output[-5000:]
+    for i in range(3):
+        assert f"[base] shard says {i}" in output
+    assert result["xcom"]["pod_namespace"] == NAMESPACE
+    assert result["xcom"]["pod_name"].startswith("loadgate-api-0-")
+    assert kube.pods(NAMESPACE) == []  # a succeeded pod is deleted
+    (sent,) = created_pods(kube)
+    # the operator kept our pod: command, security context, volumes, labels (plus its own)
+    container = sent["spec"]["containers"][0]
+    assert container["command"] + container["args"] == script(code)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert sent["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert {v["name"] for v in sent["spec"]["volumes"]} == {"tmp", "results"}
+    assert sent["metadata"]["labels"][k8s.RUN_LABEL] == label
+    assert sent["metadata"]["labels"]["task_id"] == "api_load_test"
+    for version in ("1.29", "1.30", "1.31", "1.32", "1.33"):
+        kubernetes_validate.validate(sent, version, strict=True)
+    follow = [c for c in kube.calls("GET") if c["path"].endswith("/log")]
+    assert follow and follow[0]["query"]["follow"] == "True"
+    assert follow[0]["query"]["timestamps"] == "True"
+    assert follow[0]["query"]["container"] == "base"
+
+
+def test_a_failing_command_fails_the_task_and_keeps_the_pod(kube, kubeconfig, tmp_path) -> None:
+    label = k8s.run_label(RUN_ID)
+    code = "print('criterion breached: aborting', flush=True)\nraise SystemExit(3)"
+    pod = k8s.pod_manifest(
+        name="loadgate-api-1",
+        argv=script(code),
+        settings=SETTINGS,
+        labels={k8s.RUN_LABEL: label, k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: "1"},
+    )
+    operator = {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod}
+
+    result, output = run_operator(tmp_path, "api_load_test", operator)
+
+    assert not result["ok"]
+    assert result["kind"] == "AirflowException" and "returned a failure" in result["error"]
+    assert "criterion breached: aborting" in result["error"]  # FallbackToLogsOnError
+    assert "[base] criterion breached: aborting" in output
+    (kept,) = kube.pods(NAMESPACE)  # kept for debugging, marked as already handled
+    assert kept["status"]["phase"] == "Failed"
+    assert kept["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+    assert kept["metadata"]["labels"]["already_checked"] == "True"
+    # the run's cleanup task deletes it by label
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.client(NAMESPACE))
+    assert k8s.delete_run_pods(core, NAMESPACE, label, wait_s=5) == [kept["metadata"]["name"]]
+    assert kube.pods(NAMESPACE) == []
+
+
+def test_exit_codes_can_be_skips(kube, kubeconfig, tmp_path) -> None:
+    pod = k8s.pod_manifest(
+        name="skip", argv=script("raise SystemExit(99)"), settings=SETTINGS, labels={}
+    )
+    operator = {
+        **OPERATOR,
+        "config_file": str(kubeconfig),
+        "pod_template_dict": pod,
+        "skip_on_exit_code": 99,
+    }
+    result, _ = run_operator(tmp_path, "skipper", operator)
+    assert result["kind"] == "AirflowSkipException"
+
+
+def test_the_airflow_connection_points_the_operator_at_the_server(
+    kube, kubeconfig, tmp_path
+) -> None:
+    """``AIRFLOW_CONN_KUBERNETES_DEFAULT`` with extra ``kube_config_path``: no operator argument
+    names the cluster."""
+    pod = k8s.pod_manifest(
+        name="via-conn",
+        argv=script("print('through the connection')"),
+        settings=SETTINGS,
+        labels={},
+    )
+    operator = {**OPERATOR, "pod_template_dict": pod}
+    result, output = run_operator(
+        tmp_path, "conn", operator, env=kube.airflow_connection_env(kubeconfig)
+    )
+    assert result["ok"], output[-5000:]
+    assert "[base] through the connection" in output
+
+
+def test_a_missing_secret_fails_the_start_within_the_timeout(kube, kubeconfig, tmp_path) -> None:
+    settings = k8s.PodSettings(
+        namespace=NAMESPACE, secret_env={"S3_KEY": {"secret": "absent", "key": "k"}}
+    )
+    pod = k8s.pod_manifest(name="nosecret", argv=script("pass"), settings=settings, labels={})
+    operator = {
+        **OPERATOR,
+        "config_file": str(kubeconfig),
+        "pod_template_dict": pod,
+        "startup_timeout_seconds": 2,
+    }
+    started = time.monotonic()
+    result, output = run_operator(tmp_path, "nosecret", operator)
+    assert not result["ok"], output[-3000:]
+    print(result["error"][:500]); print(output[-8000:])
+    assert time.monotonic() - started < 60
+    assert 'secret "absent" not found' in output  # the pod's events, logged on failure
+
+
+# --- the real engine in pods ------------------------------------------------------------------
+
+
+def tiny_plan(path: Path, shards: int = 2) -> Path:
+    plan = {
+        "name": "tiny",
+        "stages": {
+            "api": {
+                "shards": shards,
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"cpu": "500m", "memory": "256Mi"},
+                },
+                "scenarios": {
+                    "probe": {
+                        "exec": "basic.get",
+                        "options": {"path": "/healthz"},
+                        "executor": "constant-vus",
+                        "vus": 2,
+                        "duration": "2s",
+                    }
+                },
+            }
+        },
+    }
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_loadgate_run_stage_in_two_pods_against_the_reference_service(
+    kube, kubeconfig, start_syncbridge, tmp_path
+) -> None:
+    """Two shards of a stage, each a pod of its own, each the local backend's command line."""
+    svc = start_syncbridge(tmp_path / "svc")
+    config = RunConfig(
+        target_url=svc.url,
+        plan=str(tiny_plan(tmp_path / "tiny.yaml")),
+        stages=["api"],
+        artifacts_root=str(tmp_path / "artifacts"),
+    )
+    run = Run({"run_id": RUN_ID, "config": config.model_dump(mode="json")})
+    pods = k8s.stage_pods(run, "api", SETTINGS)
+    assert len(pods) == 2
+    procs = [
+        operator_process(
+            tmp_path,
+            f"api_load_test_{i}",
+            {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod},
+        )
+        for i, pod in enumerate(pods)
+    ]
+    results = [finish(proc) for proc in procs]
+
+    for result, output in results:
+        assert result["ok"], output[-6000:]
+    for i in range(2):
+        shard = Path(str(run.artifacts.path("stages", "api", f"shard-{i}")))
+        meta = json.loads((shard / "meta.json").read_text())
+        assert meta, shard
+        assert (shard / "windows.jsonl").stat().st_size > 0
+    assert kube.pods(NAMESPACE) == []
+    assert any("[base]" in output for _, output in results)

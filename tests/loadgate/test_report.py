@@ -1,0 +1,139 @@
+"""The report: the seed's shape with measured values, in four formats."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from loadgate.artifacts import RunArtifacts
+from loadgate.report import build_report
+
+RECORD = {
+    "title": "HarmonyFlow SyncBridge load test",
+    "release": "v2",
+    "target": "http://127.0.0.1:1",
+    "plan": "harmonyflow-10k",
+    "scale": 0.01,
+    "time_scale": 0.1,
+    "run_id": "r1",
+    "verdict": "rollback",
+    "reasons": ["api: stage aborted at 2.1 s by error-rate-rollback"],
+    "checklist": [
+        {
+            "item": "All health checks passing",
+            "status": "pass",
+            "evidence": "200",
+            "required": True,
+        },
+        {"item": "Alert rules configured", "status": "warn", "evidence": "none", "required": False},
+    ],
+    "stages": {
+        "api": {
+            "verdict": "rollback",
+            "reasons": ["stage aborted"],
+            "aborted": {"criterion": "error-rate-rollback", "observed": 0.2, "at_s": 2.1},
+            "summary": {
+                "requests": 1234,
+                "error_rate": 0.2,
+                "p50_ms": 3.0,
+                "p95_ms": 12.5,
+                "p99_ms": 30.0,
+                "max_vus": 100,
+                "rps": 400.0,
+                "by_name": {
+                    "GET /api/v1/sessions/{id}": {
+                        "requests": 600,
+                        "error_rate": 0.2,
+                        "p95_ms": 10.0,
+                        "p99_ms": 20.0,
+                    }
+                },
+            },
+            "criteria": [
+                {
+                    "id": "api-error-rate",
+                    "level": "acceptance",
+                    "metric": "http_req_failed",
+                    "op": ">=",
+                    "threshold": 0.01,
+                    "observed": 0.2,
+                    "breached": True,
+                    "unit": "%",
+                },
+                {
+                    "id": "api-p95",
+                    "level": "acceptance",
+                    "metric": "http_req_duration",
+                    "op": ">=",
+                    "threshold": 500,
+                    "observed": 12.5,
+                    "breached": False,
+                    "unit": "ms",
+                },
+                {
+                    "id": "error-rate-rollback",
+                    "level": "rollback",
+                    "metric": "http_req_failed",
+                    "op": ">",
+                    "threshold": 0.05,
+                    "observed": 0.2,
+                    "breached": True,
+                    "unit": "%",
+                },
+                {
+                    "id": "cpu",
+                    "level": "acceptance",
+                    "metric": "cpu_utilization",
+                    "op": ">=",
+                    "threshold": 0.8,
+                    "observed": None,
+                    "breached": False,
+                },
+            ],
+            "series": {
+                "t": [1, 2, 3],
+                "rps": [100, 400, 10],
+                "p95_ms": [5, 12, None],
+                "errors": [0, 80, 2],
+                "vus": [50, 100, 0],
+            },
+            "system": {"memory_utilization": {"max": 0.4, "avg": 0.3, "last": 0.35}},
+            "load_levels": [
+                {"users": 100, "p95_ms": 12.0, "error_rate": 0.2, "cpu": 0.5, "memory": 0.3}
+            ],
+            "expected": {"p95 response time": "target <500ms, expected 380ms"},
+        },
+        "websocket": {"verdict": "not run", "reasons": []},
+    },
+    "rollback": {
+        "action": "syncbridge",
+        "outcome": "rolled back, target healthy",
+        "health": {"healthy": True, "release": "v1"},
+    },
+    "timeline": [{"at": "2026-01-01T00:00:00+00:00", "event": "gate api: rollback"}],
+}
+
+
+def test_four_files_with_measured_values(tmp_path) -> None:
+    paths = build_report(RunArtifacts(tmp_path, "r1"), RECORD)
+    md = Path(paths["markdown"]).read_text()
+    assert "🛑 ROLLBACK" in md
+    assert "| api-error-rate | >= 1.00% | 20.00% | ❌ |" in md
+    assert "| api-p95 | >= 500 ms | 12.5 ms | ✅ |" in md
+    assert "12.5 ms" in md and "1,234" in md
+    assert "Aborted" in md and "error-rate-rollback" in md
+    assert "rolled back, target healthy" in md
+    assert "_Not run._" in md
+    assert "- [x] ✅ **All health checks passing**" in md
+    html = Path(paths["html"]).read_text()
+    assert html.count("<svg") == 4 and "<table>" in html
+    assert "<script" not in html and "http://" not in html.split("<body>")[0]
+    data = json.loads(Path(paths["json"]).read_text())
+    assert data["verdict"] == "rollback"
+    assert data["stages"]["api"]["p95_ms"] == 12.5
+    assert data["stages"]["api"]["aborted"]["criterion"] == "error-rate-rollback"
+    suites = ET.parse(paths["junit"]).getroot()
+    api = next(s for s in suites if s.get("name") == "api")
+    assert api.get("failures") == "2" and api.get("tests") == "4"
+    assert api.find("testcase[@name='cpu']/skipped") is not None

@@ -1,0 +1,49 @@
+"""Run parameters: validated with clear errors before anything is sent."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadgate.runconfig import RunConfigError, build_run_config
+
+
+def test_defaults_and_stage_order() -> None:
+    config = build_run_config(
+        {"target_url": "http://127.0.0.1:8080/", "stages": ["session", "api"]}
+    )
+    assert config.target_url == "http://127.0.0.1:8080"
+    assert config.stages == ["api", "session"]
+    assert config.plan_path().name == "harmonyflow-10k.yaml"
+    assert config.rollback.type == "syncbridge"
+
+
+def test_deploy_event_fills_release_and_target() -> None:
+    extra = {"release": "v42", "target_url": "https://api.example.com"}
+    config = build_run_config(
+        {"target_url": "", "release": ""}, asset_extra=extra, allowlist=["api.example.com"]
+    )
+    assert (config.release, config.target_url) == ("v42", "https://api.example.com")
+    # what the params say wins over the event
+    config = build_run_config(
+        {"target_url": "http://127.0.0.1:1", "release": "v1"}, asset_extra=extra
+    )
+    assert config.release == "v1"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"target_url": "http://127.0.0.1:1", "scale": 0}, "scale"),
+        ({"target_url": "http://127.0.0.1:1", "stages": []}, "stages"),
+        ({"target_url": "http://127.0.0.1:1", "stages": ["soak"]}, "stages"),
+        ({"target_url": "http://127.0.0.1:1", "backend": "ssh"}, "backend"),
+        ({"target_url": "http://127.0.0.1:1", "plan": "no-such-plan"}, "known plans"),
+        ({"target_url": "http://127.0.0.1:1", "rollback": {"type": "command"}}, "rollback"),
+        ({"target_url": "http://127.0.0.1:1", "surprise": 1}, "surprise"),
+        ({"target_url": "https://prod.example.com"}, "not on the allowlist"),
+        ({"target_url": "not a url"}, "target URL"),
+    ],
+)
+def test_bad_parameters_are_refused_clearly(params, message) -> None:
+    with pytest.raises(RunConfigError, match=message):
+        build_run_config(params, allowlist=[])
