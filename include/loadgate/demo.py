@@ -86,6 +86,7 @@ def _service(workdir: Path, release: str, db: Path, admin: str, faults: dict | N
         admin_token=admin,
         faults=faults,
         log_path=workdir / "syncbridge.log",
+        pool_size=16,  # sized for the demo load, as a deploy is sized for its traffic
     )
 
 
@@ -99,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale",
         type=float,
-        default=0.005,
-        help="load scale (default 0.005: 50 of the plan's 10,000 users)",
+        default=0.003,
+        help="load scale (default 0.003: 30 of the plan's 10,000 users)",
     )
     parser.add_argument(
         "--time-scale",
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.04,
         help="time scale (default 0.04: the 44-minute API test in 106 s)",
     )
+    parser.add_argument("--shards", type=int, default=2, help="load generators per stage (2)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".demo")
     args = parser.parse_args(argv)
 
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             "release": release,
             "scale": args.scale,
             "time_scale": args.time_scale,
+            "shards": args.shards,
             "artifacts_root": str(work / "artifacts"),
             "target_log": str(service.log_path),
         }
