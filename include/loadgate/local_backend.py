@@ -75,7 +75,8 @@ def _pump(stream: IO[bytes], log_file: Path, prefix: str, emit: Callable[[str], 
         for raw in iter(stream.readline, b""):
             sink.write(raw)
             sink.flush()
-            emit(f"{prefix} {raw.decode(errors='replace').rstrip()}")
+            line = raw.decode(errors="replace").rstrip()
+            emit(line if line.startswith(prefix) else f"{prefix} {line}")
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:

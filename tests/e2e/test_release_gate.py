@@ -186,6 +186,10 @@ def test_failed_checklist_sends_no_load(start_syncbridge, airflow_home, tmp_path
     assert report["verdict"] == "error"
     assert any("expected release 'v3'" in r for r in report["reasons"])
     assert not (run_root / "stages").exists()
+    # the failed task told the team, and so did the final message
+    notes = [json.loads(x) for x in (run_root / "notifications.jsonl").read_text().splitlines()]
+    assert [n["key"] for n in notes] == ["task-failed:checklist:1", "final"]
+    assert "Production deployment complete" in notes[0]["text"]
 
 
 def test_target_off_the_allowlist_is_refused(start_syncbridge, airflow_home, tmp_path) -> None:

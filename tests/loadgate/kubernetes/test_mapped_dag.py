@@ -6,6 +6,8 @@ by label, so none is left even when a shard failed and its pod was kept for debu
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +49,11 @@ def kpo_shards():
                     name=f"loadgate-api-{{label[:8]}}-{{i}}",
                     argv=[sys.executable, "-c", code],
                     settings=settings,
-                    labels={{k8s.RUN_LABEL: label, k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: str(i)}},
+                    labels={{
+                        k8s.RUN_LABEL: label,
+                        k8s.STAGE_LABEL: "api",
+                        k8s.SHARD_LABEL: str(i),
+                    }},
                 )
             )
         return pods
@@ -89,8 +95,9 @@ def airflow_home(tmp_path_factory) -> Path:
 
 
 def dags_test(home: Path, dags: Path, extra: dict[str, str]) -> subprocess.CompletedProcess:
+    """``airflow dags test kpo_shards``; its output is kept beside the DAG (``dags-test.log``)."""
     env = airflow_env(home, AIRFLOW__CORE__DAGS_FOLDER=str(dags), **extra)
-    return subprocess.run(
+    proc = subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "dags", "test", "kpo_shards"],
         env=env,
         capture_output=True,
@@ -99,6 +106,8 @@ def dags_test(home: Path, dags: Path, extra: dict[str, str]) -> subprocess.Compl
         check=False,
         cwd=dags,
     )
+    (dags.parent / "dags-test.log").write_text(proc.stdout + proc.stderr)
+    return proc
 
 
 def write_dag(tmp_path: Path, failing_shard: int | None) -> Path:
@@ -135,6 +144,8 @@ def test_a_failed_shard_fails_the_run_and_cleanup_deletes_its_kept_pod(
     output = proc.stdout + proc.stderr
     assert "[base] shard 1 of 2 generating load" in output
     assert "returned a failure" in output
-    deleted = next(line for line in output.splitlines() if line.startswith("DELETED"))
-    assert "-1-" in deleted or deleted.count("'") == 2, deleted  # the failed shard's pod only
+    assert "Task failed with exception" in output  # the shard's task failed
+    line = next(ln for ln in output.splitlines() if ln.startswith("DELETED"))
+    (deleted,) = ast.literal_eval(line[len("DELETED ") :])  # the failed shard's kept pod only
+    assert re.fullmatch(r"loadgate-api-[0-9a-f]{8}-1-[a-z0-9]{8}", deleted), deleted
     assert kube.pods(NAMESPACE) == []
