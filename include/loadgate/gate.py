@@ -114,9 +114,13 @@ def series(merged: MergedStage, by_second: dict[int, list[dict[str, Any]]]) -> d
     return out
 
 
-def load_levels(run: Run, by_second: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def load_levels(
+    run: Run, stage: str, by_second: dict[int, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """The seed's 'performance under load' rows, over the seconds spent near each level."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if not any(s.executor == "ramping-vus" for s in run.plan.stages[stage].scenarios.values()):
+        return rows  # load levels are points on a ramp
     for level in run.plan.load_levels:
         users = scale_count(level.users, run.config.scale)
         near = Aggregate()
@@ -141,6 +145,11 @@ def load_levels(run: Run, by_second: dict[int, list[dict[str, Any]]]) -> list[di
             }
         )
     return rows
+
+
+def _system_unit(run: Run, name: str) -> str:
+    metric = run.plan.system_metrics.get(name)
+    return "%" if metric is not None and metric.unit == "ratio" else ""
 
 
 def expected_figures(run: Run, stage: str) -> dict[str, str]:
@@ -255,9 +264,14 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
         "summary": summary,
         "criteria": [r.to_dict() | {"unit": unit_of(r, r.id in relative)} for r in results],
         "series": series(merged, by_second),
-        "load_levels": load_levels(run, by_second),
+        "load_levels": load_levels(run, stage, by_second),
         "system": {
-            name: {"max": v["max"], "last": v["last"], "avg": round(sum(vals) / len(vals), 6)}
+            name: {
+                "max": v["max"],
+                "last": v["last"],
+                "avg": round(sum(vals) / len(vals), 6),
+                "unit": _system_unit(run, name),
+            }
             for name, v in summary["system"].items()
             if (vals := merged.aggregate.system_values(name))
         },

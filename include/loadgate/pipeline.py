@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -73,6 +74,12 @@ class Run:
         return Path(str(self.artifacts.path("users.jsonl")))
 
 
+def title_of(plan: Plan) -> str:
+    """The report's title: the plan description's first phrase (up to a comma or colon)."""
+    first = re.split(r"[,:\n]", plan.description.strip(), maxsplit=1)[0].strip()
+    return f"{first or plan.name}: Load Test Report"
+
+
 def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
     """Validate the plan against the run and write ``run.json``; returns the XCom-safe record."""
     plan = load_plan(config.plan_path())
@@ -83,7 +90,7 @@ def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
         "run_id": run_id,
         "config": config.model_dump(mode="json"),
         "plan_name": plan.name,
-        "title": plan.description.splitlines()[0] if plan.description else plan.name,
+        "title": title_of(plan),
         "prepared_at": now(),
     }
     run = Run(record)

@@ -48,6 +48,8 @@ def fmt(value: Any, unit: str = "") -> str:
         return f"{value * 100:.2f}%"
     if unit == "ms":
         return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return f"{int(value):,}{unit}"
     if isinstance(value, float):
         return f"{value:,.2f}{unit}"
     if isinstance(value, int):
@@ -118,7 +120,7 @@ def render_markdown(record: Mapping[str, Any]) -> str:
         out += _stage_section(number, name, stage)
     out += ["## 4. Resource Utilization", ""]
     resources = [
-        [stage_name, metric, fmt(v.get("max")), fmt(v.get("avg")), fmt(v.get("last"))]
+        [stage_name, metric, *(fmt(v.get(k), v.get("unit", "")) for k in ("max", "avg", "last"))]
         for stage_name, stage in stages.items()
         for metric, v in sorted((stage.get("system") or {}).items())
     ]
@@ -141,7 +143,7 @@ def render_markdown(record: Mapping[str, Any]) -> str:
         for lv in stage.get("load_levels", [])
     ]
     out.append(
-        _table(["Stage", "Users", "p95 RT", "Error Rate", "CPU", "Memory"], levels)
+        _table(["Stage", "Load Level", "Users", "p95 RT", "Error Rate", "CPU", "Memory"], levels)
         if levels
         else "_No load levels were reached._"
     )

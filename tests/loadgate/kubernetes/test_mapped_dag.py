@@ -135,7 +135,7 @@ def test_mapped_shards_run_as_pods_and_none_is_left(
     assert kube.pods(NAMESPACE) == []
 
 
-def test_a_failed_shard_fails_the_run_and_cleanup_deletes_its_kept_pod(
+def test_a_failed_shard_fails_its_task_and_cleanup_deletes_its_kept_pod(
     airflow_home, kube, kubeconfig, tmp_path
 ) -> None:
     proc = dags_test(

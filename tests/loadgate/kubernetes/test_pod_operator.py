@@ -207,6 +207,47 @@ def test_a_missing_secret_fails_the_start_within_the_timeout(kube, kubeconfig, t
     assert [p["status"]["phase"] for p in kube.pods(NAMESPACE)] == ["Pending"]
 
 
+def test_a_killed_task_leaves_a_pod_that_the_run_cleanup_deletes(
+    kube, kubeconfig, tmp_path
+) -> None:
+    """The worker dies (SIGKILL: no on_kill) while the shard runs: the pod and its process go
+    on until the run's cleanup deletes every pod of the run by label."""
+    label = k8s.run_label(RUN_ID)
+    code = "import time\nprint('generating load', flush=True)\ntime.sleep(120)"
+    pod = k8s.pod_manifest(
+        name="loadgate-api-0",
+        argv=script(code),
+        settings=SETTINGS,
+        labels={k8s.RUN_LABEL: label, k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: "0"},
+    )
+    operator = {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod}
+    proc = operator_process(tmp_path, "api_load_test", operator)
+    try:
+        assert kube.wait_for(
+            lambda: any(
+                "generating load" in kube.pod_log(NAMESPACE, p["metadata"]["name"])
+                for p in kube.pods(NAMESPACE)
+            ),
+            timeout=60,
+        )
+    finally:
+        proc.kill()
+        proc.communicate()
+    (orphan,) = kube.pods(NAMESPACE)
+    assert orphan["status"]["phase"] == "Running"
+    pid = int(orphan["status"]["containerStatuses"][0]["containerID"].removeprefix("fake://"))
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.client(NAMESPACE))
+    deleted = k8s.delete_run_pods(core, NAMESPACE, label, wait_s=10, poll_s=0.1)
+
+    assert deleted == [orphan["metadata"]["name"]]
+    assert kube.pods(NAMESPACE) == []
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+
+
 # --- the real engine in pods ------------------------------------------------------------------
 
 
