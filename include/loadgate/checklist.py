@@ -16,7 +16,8 @@ from typing import Any, Literal
 import requests
 
 from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
-from loadgate.metrics.scrape import ScrapeSpec, parse_exposition
+from loadgate.metrics.scrape import parse_exposition
+from loadgate.plan.model import ScrapeSpec
 from loadgate.rollback import RollbackConfig, RollbackError
 from loadgate.rollback import validate as validate_rollback
 

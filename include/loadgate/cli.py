@@ -86,11 +86,8 @@ def _metrics_source(args: argparse.Namespace, plan: Any) -> Any:
             args.prometheus_url, {n: m.promql for n, m in plan.system_metrics.items()}
         )
     if args.metrics_url:
-        try:
-            from loadgate.metrics.scrape import ScrapeSource
-        except ImportError:
-            print("loadgate: no scrape source available; system metrics unknown", file=sys.stderr)
-            return None
+        from loadgate.metrics.scrape import ScrapeSource
+
         specs = {n: m.scrape for n, m in plan.system_metrics.items() if m.scrape is not None}
         return ScrapeSource(args.metrics_url, specs)
     return None

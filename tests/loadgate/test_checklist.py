@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loadgate import checklist as cl
-from loadgate.metrics.scrape import ScrapeSpec
+from loadgate.plan.model import ScrapeSpec
 from loadgate.rollback import RollbackConfig
 
 SPECS = {

@@ -15,51 +15,18 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from loadgate.plan.model import ScrapeSpec
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 Snapshot = dict[SeriesKey, float]
 
 #: The name under which a source reports whether its last read of the target succeeded.
 UP = "up"
-FUNCTIONS = ("gauge", "rate", "increase", "changes")
-
-
-@dataclass(frozen=True)
-class ScrapeSpec:
-    """How one named system metric is computed from the exposition.
-
-    ``metric`` is the exposition's sample name (``process_cpu_seconds_total``), ``labels`` a
-    subset that a series must carry, ``fn`` one of :data:`FUNCTIONS`; the matching series are
-    summed. ``divide_by`` names a gauge to divide by (a CPU limit in cores, for example).
-    """
-
-    metric: str
-    fn: str = "gauge"
-    labels: Mapping[str, str] = field(default_factory=dict)
-    divide_by: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.fn not in FUNCTIONS:
-            raise ValueError(f"scrape fn must be one of {', '.join(FUNCTIONS)}, not {self.fn!r}")
-
-    @classmethod
-    def of(cls, spec: ScrapeSpec | Mapping[str, Any] | Any) -> ScrapeSpec:
-        """Accept a ScrapeSpec, a mapping, or any object with the same attributes (a plan model)."""
-        if isinstance(spec, ScrapeSpec):
-            return spec
-        if not isinstance(spec, Mapping):
-            spec = {k: getattr(spec, k, None) for k in ("metric", "fn", "labels", "divide_by")}
-        return cls(
-            metric=spec["metric"],
-            fn=spec.get("fn") or "gauge",
-            labels=dict(spec.get("labels") or {}),
-            divide_by=spec.get("divide_by"),
-        )
 
 
 def parse_exposition(text: str) -> Snapshot:
@@ -83,14 +50,14 @@ def _matching(snapshot: Snapshot, spec: ScrapeSpec) -> dict[SeriesKey, float]:
 class ScrapeSource:
     """A metrics source that scrapes ``url`` (the target's ``/metrics``) on every sample.
 
-    ``specs`` maps metric names (as the plan's criteria use them) to :class:`ScrapeSpec`-like
-    definitions. ``fetch`` is injectable for callers that already hold the text.
+    ``specs`` maps metric names (as the plan's criteria use them) to the plan's scrape specs
+    (or their dict form). ``fetch`` is injectable for callers that already hold the text.
     """
 
     def __init__(
         self,
         url: str,
-        specs: Mapping[str, ScrapeSpec | Mapping[str, Any] | Any],
+        specs: Mapping[str, ScrapeSpec | Mapping[str, Any]],
         *,
         timeout: float = 2.0,
         history_s: float = 900.0,
@@ -98,7 +65,10 @@ class ScrapeSource:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
-        self.specs = {name: ScrapeSpec.of(spec) for name, spec in specs.items()}
+        self.specs = {
+            name: spec if isinstance(spec, ScrapeSpec) else ScrapeSpec.model_validate(spec)
+            for name, spec in specs.items()
+        }
         self.timeout = timeout
         self.history_s = history_s
         self._clock = clock

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from loadgate.metrics.scrape import UP, ScrapeSource, ScrapeSpec, parse_exposition
+from loadgate.metrics.scrape import UP, ScrapeSource, parse_exposition
+from loadgate.plan.model import ScrapeSpec
 
 
 class Target:
@@ -105,8 +106,8 @@ def test_target_down_reads_none_and_up_zero() -> None:
 
 
 def test_bad_spec_is_refused() -> None:
-    with pytest.raises(ValueError, match="scrape fn must be one of"):
-        ScrapeSpec(metric="x", fn="avg")
+    with pytest.raises(ValueError, match="fn"):
+        ScrapeSource("http://127.0.0.1:1/metrics", {"x": {"metric": "x", "fn": "avg"}})
 
 
 def test_parse_exposition_keys_by_labels() -> None:
