@@ -103,6 +103,14 @@ class Toleration(BaseModel):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("a toleration with operator Equal needs a key")
+        return self
+
     def manifest(self) -> dict[str, Any]:
         out: dict[str, Any] = {"operator": self.operator}
         for name, key in (("key", "key"), ("value", "value"), ("effect", "effect")):

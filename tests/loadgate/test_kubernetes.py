@@ -269,6 +269,8 @@ def test_settings_are_validated() -> None:
         k8s.PodSettings(results_dir="/tmp")
     with pytest.raises(ValidationError):
         k8s.PodSettings(unknown_field=1)
+    with pytest.raises(ValidationError, match="needs a key"):
+        k8s.PodSettings(tolerations=[{"value": "x"}])
     assert k8s.PodSettings.model_validate(json.loads(FULL.model_dump_json())) == FULL
 
 

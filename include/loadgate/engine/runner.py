@@ -274,6 +274,7 @@ class _StageRun:
             sys=sys_values,
         )
         rec["sampled_at"] = round(sampled_at, 3)
+        win.release()
         self.writer.append_window(rec)
         self.windows += 1
         self.saturated_windows += int(saturated)

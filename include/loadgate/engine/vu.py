@@ -25,7 +25,7 @@ import hashlib
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from random import Random
 from typing import Any
 
@@ -196,20 +196,21 @@ class VUHttp:
         rt.recorder.http(vu.scenario, method, name or path, status, resp.duration_s, failed)
         return resp
 
-    async def get(self, path: str, **kw: Any) -> Response | FailedResponse:
-        return await self.request("GET", path, **kw)
+    # get() and the like hand back request()'s own coroutine: one coroutine per request, not two
+    def get(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response | FailedResponse]:
+        return self.request("GET", path, **kw)
 
-    async def post(self, path: str, **kw: Any) -> Response | FailedResponse:
-        return await self.request("POST", path, **kw)
+    def post(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response | FailedResponse]:
+        return self.request("POST", path, **kw)
 
-    async def put(self, path: str, **kw: Any) -> Response | FailedResponse:
-        return await self.request("PUT", path, **kw)
+    def put(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response | FailedResponse]:
+        return self.request("PUT", path, **kw)
 
-    async def patch(self, path: str, **kw: Any) -> Response | FailedResponse:
-        return await self.request("PATCH", path, **kw)
+    def patch(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response | FailedResponse]:
+        return self.request("PATCH", path, **kw)
 
-    async def delete(self, path: str, **kw: Any) -> Response | FailedResponse:
-        return await self.request("DELETE", path, **kw)
+    def delete(self, path: str, **kw: Any) -> Coroutine[Any, Any, Response | FailedResponse]:
+        return self.request("DELETE", path, **kw)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -419,12 +420,17 @@ class VU:
         run = _UNSAFE_ID.sub("-", self._rt.run_id)
         return f"{prefix}-{run}-{self._rt.shard_index}-{self.id}-{self.iteration}"
 
-    async def sleep(self, seconds: float, *, interruptible: bool = False) -> bool:
-        """Sleep ``seconds`` × time scale; True unless interrupted by a stop request."""
+    def sleep(self, seconds: float, *, interruptible: bool = False) -> Awaitable[bool]:
+        """Sleep ``seconds`` × time scale (await it); True unless interrupted by a stop request.
+
+        A plain sleep is ``asyncio.sleep``'s own coroutine: no frame of ours stays with each of
+        10,000 sleeping VUs."""
         delay = seconds * self._rt.time_scale
         if not interruptible:
-            await asyncio.sleep(delay if delay > 0 else 0)
-            return True
+            return asyncio.sleep(delay if delay > 0 else 0, True)
+        return self._sleep_interruptible(delay)
+
+    async def _sleep_interruptible(self, delay: float) -> bool:
         if self._stopping:
             return False
         loop = asyncio.get_running_loop()

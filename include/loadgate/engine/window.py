@@ -99,6 +99,20 @@ class Window:
         self.vus: dict[str, list[int]] = {}  # scenario -> [at close, max in window]
         self.ws_open: dict[str, list[int]] = {}
 
+    def release(self) -> None:
+        """Free the window's histograms now (the window is unusable after this). An
+        HdrHistogram and its encoder reference each other, so each histogram (~150 KB) would
+        otherwise wait for a full garbage collection: a second's window holds a few, and at
+        10,000 VUs full collections are rare (see ``runner.GC_THRESHOLDS``)."""
+        hists: list[HdrHistogram | None] = [s.hist for s in self.http.values()]
+        for ws in self.ws.values():
+            hists.append(ws.connect_hist)
+            hists.extend(ws.latency.values())
+        hists.append(self.lag_hist)
+        for hist in hists:
+            if hist is not None:
+                hist.encoder = None  # breaks the cycle; the counts stay with the histogram
+
 
 def _bump(counter: dict[str, int], key: str, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n

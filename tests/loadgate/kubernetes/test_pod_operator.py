@@ -85,36 +85,57 @@ def created_pods(kube) -> list[dict[str, Any]]:
 
 
 def test_a_pod_runs_its_command_and_its_log_comes_back(kube, kubeconfig, tmp_path) -> None:
+    kube.add_secret(NAMESPACE, "loadgate-s3", {"secret_access_key": "not-in-the-spec"})
+    settings = k8s.PodSettings(
+        namespace=NAMESPACE,
+        image="loadgate:test",
+        service_account="loadgate-runner",
+        node_selector={"node-pool": "load"},
+        tolerations=[{"key": "dedicated", "value": "load", "effect": "NoSchedule"}],
+        secret_env={"S3_SECRET": {"secret": "loadgate-s3", "key": "secret_access_key"}},
+    )
     label = k8s.run_label(RUN_ID)
     code = (
-        "import time\nfor i in range(3):\n"
+        "import os, time\n"
+        "print('secret of', len(os.environ['S3_SECRET']), 'characters', flush=True)\n"
+        "for i in range(3):\n"
         "    print(f'shard says {i}', flush=True)\n    time.sleep(0.2)"
     )
     pod = k8s.pod_manifest(
         name="loadgate-api-0",
         argv=script(code),
-        settings=SETTINGS,
+        settings=settings,
         labels={k8s.RUN_LABEL: label, k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: "0"},
+        resources={"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}},
+        active_deadline_s=600,
     )
     operator = {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod}
 
     result, output = run_operator(tmp_path, "api_load_test", operator)
 
     assert result["ok"], output[-5000:]
+    assert "[base] secret of 15 characters" in output
     for i in range(3):
         assert f"[base] shard says {i}" in output
     assert result["xcom"]["pod_namespace"] == NAMESPACE
     assert result["xcom"]["pod_name"].startswith("loadgate-api-0-")
     assert kube.pods(NAMESPACE) == []  # a succeeded pod is deleted
     (sent,) = created_pods(kube)
-    # the operator kept our pod: command, security context, volumes, labels (plus its own)
-    container = sent["spec"]["containers"][0]
+    # the operator kept our pod whole (and added its own labels)
+    spec, container = sent["spec"], sent["spec"]["containers"][0]
     assert container["command"] + container["args"] == script(code)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert sent["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert {v["name"] for v in sent["spec"]["volumes"]} == {"tmp", "results"}
+    assert container["resources"] == {"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}}
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert {v["name"] for v in spec["volumes"]} == {"tmp", "results"}
+    assert spec["serviceAccountName"] == "loadgate-runner"
+    assert spec["nodeSelector"] == {"node-pool": "load"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    assert spec["activeDeadlineSeconds"] == 600
+    assert spec["automountServiceAccountToken"] is False
     assert sent["metadata"]["labels"][k8s.RUN_LABEL] == label
     assert sent["metadata"]["labels"]["task_id"] == "api_load_test"
+    assert k8s.secret_findings(sent, known_secrets=["not-in-the-spec"]) == []
     for version in ("1.29", "1.30", "1.31", "1.32", "1.33"):
         kubernetes_validate.validate(sent, version, strict=True)
     follow = [c for c in kube.calls("GET") if c["path"].endswith("/log")]
