@@ -15,9 +15,12 @@ the HarmonyFlow SyncBridge test of 10,000 concurrent connections).
 2. **Seed test users**: `seed_users` registers the plan's users (existing ones log in).
 3. **Load stages**, each followed by its gate:
    `api_load_test` → `api_gate` → `websocket_load_test` → `websocket_gate` →
-   `session_load_test` → `session_gate`. The engine checks the immediate-rollback criteria
-   every second and stops a stage within seconds of a breach; each gate merges the shards'
-   results with system metrics and decides **pass**, **investigate** or **rollback**.
+   `session_load_test` → `session_gate`. With `backend=kubernetes` the stage runs as
+   `<stage>_shard_pods` → `<stage>_load_pods` (a KubernetesPodOperator mapped over the shards)
+   instead, and `cleanup_pods` deletes every pod of the run at the end. The engine checks the
+   immediate-rollback criteria every second and stops a stage within seconds of a breach;
+   each gate merges the shards' results with system metrics and decides **pass**,
+   **investigate** or **rollback**.
    A rollback verdict skips the remaining stages.
 4. **Rollback**: only on a rollback verdict; runs the configured action and verifies health.
 5. **Post-test**, whatever happened: `collect_logs`, `build_report` (report.md, report.html,
@@ -40,6 +43,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, chain, dag
 from loadgate_airflow import tasks
+from loadgate_airflow.stages import stage_tasks
 
 DEPLOYS = Asset(
     name="harmonyflow-syncbridge-deploys", uri="loadgate://deploys/harmonyflow-syncbridge"
@@ -114,7 +118,7 @@ STAGES = ("api", "websocket", "session")
             enum=["local", "kubernetes"],
             title="Backend",
             description="Where the load engine runs: local processes on the worker, or "
-            "KubernetesPodOperator pods.",
+            "KubernetesPodOperator pods (the kubernetes_default connection).",
         ),
         "shards": Param(
             None,
@@ -151,6 +155,20 @@ STAGES = ("api", "websocket", "session")
             description="Path of the target's log file, read by the checklist and collected "
             "into the artifacts.",
         ),
+        "kubernetes": Param(
+            {},
+            type="object",
+            title="Kubernetes pods",
+            description="For backend=kubernetes: namespace, image, service_account, "
+            "node_selector, tolerations, secret_env … (loadgate.kubernetes.PodSettings).",
+        ),
+        "target_selector": Param(
+            "",
+            type="string",
+            title="Target pods",
+            description="Label selector of the target's pods (in the kubernetes namespace): "
+            "their logs are collected. Empty: none.",
+        ),
         "rollback": Param(
             {"type": "syncbridge"},
             type="object",
@@ -169,16 +187,14 @@ def release_gate() -> None:
 
     previous = users
     for stage in STAGES:
-        load = tasks.run_stage.override(task_id=f"{stage}_load_test")(run, stage=stage)
-        verdict = tasks.gate.override(task_id=f"{stage}_gate")(run, stage=stage)
-        chain(previous, load, verdict)
-        previous = verdict
+        previous = stage_tasks(run, stage, upstream=previous)
 
     rolled_back = tasks.rollback(run)
     logs = tasks.collect_logs(run)
+    cleanup = tasks.cleanup_pods(run)
     report = tasks.build_report(run)
     told = tasks.notify(run)
-    chain(previous, rolled_back, logs, report, told, tasks.finalize(run))
+    chain(previous, rolled_back, logs, cleanup, report, told, tasks.finalize(run))
 
 
 release_gate()

@@ -371,14 +371,15 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--window", type=float, default=10.0)
     ap.add_argument("--seed-vus", type=int, default=10_000)
-    ap.add_argument("--seed-window", type=float, default=15.0)
+    ap.add_argument("--seed-warmup", type=float, default=4.0)
+    ap.add_argument("--seed-window", type=float, default=12.0)
     ap.add_argument("--ws-conns", type=int, default=10_000)
     ap.add_argument("--ws-rate", type=int, default=1000)
     ap.add_argument("--ws-hold", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1,000 VUs/sockets")
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.window, args.seed_vus, args.seed_window = 1, 3.0, 1000, 5.0
+        args.rounds, args.window, args.seed_vus, args.seed_window = 1, 3.0, 1000, 4.0
         args.ws_conns, args.ws_hold = 1000, 10.0
     if not shutil.which("taskset"):
         raise SystemExit("taskset is required (util-linux)")
@@ -407,7 +408,14 @@ def main() -> int:
             print(f"2. {args.seed_vus:,} VUs, seed pattern", flush=True)
             clients = args.seed_clients.split(",")
             out["seed"] = bench_http(
-                clients, "seed", args.seed_vus, "seed", 5.0, args.seed_window, args.rounds, run_dir
+                clients,
+                "seed",
+                args.seed_vus,
+                "seed",
+                args.seed_warmup,
+                args.seed_window,
+                args.rounds,
+                run_dir,
             )
         if "ws" in only:
             print(f"3. {args.ws_conns:,} WebSockets", flush=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from loadgate.engine.exitcodes import EXIT_ERROR
+from loadgate.engine.exitcodes import EXIT_ABORTED, EXIT_ERROR
 
 EXIT_CODES_HELP = """exit codes:
   0    completed
@@ -95,6 +95,7 @@ def _metrics_source(args: argparse.Namespace, plan: Any) -> Any:
 
 def cmd_run_stage(args: argparse.Namespace) -> int:
     from loadgate.engine.runner import (
+        AlreadyAborted,
         EngineInputError,
         StageConfig,
         describe_load,
@@ -145,6 +146,11 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         prepared = prepare(cfg)
     except EngineInputError as exc:
         return _err(str(exc))
+    except AlreadyAborted as exc:
+        print(f"loadgate: {exc}", file=sys.stderr)
+        if not args.dry_run:
+            exc.write_results()
+        return EXIT_ABORTED
     if args.dry_run:
         print("\n".join(describe_load(prepared)))
         print("dry run: nothing sent")

@@ -229,6 +229,26 @@ def seed(
 # --- verdicts, rollback, report ----------------------------------------------------------------
 
 
+def stage_skip_reason(run: Run, stage: str) -> str | None:
+    """Why ``stage`` sends no load in this run, or None when it is to run."""
+    if stage not in run.config.stages:
+        return f"stage {stage} was not chosen for this run"
+    if run.config.dry_run:
+        return f"dry run: stage {stage} sends no load"
+    checks = run.artifacts.read_json("checklist.json")
+    if checks is None:
+        return "the pre-test checklist has not run: no load is sent"
+    if any(c["required"] and c["status"] == "fail" for c in checks):
+        return "the pre-test checklist failed: no load is sent"
+    if run.artifacts.read_json("seeding.json") is None:
+        return "the test users were not seeded: no load is sent"
+    for earlier in run.config.stages[: run.config.stages.index(stage)]:
+        verdict = (run.gate(earlier) or {}).get("verdict")
+        if verdict in ("rollback", "error"):
+            return f"the {earlier} gate decided {verdict}: stage {stage} is not run"
+    return None
+
+
 def run_verdict(run: Run) -> tuple[str, list[str]]:
     """The run's verdict: the worst gate verdict (an engine error is not the release's fault,
     but nor is it a pass)."""
@@ -242,12 +262,12 @@ def run_verdict(run: Run) -> tuple[str, list[str]]:
     for stage in run.config.stages:
         gate = run.gate(stage)
         if gate is None:
-            continue
+            if verdict in ("rollback", "error"):
+                continue  # skipped after an earlier gate's decision
+            gate = {"verdict": "error", "reasons": ["the stage was not gated"]}
         if VERDICT_ORDER.index(gate["verdict"]) > VERDICT_ORDER.index(verdict):
             verdict = gate["verdict"]
         reasons += [f"{stage}: {r}" for r in gate.get("reasons", [])]
-    if not any(run.gate(s) for s in run.config.stages):
-        return "error", ["no stage was gated"]
     return verdict, reasons
 
 

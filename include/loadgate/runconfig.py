@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from loadgate.kubernetes import PodSettings
 from loadgate.rollback import RollbackConfig
 from loadgate.safety import check_target
 
@@ -53,6 +54,8 @@ class RunConfig(BaseModel):
     prometheus_url: str = ""
     target_log: str = ""
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    kubernetes: PodSettings = Field(default_factory=PodSettings)
+    target_selector: str = ""  # the target's pods (label selector), for collect_logs
     allowlist: list[str] = Field(default_factory=list)
 
     @field_validator("target_url")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loadgate import gate as gates
+from loadgate import kubernetes as k8s
 from loadgate import pipeline
 from loadgate.local_backend import run_stage_local
 from loadgate.notify import Notifier, task_failed_message
@@ -104,26 +106,44 @@ def seed_users(run_record: dict[str, Any] | None) -> dict[str, Any]:
     return {**result.as_dict(), "users_file": str(run.users_file())}
 
 
-@task(trigger_rule="none_failed", retries=0)
+def _stage_run(run_record: dict[str, Any] | None, stage: str, backend: str) -> pipeline.Run:
+    """The run, if ``stage`` is to send load on ``backend`` now; skips this task otherwise."""
+    run = _run(run_record)
+    reason = pipeline.stage_skip_reason(run, stage)
+    if reason is None and run.config.backend != backend:
+        reason = f"the {run.config.backend} backend runs this stage"
+    if reason:
+        raise AirflowSkipException(reason)
+    return run
+
+
+@task(trigger_rule="all_done", retries=0)
 def run_stage(run_record: dict[str, Any] | None, stage: str) -> dict[str, Any]:
     """One load stage: the engine's shards as local processes, progress streamed to this log."""
-    run = _run(run_record)
-    if stage not in run.config.stages:
-        raise AirflowSkipException(f"stage {stage} was not chosen for this run")
-    if run.config.dry_run:
-        raise AirflowSkipException(f"dry run: stage {stage} sends no load")
-    if any((run.gate(s) or {}).get("verdict") == "rollback" for s in run.config.stages):
-        raise AirflowSkipException(f"an earlier gate decided rollback: stage {stage} not run")
+    run = _stage_run(run_record, stage, "local")
     outcome = run_stage_local(run, stage, log.info)
     if outcome["errors"]:
         raise AirflowFailException(f"stage {stage}: engine error in {outcome['errors']}")
     return outcome
 
 
-@task(retries=1)
+@task(trigger_rule="all_done", retries=0)
+def stage_pods(run_record: dict[str, Any] | None, stage: str) -> list[dict[str, Any]]:
+    """The Kubernetes backend: one pod per shard, for the mapped KubernetesPodOperator."""
+    run = _stage_run(run_record, stage, "kubernetes")
+    pipeline.clear_stage(run, stage)
+    pods = k8s.stage_pods(run, stage, run.config.kubernetes)
+    run.timeline(f"stage {stage} started: {len(pods)} pod(s) in {run.config.kubernetes.namespace}")
+    return pods
+
+
+@task(trigger_rule="all_done", retries=1)
 def gate(run_record: dict[str, Any] | None, stage: str) -> dict[str, Any]:
     """Merge the stage's shards, read system metrics, evaluate the plan's criteria: verdict."""
     run = _run(run_record)
+    reason = pipeline.stage_skip_reason(run, stage)
+    if reason:
+        raise AirflowSkipException(reason)
     result = gates.decide(run, stage)
     log.info("gate %s: %s", stage, result["verdict"])
     for reason in result["reasons"]:
@@ -148,7 +168,39 @@ def rollback(run_record: dict[str, Any] | None) -> dict[str, Any]:
 @task(trigger_rule="all_done", retries=1)
 def collect_logs(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """Generator and target logs into the run's artifacts, whatever happened before."""
-    return pipeline.collect_logs(_run(run_record))
+    run = _run(run_record)
+    collected = pipeline.collect_logs(run)
+    if run.config.backend == "kubernetes":
+        core = KubernetesHook().core_v1_client
+        cfg = run.config
+        logs_dir = run.artifacts.ensure("logs", "pods")
+        collected["generator_pods"] = k8s.collect_pod_logs(
+            core, cfg.kubernetes.namespace, k8s.run_selector(run.run_id), logs_dir
+        )
+        if cfg.target_selector:
+            collected["target_pods"] = k8s.collect_pod_logs(
+                core,
+                cfg.kubernetes.namespace,
+                cfg.target_selector,
+                run.artifacts.ensure("logs", "target"),
+            )
+    return collected
+
+
+@task(trigger_rule="all_done", retries=2)
+def cleanup_pods(run_record: dict[str, Any] | None) -> list[str]:
+    """Delete every pod of the run by label, however its tasks ended (Kubernetes backend)."""
+    run = _run(run_record)
+    if run.config.backend != "kubernetes":
+        raise AirflowSkipException("the local backend starts no pods")
+    deleted = k8s.delete_run_pods(
+        KubernetesHook().core_v1_client,
+        run.config.kubernetes.namespace,
+        k8s.run_label(run.run_id),
+        wait_s=60,
+    )
+    log.info("deleted %d pod(s) of this run", len(deleted))
+    return deleted
 
 
 @task(trigger_rule="all_done", retries=1)

@@ -69,6 +69,7 @@ def test_tasks_follow_the_execution_plan(probe) -> None:
         "session_gate",
         "rollback",
         "collect_logs",
+        "cleanup_pods",
         "build_report",
         "notify",
         "finalize",
@@ -76,8 +77,22 @@ def test_tasks_follow_the_execution_plan(probe) -> None:
     assert set(plan) <= set(probe["tasks"])
     for a, b in itertools.pairwise(plan):
         assert (a, b) in edges, f"{a} should come right before {b}"
-    for always in ("rollback", "collect_logs", "build_report", "notify", "finalize"):
+    for always in (
+        "rollback",
+        "collect_logs",
+        "cleanup_pods",
+        "build_report",
+        "notify",
+        "finalize",
+        "api_gate",
+        "websocket_load_test",
+        "session_shard_pods",
+    ):
         assert probe["trigger_rules"][always] == "all_done"
+    # the Kubernetes path of each stage: pods rendered, the operator mapped over them
+    for stage in ("api", "websocket", "session"):
+        assert (f"{stage}_shard_pods", f"{stage}_load_pods") in edges
+        assert (f"{stage}_load_pods", f"{stage}_gate") in edges
 
 
 def test_params_form_is_documented_and_valid(probe) -> None:

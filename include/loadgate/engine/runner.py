@@ -80,6 +80,49 @@ class StageConfig:
         return self.abort_dir if self.abort_dir is not None else self.out.resolve().parent
 
 
+class AlreadyAborted(Exception):
+    """Another shard aborted the stage before this one started: it sends nothing, and its
+    results say it was aborted by the marker (so a late pod ends like its siblings)."""
+
+    def __init__(self, cfg: StageConfig, marker: dict[str, Any]) -> None:
+        super().__init__(
+            f"stage {cfg.stage} was already aborted (marker {cfg.marker_dir / 'ABORT'}: "
+            f"{marker.get('criterion', '?')} by shard {marker.get('shard', '?')}); nothing sent"
+        )
+        self.cfg = cfg
+        self.marker = marker
+
+    def write_results(self) -> None:
+        cfg, now = self.cfg, time.time()
+        writer = ResultsWriter(cfg.out)
+        writer.write_meta(
+            {
+                "format": FORMAT,
+                "plan": {"name": cfg.plan.name, "path": cfg.plan_path},
+                "stage": cfg.stage,
+                "run_id": cfg.run_id,
+                "target": _public_url(cfg.target),
+                "shard": {"index": cfg.shard.index, "count": cfg.shard.count},
+                "scale": cfg.scale,
+                "time_scale": cfg.time_scale,
+                "started_at": now,
+                "ended_at": now,
+                "status": "aborted",
+                "exit_code": EXIT_ABORTED,
+                "aborted": {
+                    "criterion": self.marker.get("criterion"),
+                    "observed": self.marker.get("observed"),
+                    "at_s": 0.0,
+                    "shard": str(cfg.shard),
+                    "by_marker": True,
+                },
+                "scenarios": {},
+                "generator": {},
+            }
+        )
+        writer.close()
+
+
 @dataclass
 class StageOutcome:
     status: str
@@ -138,11 +181,7 @@ def prepare(cfg: StageConfig) -> Prepared:
     profiles = stage_profiles(stage, shard=cfg.shard, scale=cfg.scale, time_scale=cfg.time_scale)
     marker = read_marker(cfg.marker_dir)
     if marker is not None:
-        raise EngineInputError(
-            f"stage {cfg.stage} was already aborted (marker {cfg.marker_dir / 'ABORT'}: "
-            f"{marker.get('criterion', '?')} by shard {marker.get('shard', '?')}); "
-            "nothing sent"
-        )
+        raise AlreadyAborted(cfg, marker)
     live = cfg.plan.criteria_for(cfg.stage, ("rollback",))
     has_source = cfg.metrics is not None and not isinstance(cfg.metrics, NullSource)
     if not has_source:

@@ -1,0 +1,103 @@
+"""The real release_gate DAG with backend=kubernetes, against the test Kubernetes API server.
+
+The server runs each pod's command (``loadgate run-stage …``) as a local process, so the real
+KubernetesPodOperator, mapped over the shards, drives the real engine against the real
+reference service. No pod is left after the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.test_release_gate import ADMIN, api_requests, deploy
+from tests.support.airflow import airflow_env, connection_env, dags_test, migrate
+from tests.support.k8s_api import FakeKubeAPI
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+NAMESPACE = "loadgate"
+PLAN = Path(__file__).resolve().parents[2] / "include" / "plans" / "harmonyflow-10k.yaml"
+
+
+@pytest.fixture
+def kube():
+    server = FakeKubeAPI(grace_cap_s=3.0).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def plan_without_concurrency_targets(tmp_path):
+    """The seed's plan less its "N users at once" targets: ``airflow dags test`` runs mapped
+    tasks one after the other, so the shards' pods never overlap (a scheduler runs them
+    together)."""
+    plan = yaml.safe_load(PLAN.read_text())
+    plan["criteria"] = [c for c in plan["criteria"] if not c.get("scaled")]
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def run_gate_on_pods(kube, svc, tmp_path, **conf):
+    home = tmp_path / "airflow"
+    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
+    env = airflow_env(
+        home,
+        **connection_env("loadgate_target", conn_type="http", password=ADMIN),
+        **kube.airflow_connection_env(kubeconfig),
+    )
+    migrate(env)
+    full = {
+        "target_url": svc.url,
+        "release": "v2",
+        "scale": 0.001,
+        "time_scale": 0.01,
+        "stages": ["api", "session"],
+        "shards": 2,
+        "backend": "kubernetes",
+        "kubernetes": {"namespace": NAMESPACE, "image": "loadgate:test"},
+        "artifacts_root": str(tmp_path / "artifacts"),
+        "plan": str(plan_without_concurrency_targets(tmp_path)),
+        **conf,
+    }
+    proc = dags_test(env, full, cwd=tmp_path)
+    (run_root,) = (tmp_path / "artifacts").glob("*/run.json")
+    return proc, run_root.parent
+
+
+def test_healthy_release_passes_on_pods(start_syncbridge, kube, tmp_path) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    proc, run_root = run_gate_on_pods(kube, svc, tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["verdict"] == "pass", report["reasons"]
+    assert report["stages"]["api"]["requests"] > 50
+    # two pods per stage ran the engine, each wrote its shard's results
+    created = kube.calls("POST", contains="/pods")
+    assert len(created) == 4, [c.get("path") for c in created]
+    assert sorted(p.parent.name for p in run_root.glob("stages/api/*/meta.json")) == [
+        "shard-0",
+        "shard-1",
+    ]
+    assert api_requests(svc) >= report["stages"]["api"]["requests"]
+    # the generator pods' logs were collected, then every pod was deleted
+    assert list((run_root / "logs" / "pods").iterdir())
+    assert kube.pods(NAMESPACE) == []
+
+
+def test_faulty_release_aborts_every_shard_and_rolls_back(start_syncbridge, kube, tmp_path):
+    svc = deploy(start_syncbridge, tmp_path, "v2", faults={"error_rate": 0.2})
+    proc, run_root = run_gate_on_pods(kube, svc, tmp_path)
+    assert proc.returncode != 0
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["verdict"] == "rollback"
+    metas = [json.loads(p.read_text()) for p in run_root.glob("stages/api/*/meta.json")]
+    assert len(metas) == 2 and all(m["status"] == "aborted" for m in metas)
+    assert report["stages"]["session"]["verdict"] == "not run"
+    assert report["rollback"]["outcome"] == "rolled back, target healthy"
+    assert kube.pods(NAMESPACE) == []
