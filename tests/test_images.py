@@ -1332,7 +1332,7 @@ def test_real_prometheus_with_this_config_answers_the_plans_queries(start_syncbr
             "Prometheus is not installed (Debian package 'prometheus'; .ci/run installs it)"
         )
     from loadgate.checklist import check_alert_rules
-    from loadgate.metrics.prometheus import PrometheusSource
+    from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
     from loadgate.plan import load_plan
     from tests.support.prometheus import free_port
 
@@ -1373,7 +1373,7 @@ def test_real_prometheus_with_this_config_answers_the_plans_queries(start_syncbr
                 requests.get(f"{service.url}/healthz", timeout=2)  # some traffic
                 try:
                     values = {name: source.query(expr) for name, expr in queries.items()}
-                except (requests.RequestException, ValueError):
+                except (requests.RequestException, PrometheusError, ValueError):
                     values = {}
                 if values and all(v is not None for v in values.values()):
                     break

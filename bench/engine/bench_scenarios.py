@@ -74,3 +74,58 @@ async def ws_hold(vu: VU) -> None:
                 next_up = now + up_every
     finally:
         await ws.close()
+
+
+@scenario()
+async def ws_hold_callbacks(vu: VU) -> None:
+    """``ws_hold`` in callback mode: the sends run from loop timers, the VU's task only waits
+    for the stop (an alternative shape for scenarios that hold many connections)."""
+    import asyncio
+
+    opts = vu.options
+    hb_every = parse_duration(opts.get("heartbeat_interval", 5.0)) * vu.time_scale
+    up_every = parse_duration(opts.get("state_update_interval", 5.0)) * vu.time_scale
+    updater = vu.id < int(opts.get("state_update_connections", 1000))
+    ws = await vu.ws.connect(str(opts.get("path", "/ws")))
+    if ws is None:
+        return
+    loop = asyncio.get_running_loop()
+    counter = 0
+
+    def on_message(msg: Any) -> None:
+        if isinstance(msg, dict) and msg.get("type") == "heartbeat_ack":
+            stamp = msg.get("timestamp")
+            if isinstance(stamp, float):
+                ws.latency("heartbeat", max(0.0, _perf() - stamp))
+
+    def heartbeat() -> None:
+        if not ws.closed:
+            ws.send_json({"type": "heartbeat", "timestamp": _perf()})
+            timers[0] = loop.call_later(hb_every, heartbeat)
+
+    def update() -> None:
+        nonlocal counter
+        if not ws.closed:
+            counter += 1
+            ws.send_json(
+                {
+                    "type": "state_update",
+                    "sessionId": f"session-{vu.id}",
+                    "delta": {"operations": [{"op": "add", "path": "/data/counter", "value": counter}]},
+                    "timestamp": _perf(),
+                }
+            )
+            timers[1] = loop.call_later(up_every, update)
+
+    ws.on_message = on_message
+    timers = [loop.call_later(hb_every, heartbeat), None]
+    if updater:
+        timers[1] = loop.call_later(up_every / 2, update)
+    try:
+        while not vu.stopping and not ws.closed:
+            await vu.sleep(3600, interruptible=True)
+    finally:
+        for t in timers:
+            if t is not None:
+                t.cancel()
+        await ws.close()

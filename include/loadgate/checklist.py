@@ -136,10 +136,12 @@ def check_logs(log_path: str, max_age_s: float = 600.0) -> Check:
     )
 
 
-def check_rollback(config: RollbackConfig, target: str, secret: str | None) -> Check:
+def check_rollback(
+    config: RollbackConfig, target: str, secret: str | None, apps_api: Any = None
+) -> Check:
     item = "Rollback plan documented"
     try:
-        evidence = validate_rollback(config, target, secret)
+        evidence = validate_rollback(config, target, secret, apps_api)
     except (RollbackError, requests.RequestException, ValueError) as exc:
         return Check(item, "fail", f"{config.type} rollback cannot run: {exc}")
     return Check(item, "pass", f"{config.type}: {evidence}")

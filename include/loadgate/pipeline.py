@@ -141,7 +141,9 @@ def prometheus_source(run: Run) -> PrometheusSource | None:
     return PrometheusSource(run.config.prometheus_url, queries)
 
 
-def run_checklist(run: Run, *, notifier: Notifier, rollback_secret: str | None) -> list[cl.Check]:
+def run_checklist(
+    run: Run, *, notifier: Notifier, rollback_secret: str | None, apps_api: Any = None
+) -> list[cl.Check]:
     """Every item of the seed's §7.1; the start message goes out only when the others pass."""
     target = run.config.target_url
     prometheus = prometheus_source(run)
@@ -153,7 +155,7 @@ def run_checklist(run: Run, *, notifier: Notifier, rollback_secret: str | None) 
         cl.check_monitoring(target, prometheus, specs, promql_metrics),
         cl.check_alert_rules(prometheus),
         cl.check_logs(run.config.target_log),
-        cl.check_rollback(run.config.rollback, target, rollback_secret),
+        cl.check_rollback(run.config.rollback, target, rollback_secret, apps_api),
     ]
     if cl.failed_required(checks):
         checks.append(
@@ -271,7 +273,7 @@ def run_verdict(run: Run) -> tuple[str, list[str]]:
     return verdict, reasons
 
 
-def rollback(run: Run, *, secret: str | None) -> dict[str, Any] | None:
+def rollback(run: Run, *, secret: str | None, apps_api: Any = None) -> dict[str, Any] | None:
     verdict, reasons = run_verdict(run)
     if verdict != "rollback":
         return None
@@ -287,6 +289,7 @@ def rollback(run: Run, *, secret: str | None) -> dict[str, Any] | None:
         run_id=run.run_id,
         reasons=reasons,
         secret=secret,
+        apps_api=apps_api,
     )
     outcome["at"] = now()
     run.artifacts.write_json("rollback.json", outcome)

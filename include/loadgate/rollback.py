@@ -18,18 +18,21 @@ from typing import Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-ActionType = Literal["command", "webhook", "syncbridge"]
+ActionType = Literal["command", "webhook", "syncbridge", "kubernetes"]
 
 
 class RollbackConfig(BaseModel):
-    """``{"type": "command", "command": [...]}``, ``{"type": "webhook", "url": ...}`` or
-    ``{"type": "syncbridge"}`` (the reference service restores its previous release)."""
+    """``{"type": "command", "command": [...]}``, ``{"type": "webhook", "url": ...}``,
+    ``{"type": "kubernetes", "namespace": ..., "deployment": ...}`` (``kubectl rollout undo``)
+    or ``{"type": "syncbridge"}`` (the reference service restores its previous release)."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: ActionType = "syncbridge"
     command: list[str] | None = None
     url: HttpUrl | None = None
+    namespace: str | None = None
+    deployment: str | None = None
     timeout_s: float = Field(default=120.0, gt=0, le=3600)
     verify_timeout_s: float = Field(default=60.0, gt=0, le=3600)
 
@@ -39,6 +42,8 @@ class RollbackConfig(BaseModel):
             raise ValueError("a command rollback needs 'command': [program, args...]")
         if self.type == "webhook" and self.url is None:
             raise ValueError("a webhook rollback needs 'url'")
+        if self.type == "kubernetes" and not (self.namespace and self.deployment):
+            raise ValueError("a kubernetes rollback needs 'namespace' and 'deployment'")
         return self
 
 
@@ -50,14 +55,28 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def validate(config: RollbackConfig, target_url: str, secret: str | None = None) -> str:
-    """Evidence that the action can run; raises RollbackError when it cannot."""
+def validate(
+    config: RollbackConfig, target_url: str, secret: str | None = None, apps_api: Any = None
+) -> str:
+    """Evidence that the action can run; raises RollbackError when it cannot.
+
+    ``apps_api`` is the Kubernetes ``AppsV1Api`` the ``kubernetes`` action uses (from the
+    Airflow connection in a task; the default kubeconfig when None)."""
     if config.type == "command":
         program = config.command[0]  # type: ignore[index]
         found = shutil.which(program)
         if not found:
             raise RollbackError(f"rollback command {program!r} is not an executable on PATH")
         return f"command {found} is executable"
+    if config.type == "kubernetes":
+        from loadgate import kubernetes as k8s
+
+        try:
+            return k8s.check_rollout_undo(
+                apps_api or k8s.connect().apps, config.namespace, config.deployment
+            )
+        except Exception as exc:  # API errors, missing config: all mean "cannot roll back"
+            raise RollbackError(f"{type(exc).__name__}: {exc}") from None
     if config.type == "webhook":
         return f"webhook {config.url.scheme}://{config.url.host}{config.url.path or ''}"  # type: ignore[union-attr]
     if not secret:
@@ -105,6 +124,7 @@ def execute(
     reasons: list[str],
     secret: str | None = None,
     env: Mapping[str, str] | None = None,
+    apps_api: Any = None,
 ) -> dict[str, Any]:
     """Run the action, then verify health. The outcome dict holds no secret."""
     started = time.monotonic()
@@ -127,6 +147,21 @@ def execute(
             outcome["exit_code"] = proc.returncode
             outcome["output_tail"] = (proc.stdout + proc.stderr)[-2000:]
             ok = proc.returncode == 0
+        elif config.type == "kubernetes":
+            from loadgate import kubernetes as k8s
+
+            try:
+                undo = k8s.rollout_undo(
+                    apps_api or k8s.connect().apps,
+                    config.namespace,
+                    config.deployment,
+                    timeout_s=config.timeout_s,
+                )
+                outcome["rollout"] = undo
+                ok = True
+            except k8s.KubernetesError as exc:
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+                ok = False
         elif config.type == "webhook":
             response = requests.post(
                 str(config.url),

@@ -31,6 +31,13 @@ def _run(run_record: dict[str, Any] | None | None) -> pipeline.Run:
     return pipeline.Run(run_record)
 
 
+def _apps_api(run: pipeline.Run) -> Any:
+    """The kubernetes_default connection's AppsV1Api, for a ``kubernetes`` rollback action."""
+    if run.config.rollback.type != "kubernetes":
+        return None
+    return KubernetesHook().apps_v1_client
+
+
 def _notifier(run: pipeline.Run) -> Notifier:
     return Notifier(run.artifacts, settings.slack_sender())
 
@@ -69,7 +76,10 @@ def checklist(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """The seed's §7.1; a failed required item ends the run before any load is sent."""
     run = _run(run_record)
     checks = pipeline.run_checklist(
-        run, notifier=_notifier(run), rollback_secret=settings.secret(settings.TARGET)
+        run,
+        notifier=_notifier(run),
+        rollback_secret=settings.secret(settings.TARGET),
+        apps_api=_apps_api(run),
     )
     for check in checks:
         log.info("[%s] %s: %s", check.status.upper(), check.item, check.evidence)
@@ -156,7 +166,9 @@ def gate(run_record: dict[str, Any] | None, stage: str) -> dict[str, Any]:
 def rollback(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """Only on a rollback verdict: run the configured action, then verify the target's health."""
     run = _run(run_record)
-    outcome = pipeline.rollback(run, secret=settings.secret(settings.TARGET))
+    outcome = pipeline.rollback(
+        run, secret=settings.secret(settings.TARGET), apps_api=_apps_api(run)
+    )
     if outcome is None:
         raise AirflowSkipException("no gate decided rollback")
     log.info("rollback: %s", outcome["outcome"])

@@ -1,0 +1,58 @@
+"""The ``kubernetes`` rollback action through loadgate.rollback (what the rollback task runs)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from loadgate import checklist as cl
+from loadgate.rollback import RollbackConfig, execute
+
+from .conftest import NAMESPACE
+from .test_backend_api import deploy, deployment, image_of
+
+CONFIG = RollbackConfig(
+    type="kubernetes",
+    namespace=NAMESPACE,
+    deployment="syncbridge",
+    timeout_s=10,
+    verify_timeout_s=5,
+)
+
+
+def test_checklist_then_rollback_undoes_the_release(kube, apps, syncbridge_service) -> None:
+    kube.create("apps/v1", "deployments", NAMESPACE, deployment("syncbridge", "syncbridge:v1"))
+    deploy(apps, "syncbridge", "syncbridge:v2")
+    check = cl.check_rollback(CONFIG, syncbridge_service.url, None, apps)
+    assert check.status == "pass" and "revision 1" in check.evidence
+    outcome = execute(
+        CONFIG,
+        target_url=syncbridge_service.url,
+        release="v2",
+        run_id="r",
+        reasons=["x"],
+        apps_api=apps,
+    )
+    assert outcome["outcome"] == "rolled back, target healthy", outcome
+    assert outcome["rollout"]["images_after"] == ["syncbridge:v1"]
+    assert image_of(apps, "syncbridge") == "syncbridge:v1"
+
+
+def test_no_history_fails_the_checklist_item(kube, apps, syncbridge_service) -> None:
+    kube.create("apps/v1", "deployments", NAMESPACE, deployment("syncbridge", "syncbridge:v1"))
+    check = cl.check_rollback(CONFIG, syncbridge_service.url, None, apps)
+    assert check.status == "fail" and "history" in check.evidence
+    outcome = execute(
+        CONFIG,
+        target_url=syncbridge_service.url,
+        release="v1",
+        run_id="r",
+        reasons=[],
+        apps_api=apps,
+    )
+    assert outcome["outcome"] == "failed" and "RolloutError" in outcome["error"]
+
+
+def test_kubernetes_action_needs_a_deployment() -> None:
+    with pytest.raises(ValidationError, match="namespace' and 'deployment'"):
+        RollbackConfig(type="kubernetes", namespace="x")
