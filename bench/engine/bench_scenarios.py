@@ -111,7 +111,9 @@ async def ws_hold_callbacks(vu: VU) -> None:
                 {
                     "type": "state_update",
                     "sessionId": f"session-{vu.id}",
-                    "delta": {"operations": [{"op": "add", "path": "/data/counter", "value": counter}]},
+                    "delta": {
+                        "operations": [{"op": "add", "path": "/data/counter", "value": counter}]
+                    },
                     "timestamp": _perf(),
                 }
             )

@@ -50,7 +50,12 @@ ROOT = HERE.parents[1]
 LOADGATE = str(ROOT / ".venv" / "bin" / "loadgate")
 PLAN = HERE / "plan.yaml"
 RESULTS = ROOT / "bench" / "results" / "engine"
-PLAN_VUS = {"closed": 64, "seed": 10_000, "ws": 10_000}  # as in plan.yaml; --scale for others
+PLAN_VUS = {
+    "closed": 64,
+    "seed": 10_000,
+    "ws": 10_000,
+    "ws_callbacks": 10_000,
+}  # as in plan.yaml; --scale for others
 
 
 def _clients_bench() -> ModuleType:
@@ -148,6 +153,8 @@ def _p(s: dict) -> tuple[float | None, float | None]:
 
 # --- 3: WebSockets ----------------------------------------------------------------------------
 
+WS_STAGE = {"engine": "ws", "engine-callbacks": "ws_callbacks"}
+
 
 def target_ws_stats(port: int) -> dict:
     try:
@@ -202,12 +209,13 @@ def bench_ws(clients: list[str], conns: int, rate: int, hold: float, rounds: int
     for rnd in range(rounds):
         order = clients[rnd % len(clients) :] + clients[: rnd % len(clients)]
         for client in order:
-            out = run_dir / f"ws-r{rnd + 1}" / "shard"
+            out = run_dir / f"{WS_STAGE.get(client, client)}-r{rnd + 1}" / "shard"
             target, port = cb.start_target("ws")
             url = f"http://127.0.0.1:{port}"
             try:
-                if client == "engine":
-                    cmd, env, _ = engine_cmd("ws", url, out, conns / PLAN_VUS["ws"])
+                if client.startswith("engine"):
+                    stage = WS_STAGE[client]
+                    cmd, env, _ = engine_cmd(stage, url, out, conns / PLAN_VUS[stage])
                 else:
                     node = cb.ws_cmd(client, "ws" + url[4:] + "/ws", conns, rate, hold)
                     if node is None:
@@ -218,7 +226,7 @@ def bench_ws(clients: list[str], conns: int, rate: int, hold: float, rounds: int
                 res = measure_ws(client, cmd, env, port, conns, rate, hold)
             finally:
                 target.stop()
-            if client == "engine":
+            if client.startswith("engine"):
                 s = engine_summary(out)
                 ws = s.get("ws") or {}
                 res.update(
@@ -258,6 +266,7 @@ LABEL = {
     "k6": "k6",
     "locust": "Locust FastHttpUser",
     "node": "Node + `ws`",
+    "engine-callbacks": "engine, scenario in callback mode (`ws_hold_callbacks`)",
 }
 
 
