@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
-import uvloop
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,18 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from loadgate.engine.http import HttpConnection, HttpError, Response
+from tests.support.aio import run
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def run(coro: Awaitable[None]) -> None:
-    """Run one test body on uvloop, bounded in time."""
-
-    async def bounded() -> None:
-        async with asyncio.timeout(15):
-            await coro
-
-    uvloop.run(bounded())
 
 
 # --- servers ------------------------------------------------------------------------------

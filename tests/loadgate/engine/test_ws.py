@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
-import uvloop
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,20 +25,13 @@ from cryptography.x509.oid import NameOID
 
 from loadgate.engine._proto import _find_c_mask, _mask_int, mask_payload
 from loadgate.engine.ws import WebSocket, WsError
+from tests.support.aio import run
 
 pytestmark = pytest.mark.timeout(30)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SEEN = web.AppKey("seen", list)
 CLOSE_CODES = web.AppKey("close_codes", list)
-
-
-def run(coro: Awaitable[None]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(15):
-            await coro
-
-    uvloop.run(bounded())
 
 
 # --- aiohttp server -----------------------------------------------------------------------
