@@ -14,6 +14,7 @@ compare.py puts this folder on ``PYTHONPATH`` so the plan's ``exec`` resolves.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -80,8 +81,6 @@ async def ws_hold(vu: VU) -> None:
 async def ws_hold_callbacks(vu: VU) -> None:
     """``ws_hold`` in callback mode: the sends run from loop timers, the VU's task only waits
     for the stop (an alternative shape for scenarios that hold many connections)."""
-    import asyncio
-
     opts = vu.options
     hb_every = parse_duration(opts.get("heartbeat_interval", 5.0)) * vu.time_scale
     up_every = parse_duration(opts.get("state_update_interval", 5.0)) * vu.time_scale
