@@ -18,8 +18,7 @@ core 1 (``taskset``), rounds interleaved, medians reported:
 3. ``ws``: 10,000 WebSockets (2,000 new a second), a heartbeat every 5 s each and a state update
    every 5 s from 1,000 of them, held ``--ws-hold`` s: peak RSS and CPU, engine
    (``bench_scenarios:ws_hold``) vs Node ``ws`` (``bench/clients/gen_ws.js``). Goal: no more
-   memory and no more CPU than Node. ``--ws-clients engine,engine-callbacks,node`` adds the
-   same workload in callback mode (``bench_scenarios:ws_hold_callbacks``).
+   memory and no more CPU than Node.
 
 The targets, peers and measuring helpers are those of ``bench/clients`` (imported from
 ``bench/clients/run.py``, not copied): throughput from the target's own counter, CPU from
@@ -55,7 +54,6 @@ PLAN_VUS = {
     "closed": 64,
     "seed": 10_000,
     "ws": 10_000,
-    "ws_callbacks": 10_000,
 }  # as in plan.yaml; --scale for others
 
 
@@ -164,7 +162,7 @@ def _p(s: dict) -> tuple[float | None, float | None]:
 
 # --- 3: WebSockets ----------------------------------------------------------------------------
 
-WS_STAGE = {"engine": "ws", "engine-callbacks": "ws_callbacks"}
+WS_STAGE = {"engine": "ws"}
 WS_RATE = 2000  # new connections a second: the plan's interval (0.5 ms), and Node's rate
 
 
@@ -280,7 +278,6 @@ LABEL = {
     "k6": "k6",
     "locust": "Locust FastHttpUser",
     "node": "Node + `ws`",
-    "engine-callbacks": "engine, scenario in callback mode (`ws_hold_callbacks`)",
 }
 
 
@@ -411,6 +408,11 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs two cores: generator on core 0, target on core 1")
     (HERE.parent / "clients" / "results").mkdir(exist_ok=True)  # the helpers' stderr logs
+    # byte-compile the engine as an installed package or the load image has it: without the
+    # .pyc files (PYTHONDONTWRITEBYTECODE) every start would compile loadgate's modules anew
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "include"), str(HERE)], check=True
+    )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = RESULTS / stamp
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -32,17 +32,20 @@ async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list
     in a cache shared by every connection of the process (10,000 VUs must not make 10,000
     look-ups). Raises ``OSError`` when the name does not resolve.
     """
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, host)]
     key = (host, port)
     now = time.monotonic()
     hit = _dns_cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        # cached too: parsing the literal costs more than the look-up, 10,000 times a ramp
+        addrs = [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, host)]
+        _dns_cache[key] = (now + DNS_TTL_S, addrs)
+        return addrs
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:

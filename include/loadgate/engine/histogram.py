@@ -59,14 +59,33 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT)
 
 
+# The counts index of a value, as HdrHistogram computes it for our layout (unit magnitude 0,
+# 2,048 sub-buckets): bucket = bit length of (value | mask) - 11, index = (bucket + 1) * 1024 +
+# (value >> bucket) - 1024. Checked against hdrh's record_value in the tests.
+_SUB_MASK = _REF.sub_bucket_mask
+_HALF_MAG = _REF.sub_bucket_half_count_magnitude
+_HALF = _REF.sub_bucket_half_count
+_BUCKET_SHIFT = _HALF_MAG + 1
+assert _REF.unit_magnitude == 0 and _SUB_MASK == 2 * _HALF - 1
+
+
 def record_seconds(hist: HdrHistogram, seconds: float) -> None:
-    """Record a duration given in seconds (clamped to the histogram's range)."""
+    """Record a duration given in seconds (clamped to the histogram's range).
+
+    The same as ``hist.record_value(us)``, inlined: hdrh's ``record_value`` goes through five
+    Python calls a value, which was a few per cent of the engine's CPU under load."""
     us = int(seconds * 1e6 + 0.5)
     if us < LOWEST_US:
         us = LOWEST_US
     elif us > HIGHEST_US:
         us = HIGHEST_US
-    hist.record_value(us)
+    bucket = (us | _SUB_MASK).bit_length() - _BUCKET_SHIFT
+    hist.counts[((bucket + 1) << _HALF_MAG) + (us >> bucket) - _HALF] += 1
+    hist.total_count += 1
+    if us < hist.min_value:
+        hist.min_value = us
+    if us > hist.max_value:
+        hist.max_value = us
 
 
 def encode(hist: HdrHistogram) -> str:

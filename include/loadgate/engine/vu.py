@@ -10,6 +10,11 @@ A scenario is a plain ``async def scenario(vu: VU) -> None``: one iteration. Wha
 - ``await vu.sleep(s)`` sleeps ``s`` × the run's time scale (``interruptible=True`` returns
   early, with False, when the VU is asked to stop: for loops that hold a connection).
 - ``vu.check(name, ok)`` counts a passed or failed check.
+- ``vu.every(s, fn)`` calls ``fn()`` every ``s`` × time scale seconds until the iteration ends (one
+  loop timer for the whole stage, see :mod:`loadgate.engine.schedule`), and ``await vu.hold()``
+  waits until the VU is asked to stop or one of its WebSockets closes: with ``on_message``,
+  the shape for a scenario that holds a connection and works from callbacks, with no task
+  waking up for each send.
 - ``vu.user`` (the seeded user, a dict; tokens never leave the process), ``vu.id`` (global VU
   index across shards), ``vu.iteration`` (0-based), ``vu.rng`` (seeded per VU and run; the
   methods of :class:`random.Random`, see :class:`VURandom`),
@@ -32,6 +37,7 @@ from typing import Any
 import orjson
 
 from .http import HttpConnection, HttpError, Response
+from .schedule import Periodic, Scheduler
 from .window import Recorder
 from .ws import WebSocket, WsError
 
@@ -144,6 +150,21 @@ class StageRuntime:
         self.users = users
         self.ssl_context = ssl_context
         self.request_timeout = request_timeout
+        self._scheduler: Scheduler | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The stage's periodic callbacks (created on first use, on the running loop)."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(asyncio.get_running_loop(), self._periodic_failed)
+        return self._scheduler
+
+    def _periodic_failed(self, exc: BaseException, scenario: object) -> None:
+        self.recorder.iteration_error(str(scenario))
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
 
 
 class VUHttp:
@@ -222,11 +243,12 @@ class VUWebSocket:
     WebSocket errors. Set ``on_message`` to handle decoded messages as they come (callback
     mode, no task); without it, :meth:`receive` returns them in order."""
 
-    __slots__ = ("_closing", "_queue", "_rt", "_scenario", "_waiter", "on_message", "ws")
+    __slots__ = ("_closing", "_queue", "_rt", "_scenario", "_vu", "_waiter", "on_message", "ws")
 
-    def __init__(self, rt: StageRuntime, scenario: str) -> None:
-        self._rt = rt
-        self._scenario = scenario
+    def __init__(self, vu: VU) -> None:
+        self._vu = vu
+        self._rt = vu._rt
+        self._scenario = vu.scenario
         self.ws: WebSocket | None = None
         self.on_message: Callable[[Any], None] | None = None
         self._queue: deque[Any] = deque()
@@ -253,6 +275,7 @@ class VUWebSocket:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        self._vu._release_hold()
 
     @property
     def closed(self) -> bool:
@@ -330,7 +353,7 @@ class VUWs:
         """Open a WebSocket to the target (None, and a failed connect recorded, on failure)."""
         vu = self._vu
         rt = vu._rt
-        wrapper = VUWebSocket(rt, vu.scenario)
+        wrapper = VUWebSocket(vu)
         url = rt.ws_base + (path if path.startswith("/") else "/" + path)
         try:
             ws = await WebSocket.connect(
@@ -358,6 +381,8 @@ class VUWs:
 
 class VU:
     __slots__ = (
+        "_holding",
+        "_periodic",
         "_rt",
         "_stopping",
         "_waiter",
@@ -397,6 +422,8 @@ class VU:
         self.ws = VUWs(self)
         self._stopping = False
         self._waiter: asyncio.Future[None] | None = None
+        self._holding = False
+        self._periodic: list[Periodic] | None = None
 
     @property
     def stopping(self) -> bool:
@@ -443,6 +470,40 @@ class VU:
             self._waiter = None
         return not self._stopping
 
+    def every(
+        self, seconds: float, callback: Callable[[], None], *, first: float | None = None
+    ) -> Periodic:
+        """Call ``callback()`` every ``seconds`` × time scale (the first time after ``first``
+        × time scale, default one interval) until cancelled or the iteration ends. A callback
+        that raises is counted as an iteration error and not called again."""
+        scale = self._rt.time_scale
+        entry = self._rt.scheduler.every(
+            seconds * scale, callback, None if first is None else first * scale, self.scenario
+        )
+        periodic = self._periodic
+        if periodic is None:
+            self._periodic = [entry]
+        else:
+            periodic.append(entry)
+        return entry
+
+    async def hold(self) -> None:
+        """Wait until the VU is asked to stop or one of its WebSockets closes."""
+        if self._stopping or any(sock.closed for sock in self.ws.sockets):
+            return
+        self._waiter = fut = asyncio.get_running_loop().create_future()
+        self._holding = True
+        try:
+            await fut
+        finally:
+            self._waiter = None
+            self._holding = False
+
+    def _release_hold(self) -> None:
+        waiter = self._waiter
+        if self._holding and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def check(self, name: str, ok: bool) -> bool:
         self._rt.recorder.check(self.scenario, name, bool(ok))
         return bool(ok)
@@ -454,8 +515,17 @@ class VU:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def cancel_periodic(self) -> None:
+        """Cancel the callbacks of :meth:`every` (at the end of each iteration)."""
+        periodic = self._periodic
+        if periodic is not None:
+            for entry in periodic:
+                entry.cancel()
+            self._periodic = None
+
     def close(self) -> None:
-        """Drop the VU's connections (at its end, or when it is cancelled)."""
+        """Drop the VU's connections and periodic callbacks (at its end, or when cancelled)."""
+        self.cancel_periodic()
         self.http.close()
         self.ws.abort_all()
 

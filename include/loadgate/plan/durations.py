@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
@@ -16,6 +17,12 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError("a duration is a number of seconds or a string like '2m', '30s', '10ms'")
+    return _parse_text(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_text(value: str) -> float:
+    """A duration string in seconds; cached, as scenarios parse their options once per VU."""
     text = value.strip().replace(" ", "")
     if not text:
         raise ValueError("empty duration")

@@ -7,6 +7,8 @@ import random
 
 import pytest
 from hdrh.histogram import HdrHistogram
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from loadgate.engine.histogram import Accumulator, encode, new_histogram, record_seconds
 
@@ -58,3 +60,21 @@ def test_clamping_and_empty() -> None:
     assert acc.total == 2
     assert acc.min_ms() == 0.001
     assert acc.max_ms() >= 119_000
+
+
+@example([v + d for v in (1 << k for k in range(1, 27)) for d in (-1, 0, 1)] + [120_000_000])
+@given(st.lists(st.integers(min_value=-5, max_value=200_000_000), min_size=1, max_size=60))
+def test_record_seconds_is_hdrh_record_value(values_us: list[int]) -> None:
+    """The inlined recording gives exactly the histogram hdrh's record_value gives."""
+    ours = new_histogram()
+    ref = new_histogram()
+    for us in values_us:
+        record_seconds(ours, us / 1e6)
+        ref.record_value(min(max(us, 1), 120_000_000))
+    assert list(ours.counts) == list(ref.counts)
+    assert (ours.total_count, ours.min_value, ours.max_value) == (
+        ref.total_count,
+        ref.min_value,
+        ref.max_value,
+    )
+    assert encode(ours) == encode(ref)
