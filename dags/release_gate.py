@@ -141,6 +141,14 @@ STAGES = ("api", "websocket", "session")
             description="Folder (or s3://bucket/prefix) under which each run writes its "
             "results, logs and report.",
         ),
+        "aws_conn_id": Param(
+            "aws_default",
+            type="string",
+            title="AWS connection",
+            description="For an s3:// artifacts root: the Airflow aws connection (credentials, "
+            "endpoint_url, region). Kubernetes pods take theirs from a Secret (kubernetes."
+            "secret_env) or their service account.",
+        ),
         "prometheus_url": Param(
             "",
             type="string",

@@ -1,8 +1,9 @@
 """Everything a run writes lives under one run root: ``<artifacts_root>/<run id>/``.
 
 The root is a local folder by default and may be ``s3://bucket/prefix`` in production; paths are
-``UPath`` objects, so the same code writes both. Writes replace whole files (object stores have
-no append), and private files (credentials) are created with mode 0600 where the store has modes.
+``UPath`` objects, so the same code writes both (:mod:`loadgate.storage`). Writes replace whole
+files (object stores have no append), and private files (credentials) are created with mode 0600
+where the store has modes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import orjson
 from upath import UPath
+
+from loadgate.storage import is_remote, upath, write_atomic
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
@@ -29,12 +32,12 @@ class RunArtifacts:
     """The run root of one DAG run and the few ways the pipeline writes into it."""
 
     def __init__(self, artifacts_root: str | os.PathLike[str], run_id: str) -> None:
-        self.root = UPath(artifacts_root) / safe_name(run_id)
+        self.root = upath(artifacts_root) / safe_name(run_id)
         self.run_id = run_id
 
     @property
     def is_local(self) -> bool:
-        return self.root.protocol in ("", "file", "local")
+        return not is_remote(self.root)
 
     def path(self, *parts: str) -> UPath:
         return self.root.joinpath(*parts)
@@ -46,19 +49,7 @@ class RunArtifacts:
 
     def write_bytes(self, rel: str, data: bytes, *, private: bool = False) -> UPath:
         target = self.path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if self.is_local:
-            # write-then-rename: a reader never sees half a file; private files never exist
-            # with wider permissions, not even for an instant
-            tmp = target.with_name(f".{target.name}.tmp")
-            fd = os.open(
-                str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644
-            )
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(str(tmp), str(target))
-        else:
-            target.write_bytes(data)
+        write_atomic(target, data, private=private)
         return target
 
     def write_text(self, rel: str, text: str, *, private: bool = False) -> UPath:

@@ -1,11 +1,17 @@
 """The ``loadgate`` command.
 
-    loadgate run-stage --plan PLAN --stage NAME --target URL --out DIR
-                       [--shard I/N] [--scale S] [--time-scale T] [--users FILE]
+    loadgate run-stage --plan PLAN --stage NAME --target URL --out DIR|URL
+                       [--shard I/N] [--scale S] [--time-scale T] [--users FILE|URL]
                        [--run-id ID] [--metrics-url URL | --prometheus-url URL]
-                       [--abort-dir DIR] [--allow ENTRY ...] [--term-grace S] [--dry-run]
-    loadgate summarize DIR [DIR ...] [--json] [--plan PLAN]
-    loadgate seed --target URL --count N --out FILE [--concurrency C] [--allow ENTRY ...]
+                       [--abort-dir DIR|URL] [--allow ENTRY ...] [--term-grace S]
+                       [--upload-every S] [--dry-run]
+    loadgate summarize DIR|URL [DIR|URL ...] [--json] [--plan PLAN]
+    loadgate seed --target URL --count N --out FILE|URL [--concurrency C] [--allow ENTRY ...]
+
+Every DIR or FILE may be an object-store URL (``s3://bucket/prefix/…``); credentials come from
+the environment the standard boto way (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL) or the machine's role, never from
+the command line.
 
 Exit codes (run-stage; summarize uses 0 and 2):
 
@@ -25,12 +31,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from loadgate.engine.exitcodes import EXIT_ABORTED, EXIT_ERROR
+from loadgate.storage import as_path
 
 EXIT_CODES_HELP = """exit codes:
   0    completed
@@ -44,9 +50,15 @@ RUN_STAGE_EPILOG = (
     EXIT_CODES_HELP
     + """
 results (--out DIR): meta.json (rewritten at the end) and windows.jsonl (one line a second).
+--out s3://bucket/prefix/shard-0: the same written to a local scratch folder
+($LOADGATE_RESULTS_DIR or the system's temporary folder) and shipped by a background thread:
+meta.json at the start and the end, the windows as segments windows/000001.jsonl, … every
+--upload-every seconds (a killed generator loses at most those) and a last one at the end.
 --time-scale T multiplies every duration, offset, interval and think time: the same run played
 1/T times as fast (about the same iterations, so 1/T times the request rate; pair it with a
-small --scale). The abort marker is DIR/../ABORT unless --abort-dir is given.
+small --scale). The abort marker is DIR/../ABORT unless --abort-dir is given (on S3 created by
+a conditional PUT: the first abort wins); every shard looks for it once a second.
+AWS credentials for s3:// come from the environment (AWS_ACCESS_KEY_ID, …, AWS_ENDPOINT_URL).
 """
 )
 
@@ -122,7 +134,7 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         check_target(args.target, allow)
     except (TargetNotAllowed, ValueError) as exc:
         return _err(str(exc))
-    out = Path(args.out)
+    out = as_path(args.out)
     progress_prefix = f"[{args.stage} {args.shard}]"
     cfg = StageConfig(
         plan=plan,
@@ -134,11 +146,12 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         scale=args.scale,
         time_scale=args.time_scale,
         users=users,
-        abort_dir=Path(args.abort_dir) if args.abort_dir else None,
+        abort_dir=as_path(args.abort_dir) if args.abort_dir else None,
         run_id=args.run_id,
         term_grace_s=args.term_grace,
         request_timeout_s=args.request_timeout,
         progress=None if args.quiet else (lambda line: print(progress_prefix, line, flush=True)),
+        upload_every_s=args.upload_every,
     )
     if not args.dry_run:
         cfg.metrics = _metrics_source(args, plan)  # (nothing is read before the stage starts)
@@ -146,6 +159,8 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         prepared = prepare(cfg)
     except EngineInputError as exc:
         return _err(str(exc))
+    except OSError as exc:  # the store holding the abort marker does not answer
+        return _err(f"cannot read the abort marker in {cfg.marker_dir}: {exc}")
     except AlreadyAborted as exc:
         print(f"loadgate: {exc}", file=sys.stderr)
         if not args.dry_run:
@@ -180,7 +195,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
     try:
         merged = load_merged(args.dirs)
-    except ResultsError as exc:
+    except (ResultsError, OSError) as exc:
         return _err(str(exc))
     summary = summarize(merged)
     if args.plan:
@@ -223,7 +238,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
             raise ValueError(f"--count must be at least 1, got {args.count}")
     except ValueError as exc:
         return _err(str(exc))
-    out = Path(args.out)
+    out = as_path(args.out)
     secret = os.environ.get("LOADGATE_SEED_SECRET") or load_or_create_secret(
         out.parent / ".seed-secret"
     )
@@ -271,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plan", required=True, help="plan YAML file")
     run.add_argument("--stage", required=True, help="stage name in the plan")
     run.add_argument("--target", required=True, help="base URL of the service under test")
-    run.add_argument("--out", required=True, help="results directory of this shard")
+    run.add_argument(
+        "--out", required=True, help="results directory of this shard, or an s3:// URL"
+    )
     run.add_argument(
         "--shard", type=_shard, default=_shard("0/1"), help="this shard, I/N, 0 <= I < N (0/1)"
     )
@@ -281,12 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--time-scale", type=_positive_float, default=1.0, help="durations and think times ×T"
     )
-    run.add_argument("--users", help="seeded users, JSON Lines (email, password, sessionId, ...)")
+    run.add_argument(
+        "--users", help="seeded users, JSON Lines (email, password, sessionId, ...); or s3://"
+    )
     run.add_argument("--run-id", help="identifies the run in unique ids (default: time + random)")
     metrics = run.add_mutually_exclusive_group()
     metrics.add_argument("--metrics-url", help="scrape system metrics from the target's /metrics")
     metrics.add_argument("--prometheus-url", help="read system metrics from Prometheus")
-    run.add_argument("--abort-dir", help="where the stage's ABORT marker lives (default: OUT/..)")
+    run.add_argument(
+        "--abort-dir", help="where the stage's ABORT marker lives (default: OUT/..); or s3://"
+    )
     run.add_argument(
         "--allow",
         action="append",
@@ -300,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--request-timeout", type=_positive_float, default=60.0, help="per request, seconds"
     )
+    run.add_argument(
+        "--upload-every",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="an s3:// --out: seconds between window uploads (5)",
+    )
     run.add_argument("--dry-run", action="store_true", help="show the load per scenario; send none")
     run.add_argument("--quiet", action="store_true", help="no progress lines and no summary")
     run.set_defaults(func=cmd_run_stage)
@@ -308,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         "summarize",
         help="merge shard results of one stage and print the summary",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Each DIR is a shard's --out directory or a stage directory holding them.\n"
+        epilog="Each DIR is a shard's --out directory or a stage directory holding them,\n"
+        "local or an s3:// URL.\n"
         "exit codes: 0 summarized, 2 unreadable or mixed results",
     )
     summ.add_argument("dirs", nargs="+", metavar="DIR")

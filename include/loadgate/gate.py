@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from loadgate.criteria import CriterionResult, evaluate_stage
@@ -208,7 +207,7 @@ def baselines(run: Run, stage: str) -> tuple[dict[str, float], str | None]:
 
 def decide(run: Run, stage: str) -> dict[str, Any]:
     """Read the stage's shard results and write ``gates/<stage>.json``; returns it."""
-    folder = Path(str(run.artifacts.path("stages", stage)))
+    folder = run.artifacts.path("stages", stage)
     try:
         merged = load_merged([folder])
     except (ResultsError, FileNotFoundError, OSError) as exc:

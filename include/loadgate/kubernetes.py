@@ -10,6 +10,15 @@ read-only root filesystem with emptyDir volumes for ``/tmp`` and the results fol
 value is ever put in a pod: credentials come from Kubernetes Secrets (``secretKeyRef`` env,
 ``envFrom``, or a Secret volume); a plain env value under a secret-looking name is refused.
 
+With the run root on S3 (``artifacts_root`` ``s3://…``) a pod needs no shared volume: its
+``--out``, ``--users`` and the stage's abort marker are ``s3://`` URLs, the engine writes its
+results to the pod's own results emptyDir (``LOADGATE_RESULTS_DIR``) and ships them from there,
+and the AWS credentials come from a Secret by reference (``secret_env`` ``AWS_ACCESS_KEY_ID``
+and ``AWS_SECRET_ACCESS_KEY``, or ``env_from_secrets``) or from the service account (IRSA, EKS
+Pod Identity); ``env`` may carry ``AWS_DEFAULT_REGION`` and ``AWS_ENDPOINT_URL``. A local run
+root works only where the pods see the same path (the test API server runs pods as local
+processes).
+
 The functions that talk to the API take the ``kubernetes`` client's API objects (``CoreV1Api``,
 ``AppsV1Api``), so the caller decides where they come from: the Airflow connection's hook in a
 task, :func:`connect` elsewhere. The ``kubernetes`` package is imported lazily, only there.

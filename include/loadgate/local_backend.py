@@ -3,15 +3,20 @@
 The command line is the one a Kubernetes pod runs (:func:`engine_argv`); only the launcher
 differs. Each shard's output goes to its ``engine.log`` and, line by line, to the caller (the
 task log). If the caller is stopped (a task killed from the UI), the shards are stopped too.
+With the run root on an object store the shards write their results there themselves
+(``--out s3://…``); their ``engine.log`` is kept in a local folder while they run and uploaded
+beside their results when they end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -97,6 +102,8 @@ def run_stage_local(
 ) -> dict[str, Any]:
     """Run every shard of ``stage`` concurrently and wait for all; a fresh start on a rerun."""
     folder = pipeline.clear_stage(run, stage)
+    local = run.artifacts.is_local
+    logs = Path(str(folder)) if local else Path(tempfile.mkdtemp(prefix=f"loadgate-{stage}-"))
     shards = run.shards(stage)
     run.timeline(f"stage {stage} started: {shards} shard(s)")
     loadgate = [sys.executable, "-m", "loadgate"]
@@ -106,7 +113,7 @@ def run_stage_local(
     try:
         for i in range(shards):
             out = folder / f"shard-{i}"
-            out.mkdir(parents=True, exist_ok=True)
+            (logs / out.name).mkdir(parents=True, exist_ok=True)
             argv = loadgate + engine_argv(run, stage, i, shards, str(out), key)
             proc = subprocess.Popen(
                 argv,
@@ -118,7 +125,7 @@ def run_stage_local(
             assert proc.stdout is not None
             pump = threading.Thread(
                 target=_pump,
-                args=(proc.stdout, out / "engine.log", f"[{stage} {i}/{shards}]", emit),
+                args=(proc.stdout, logs / out.name / "engine.log", f"[{stage} {i}/{shards}]", emit),
                 daemon=True,
             )
             pump.start()
@@ -128,6 +135,11 @@ def run_stage_local(
         _stop(procs)  # a no-op when all ended; stops the shards when we are being stopped
         for pump in pumps:
             pump.join(timeout=5)
+        if not local:
+            for log_file in sorted(logs.glob("*/engine.log")):
+                rel = f"stages/{stage}/{log_file.parent.name}/engine.log"
+                run.artifacts.write_bytes(rel, log_file.read_bytes())
+            shutil.rmtree(logs, ignore_errors=True)
     aborted = any(code == EXIT_ABORTED for code in codes)
     errors = [i for i, code in enumerate(codes) if code not in (EXIT_COMPLETED, EXIT_ABORTED)]
     run.timeline(

@@ -5,7 +5,7 @@ any step can be rerun alone (a cleared task) and the run root is the one source 
 
     run.json               the resolved run (what the tasks pass each other; no secret)
     checklist.json         the pre-test checklist
-    users.jsonl            seeded users (0600, credentials: never in XCom or logs)
+    users.jsonl            seeded users (0600, credentials: never in XCom or logs; on S3 an object)
     stages/<stage>/…       the engine's shard results
     gates/<stage>.json     each gate's verdict and evidence
     rollback.json          the rollback outcome, when one ran
@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import shutil
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from upath import UPath
 
 from loadgate import checklist as cl
 from loadgate.artifacts import RunArtifacts
@@ -35,6 +36,7 @@ from loadgate.report import build_report
 from loadgate.rollback import execute as execute_rollback
 from loadgate.runconfig import RunConfig
 from loadgate.seeding import SeedResult, load_or_create_secret, seed_users
+from loadgate.storage import remove_tree, upath
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,9 @@ class Run:
     def gate(self, stage: str) -> dict[str, Any] | None:
         return self.artifacts.read_json(f"gates/{stage}.json")
 
-    def users_file(self) -> Path:
-        return Path(str(self.artifacts.path("users.jsonl")))
+    def users_file(self) -> UPath:
+        """The seeded users (credentials): a 0600 file, or an object of an s3:// run root."""
+        return self.artifacts.path("users.jsonl")
 
 
 def title_of(plan: Plan) -> str:
@@ -213,7 +216,7 @@ def seed(
     run: Run, *, secret: str | None, progress: Callable[[SeedResult], None] | None = None
 ) -> SeedResult:
     if secret is None:
-        secret = load_or_create_secret(Path(run.config.artifacts_root) / ".seed-secret")
+        secret = load_or_create_secret(upath(run.config.artifacts_root) / ".seed-secret")
     result = asyncio.run(
         seed_users(
             run.config.target_url,
@@ -385,13 +388,12 @@ def notify_final(run: Run, notifier: Notifier) -> str:
     )
 
 
-def clear_stage(run: Run, stage: str) -> Path:
-    """A rerun of a stage starts clean: its earlier results and gate are removed."""
-    folder = Path(str(run.artifacts.path("stages", stage)))
-    if folder.exists():
-        shutil.rmtree(folder)
+def clear_stage(run: Run, stage: str) -> UPath:
+    """A rerun of a stage starts clean: its earlier results, abort marker and gate are removed."""
+    folder = run.artifacts.path("stages", stage)
+    remove_tree(folder)
     gate = run.artifacts.path("gates", f"{stage}.json")
     if gate.exists():
         gate.unlink()
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     return folder

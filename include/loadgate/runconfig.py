@@ -49,7 +49,8 @@ class RunConfig(BaseModel):
     )
     backend: Literal["local", "kubernetes"] = "local"
     dry_run: bool = False
-    artifacts_root: str = "artifacts"
+    artifacts_root: str = "artifacts"  # a local folder or s3://bucket/prefix
+    aws_conn_id: str = "aws_default"  # the Airflow connection an s3:// artifacts_root uses
     shards: int | None = Field(default=None, ge=1, le=100)
     prometheus_url: str = ""
     target_log: str = ""

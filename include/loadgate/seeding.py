@@ -4,7 +4,8 @@ User ``i`` is ``loadtest{i}@…`` with a password derived from a seed secret, so
 next run against the same target) logs the same users in instead of failing on them. Each user
 also gets its own session ``session-{i}``, which the API scenario reads. The users file is JSON
 Lines, one user a line, in the format the engine's ``--users`` reads; it holds credentials, so it
-is written with mode 0600 and never printed.
+is written with mode 0600 (on an object store: an object of the run root, as private as its
+bucket) and never printed.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+
+from loadgate.storage import as_path, create_exclusive, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +45,14 @@ def password_for(email: str, secret: str) -> str:
 
 
 def load_or_create_secret(path: str | os.PathLike[str]) -> str:
-    """The seed secret kept beside the runs, made once (0600) when none is configured."""
-    target = Path(path)
+    """The seed secret kept beside the runs (a file or an object), made once (0600) when none
+    is configured; when two runs make it at once, the first one's is kept by both."""
+    target = as_path(path)
     if target.exists():
         return target.read_text().strip()
-    target.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
+    if not create_exclusive(target, value.encode(), private=True):
+        return target.read_text().strip()
     return value
 
 
@@ -162,18 +163,12 @@ class _Seeder:
 
 
 def write_users(path: str | os.PathLike[str], users: list[dict]) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        for user in users:
-            handle.write(orjson.dumps(user) + b"\n")
-    os.replace(tmp, target)
+    data = b"".join(orjson.dumps(user) + b"\n" for user in users)
+    write_atomic(as_path(path), data, private=True)
 
 
 def read_users(path: str | os.PathLike[str]) -> list[dict]:
-    target = Path(path)
+    target = as_path(path)
     if not target.exists():
         return []
     return [orjson.loads(line) for line in target.read_bytes().splitlines() if line.strip()]

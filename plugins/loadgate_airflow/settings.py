@@ -9,6 +9,8 @@
   service's rollback, or the bearer token a webhook rollback sends.
 - Connection ``loadgate_seed``: the secret test users' passwords derive from (password). Without
   it a secret is made once beside the runs.
+- Connection ``aws_default`` (or the run's ``aws_conn_id``; type aws, the amazon provider's):
+  the credentials and ``endpoint_url`` of an ``s3://`` artifacts_root.
 """
 
 from __future__ import annotations
@@ -46,6 +48,35 @@ def allowlist() -> list[str]:
 def secret(conn_id: str) -> str | None:
     conn = _connection(conn_id)
     return conn.password if conn and conn.password else None
+
+
+def object_store_env(conn_id: str) -> dict[str, str]:
+    """The aws connection as the standard AWS environment variables, for s3fs in this task and
+    the engine processes it starts (never logged, never in XCom).
+
+    The amazon provider's hook resolves the connection (keys, an assumed role, a profile; a
+    missing connection falls back to boto's own chain: the environment, the instance's role);
+    its ``endpoint_url`` (an S3-compatible server) and ``region_name`` come along.
+    """
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
+    env: dict[str, str] = {}
+    try:
+        credentials = hook.get_credentials()
+    except AttributeError:  # boto found no credentials at all: the store decides what it allows
+        credentials = None
+    if credentials is not None and credentials.access_key:
+        env["AWS_ACCESS_KEY_ID"] = credentials.access_key
+        env["AWS_SECRET_ACCESS_KEY"] = credentials.secret_key
+        if credentials.token:
+            env["AWS_SESSION_TOKEN"] = credentials.token
+    config = hook.conn_config
+    if config.endpoint_url:
+        env["AWS_ENDPOINT_URL"] = config.endpoint_url
+    if config.region_name:
+        env["AWS_DEFAULT_REGION"] = config.region_name
+    return env
 
 
 def slack_sender() -> Sender | None:

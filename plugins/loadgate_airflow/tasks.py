@@ -7,6 +7,7 @@ read from Connections inside the task that needs them and handed to the core, ne
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
@@ -18,7 +19,8 @@ from loadgate import kubernetes as k8s
 from loadgate import pipeline
 from loadgate.local_backend import run_stage_local
 from loadgate.notify import Notifier, task_failed_message
-from loadgate.runconfig import RunConfigError, build_run_config
+from loadgate.runconfig import RunConfig, RunConfigError, build_run_config
+from loadgate.storage import is_remote
 from loadgate_airflow import settings
 
 log = logging.getLogger("loadgate")
@@ -28,7 +30,16 @@ def _run(run_record: dict[str, Any] | None | None) -> pipeline.Run:
     """The run a task works on; a task that runs after a failed ``prepare`` has none."""
     if run_record is None:
         raise AirflowSkipException("the run was never prepared (see the prepare task)")
-    return pipeline.Run(run_record)
+    run = pipeline.Run(run_record)
+    _object_store(run.config)
+    return run
+
+
+def _object_store(config: RunConfig) -> None:
+    """An s3:// run root: the run's aws connection becomes this task's AWS environment, which
+    s3fs reads here and the engine processes inherit (pods get theirs from a Secret)."""
+    if is_remote(config.artifacts_root):
+        os.environ.update(settings.object_store_env(config.aws_conn_id))
 
 
 def _apps_api(run: pipeline.Run) -> Any:
@@ -59,6 +70,7 @@ def prepare(**context: Any) -> dict[str, Any]:
         config = build_run_config(
             context["params"], asset_extra=_asset_extra(context), allowlist=settings.allowlist()
         )
+        _object_store(config)
         record = pipeline.prepare(config, context["run_id"])
     except (RunConfigError, ValueError) as exc:
         raise AirflowFailException(str(exc)) from None
@@ -252,6 +264,11 @@ def notify_task_failure(context: Any) -> None:
         return
     run = pipeline.Run({"run_id": context["run_id"], "config": config.model_dump(mode="json")})
     error = str(context.get("exception") or "unknown error")
+    try:
+        _object_store(config)
+    except Exception:
+        log.exception("the run's object store is not usable; no notification")
+        return
     message = task_failed_message(
         task_id=ti.task_id, try_number=ti.try_number, error=error, run_id=run.run_id
     )

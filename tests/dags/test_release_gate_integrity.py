@@ -107,6 +107,7 @@ def test_params_form_is_documented_and_valid(probe) -> None:
         "backend",
         "dry_run",
         "artifacts_root",
+        "aws_conn_id",
     ):
         assert name in params, name
         assert params[name]["description"], f"param {name} has no description"

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.support.airflow import airflow_env, connection_env, dags_test, migrate
+from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
 from tests.support.slack_standin import SlackStandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -203,3 +204,56 @@ def test_target_off_the_allowlist_is_refused(start_syncbridge, airflow_home, tmp
     assert "not on the allowlist" in proc.stdout + proc.stderr
     assert not (tmp_path / "a").exists()
     assert api_requests(svc) == 0
+
+
+def test_healthy_release_passes_with_artifacts_on_s3(
+    start_syncbridge, airflow_home, tmp_path, s3
+) -> None:
+    """artifacts_root s3://…: the run root, the shards' results, abort markers, logs and the
+    report on a local S3 server, reached only through the run's Airflow aws connection."""
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    store = connection_env(
+        "loadgate_s3",
+        conn_type="aws",
+        login=FAKE_KEY_ID,
+        password=FAKE_SECRET,
+        extra={"endpoint_url": s3.endpoint, "region_name": "us-east-1"},
+    )
+    env = airflow_env(airflow_home, **store)
+    env |= connection_env("loadgate_target", conn_type="http", password=ADMIN)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        env.pop(name)  # the connection is the only way in
+    conf = {
+        "target_url": svc.url,
+        "release": "v2",
+        "scale": 0.001,
+        "time_scale": 0.01,
+        "shards": 2,
+        "artifacts_root": s3.url("gate-runs"),
+        "aws_conn_id": "loadgate_s3",
+        "target_log": str(svc.log_path),
+    }
+    proc = dags_test(env, conf, cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    assert not (tmp_path / "artifacts").exists() and not list(tmp_path.glob("s3*"))
+    (run_key,) = {k.split("/")[1] for k in s3.keys("gate-runs/")} - {".seed-secret"}
+    run_root = s3.download(f"gate-runs/{run_key}", tmp_path / "from-s3")
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["verdict"] == "pass", report["reasons"]
+    for name, stage in report["stages"].items():
+        assert stage["verdict"] == "pass", (name, stage["reasons"])
+    assert report["stages"]["api"]["requests"] > 100
+    for stage in ("api", "websocket", "session"):
+        for shard in ("shard-0", "shard-1"):
+            folder = run_root / "stages" / stage / shard
+            assert (folder / "meta.json").exists() and (folder / "engine.log").exists()
+            assert list((folder / "windows").glob("*.jsonl")), (stage, shard)
+            assert not (folder / "windows.jsonl").exists()
+    assert (run_root / "report.html").read_text().count("<svg") >= 1
+    assert (run_root / "logs" / "generator" / "api-shard-0.log").exists()
+    assert (run_root / "users.jsonl").exists()
+    notes = [json.loads(x) for x in (run_root / "notifications.jsonl").read_text().splitlines()]
+    assert [n["key"] for n in notes][-1] == "final"
+    assert_no_secret_leaks(airflow_home, run_root, output)
+    assert FAKE_SECRET not in output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +297,25 @@ def test_pod_manifest_refuses_bad_input() -> None:
         k8s.shard_pod(
             make_run(Path("/nonexistent")), "api", 2, 2, key="k", settings=k8s.PodSettings()
         )
+
+
+def test_a_pod_of_an_s3_run_root_needs_no_shared_volume(s3) -> None:
+    """Its --out, --users and abort marker are s3:// URLs; the AWS keys come by reference."""
+    cfg = RunConfig(target_url="http://127.0.0.1:8080", artifacts_root=s3.url("runs"), scale=0.01)
+    run = Run({"run_id": RUN_ID, "config": cfg.model_dump(mode="json")})
+    run.users_file().write_text('{"email": "u@example.com", "password": "Hunter2-s3!"}\n')
+    settings = FULL.model_copy(update={"env": {"AWS_ENDPOINT_URL": s3.endpoint}})
+    pod = k8s.shard_pod(run, "api", 1, 2, key="k", settings=settings)
+    validate_all(pod)
+    (container,) = pod["spec"]["containers"]
+    args = container["args"]
+    root = f"{s3.url('runs')}/manual__2026-05-01T10-00-00.123456-00-00"
+    assert args[args.index("--out") + 1] == f"{root}/stages/api/shard-1"
+    assert args[args.index("--users") + 1] == f"{root}/users.jsonl"
+    assert "--abort-dir" not in args  # the marker is beside the shards: stages/api/ABORT
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "loadgate-s3"
+    assert env["AWS_ENDPOINT_URL"]["value"] == s3.endpoint
+    assert env["LOADGATE_RESULTS_DIR"]["value"] == settings.results_dir  # the engine's scratch
+    known = ["Hunter2-s3!", os.environ["AWS_SECRET_ACCESS_KEY"]]
+    assert k8s.secret_findings(pod, known_secrets=known) == []

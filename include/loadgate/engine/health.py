@@ -11,6 +11,7 @@ import psutil
 from .window import Recorder
 
 LAG_PROBE_S = 0.05
+MIN_CPU_SPAN_S = 0.5
 
 
 async def watch_loop_lag(recorder: Recorder, interval: float = LAG_PROBE_S) -> None:
@@ -29,6 +30,7 @@ class ProcessSampler:
         self._proc = psutil.Process()
         self._last_cpu = self._cpu_s()
         self._last_wall = time.monotonic()
+        self._last_cores = 0.0
         self.cpu_max = 0.0
         self.rss_max_mb = 0.0
 
@@ -37,11 +39,17 @@ class ProcessSampler:
         return float(t.user + t.system)
 
     def sample(self) -> tuple[float, float]:
-        """(cpu in cores since the last call, rss in MB)."""
+        """(cpu in cores since the last call, rss in MB).
+
+        CPU times advance in clock ticks (10 ms): over a sliver of a second (the last, partial
+        window of a stage) one tick would read as many cores, so a call less than
+        ``MIN_CPU_SPAN_S`` after the last one repeats the last reading instead."""
         cpu_s, wall = self._cpu_s(), time.monotonic()
         elapsed = wall - self._last_wall
-        cpu = (cpu_s - self._last_cpu) / elapsed if elapsed > 0 else 0.0
-        self._last_cpu, self._last_wall = cpu_s, wall
+        if elapsed >= MIN_CPU_SPAN_S:
+            self._last_cores = (cpu_s - self._last_cpu) / elapsed
+            self._last_cpu, self._last_wall = cpu_s, wall
+        cpu = self._last_cores
         rss = self._proc.memory_info().rss / 1e6
         self.cpu_max = max(self.cpu_max, cpu)
         self.rss_max_mb = max(self.rss_max_mb, rss)

@@ -13,17 +13,18 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from loadgate.storage import as_path, is_remote
 
 from .aggregate import Aggregate
 from .results import (
-    WINDOWS,
     ResultsError,
     ShardResults,
     find_shard_dirs,
     iter_windows,
     read_meta,
+    windows_bytes,
 )
 
 PARALLEL_MIN_BYTES = 16_000_000
@@ -80,15 +81,15 @@ def aggregate_dirs(dirs: list[str], limits: dict[str, Any]) -> tuple[Aggregate, 
     skipped_per_dir = []
     for d in dirs:
         skipped = [0]
-        agg.add_records(iter_windows(Path(d), skipped))
+        agg.add_records(iter_windows(as_path(d), skipped))
         skipped_per_dir.append(skipped[0])
     return agg, skipped_per_dir
 
 
-def _workers(dirs: list[Path], workers: int | None) -> int:
+def _workers(dirs: list[Any], workers: int | None) -> int:
     if workers is not None:
         return max(1, min(workers, len(dirs)))
-    size = sum((d / WINDOWS).stat().st_size for d in dirs if (d / WINDOWS).exists())
+    size = sum(windows_bytes(d) for d in dirs)
     if size < PARALLEL_MIN_BYTES:
         return 1
     cpus = os.cpu_count() or 1
@@ -99,7 +100,7 @@ def _workers(dirs: list[Path], workers: int | None) -> int:
     return max(1, min(len(dirs), round(idle), 8))
 
 
-def merge_dirs(dirs: list[Path], workers: int | None = None) -> MergedStage:
+def merge_dirs(dirs: list[Any], workers: int | None = None) -> MergedStage:
     """Merge shard directories (meta checked first, then the windows summed)."""
     if not dirs:
         raise ResultsError("nothing to merge")
@@ -148,10 +149,11 @@ def merge_dirs(dirs: list[Path], workers: int | None = None) -> MergedStage:
     )
 
 
-def load_merged(paths: list[Path] | list[str], workers: int | None = None) -> MergedStage:
-    """Read and merge shard directories (or stage directories holding them)."""
-    dirs = find_shard_dirs([Path(p) for p in paths])
-    unique: dict[Path, None] = {}
+def load_merged(paths: list[Any], workers: int | None = None) -> MergedStage:
+    """Read and merge shard directories (or stage directories holding them), local paths or
+    store URLs."""
+    dirs = find_shard_dirs(list(paths))
+    unique: dict[Any, None] = {}
     for d in dirs:
-        unique.setdefault(d.resolve(), None)
+        unique.setdefault(d if is_remote(d) else d.resolve(), None)
     return merge_dirs(list(unique), workers)

@@ -1,4 +1,19 @@
-"""A shard's results directory: ``meta.json`` and the append-only ``windows.jsonl``.
+"""A shard's results directory: ``meta.json`` and its windows, locally or on an object store.
+
+A local ``--out`` holds ``meta.json`` and the append-only ``windows.jsonl``. Object stores have
+no append, so a store ``--out`` (``s3://bucket/prefix/…/shard-0``) holds ``meta.json`` and the
+windows as numbered segment objects, each a run of whole lines of the same format::
+
+    meta.json                 uploaded at the start and again at the end
+    windows/000001.jsonl      the windows closed in the first few seconds (``--upload-every``)
+    windows/000002.jsonl      the next ones, and so on; the last one at the end
+
+The engine writes a store ``--out`` locally first, exactly as a local one (in a scratch folder:
+``$LOADGATE_RESULTS_DIR`` or the system's temporary folder), and a background thread ships it
+(:mod:`loadgate.engine.upload`): a killed generator loses at most the last few seconds, and the
+final upload (completed, aborted or SIGTERM) has every window before the last ``meta.json``.
+Readers (:func:`iter_windows`, :func:`find_shard_dirs`, :func:`read_meta`, the merge) take a
+local path or a URL and read either layout, in that order: ``windows.jsonl``, then the segments.
 
 ``meta.json`` (written atomically at start, rewritten at the end)::
 
@@ -13,9 +28,9 @@
     generator     {pid, host, python, loop, limits, and at the end: windows, saturated_windows,
                    saturated, lag_max_ms, cpu_max, rss_max_mb}
 
-``windows.jsonl``: one JSON object a line, one line per one-second window, flushed as each
-window closes (so a killed generator loses at most the window in progress; a reader ignores a
-truncated last line)::
+``windows.jsonl`` (or the segments): one JSON object a line, one line per one-second window,
+flushed as each window closes (so a killed generator loses at most the window in progress; a
+reader ignores a truncated last line)::
 
     t         the window's wall-clock second (epoch, integer): windows of shards align on it
     at        seconds since this shard's stage start at the window's end
@@ -37,7 +52,6 @@ truncated last line)::
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +59,12 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from loadgate.storage import as_path, is_remote, write_atomic
+
 FORMAT = "loadgate-results/1"
 META = "meta.json"
 WINDOWS = "windows.jsonl"
+SEGMENTS = "windows"  # on a store: windows/000001.jsonl, windows/000002.jsonl, …
 
 
 class ResultsError(ValueError):
@@ -55,9 +72,7 @@ class ResultsError(ValueError):
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    os.replace(tmp, path)
+    write_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
 
 
 class ResultsWriter:
@@ -78,6 +93,15 @@ class ResultsWriter:
     def close(self) -> None:
         if not self._windows.closed:
             self._windows.close()
+
+
+def open_results(out: Any, upload_every_s: float | None = None) -> ResultsWriter:
+    """The writer of ``--out``: a local folder, or a store URL (written locally, then shipped)."""
+    if is_remote(out):
+        from .upload import UploadingResultsWriter
+
+        return UploadingResultsWriter(as_path(out), upload_every_s=upload_every_s)
+    return ResultsWriter(Path(out))
 
 
 @dataclass
@@ -117,10 +141,11 @@ def is_shard_dir(path: Path) -> bool:
     return (path / META).is_file()
 
 
-def find_shard_dirs(paths: list[Path]) -> list[Path]:
-    """Each path is a shard directory, or a directory holding shard directories (a stage)."""
-    out: list[Path] = []
-    for path in paths:
+def find_shard_dirs(paths: list[Any]) -> list[Any]:
+    """Each path (local, or a store URL) is a shard directory, or a directory holding shard
+    directories (a stage)."""
+    out: list[Any] = []
+    for path in map(as_path, paths):
         if is_shard_dir(path):
             out.append(path)
             continue
@@ -133,7 +158,8 @@ def find_shard_dirs(paths: list[Path]) -> list[Path]:
     return out
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def read_meta(path: Any) -> dict[str, Any]:
+    path = as_path(path)
     try:
         meta = orjson.loads((path / META).read_bytes())
     except FileNotFoundError:
@@ -145,16 +171,49 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def iter_windows(path: Path, skipped: list[int] | None = None) -> Iterator[dict[str, Any]]:
-    """The window records of a shard directory, streamed; a truncated or corrupt line (a
-    killed writer) is skipped and counted in ``skipped[0]`` when given."""
+def window_files(path: Any) -> list[Any]:
+    """A shard directory's window files in order: ``windows.jsonl``, then the segments."""
+    path = as_path(path)
+    files = []
+    single = path / WINDOWS
+    if single.is_file():
+        files.append(single)
+    folder = path / SEGMENTS
+    if folder.is_dir():
+        segments = [p for p in folder.iterdir() if p.name.endswith(".jsonl")]
+        files += sorted(segments, key=lambda p: p.name)  # zero-padded: by name is in order
+    return files
+
+
+def windows_bytes(path: Any) -> int:
+    """The size of a shard directory's windows (to decide whether a merge is worth workers)."""
+    path = as_path(path)
+    if is_remote(path):
+        try:
+            return int(path.fs.du((path / SEGMENTS).path))
+        except FileNotFoundError:
+            return 0
+    return sum(f.stat().st_size for f in window_files(path))
+
+
+def _lines(source: Any) -> Iterator[bytes]:
+    if is_remote(source):
+        yield from source.read_bytes().splitlines()  # a segment: a few seconds, one GET
+        return
     try:
-        handle = open(path / WINDOWS, "rb")  # noqa: SIM115
+        handle = open(source, "rb")  # noqa: SIM115
     except FileNotFoundError:
         return
-    loads = orjson.loads
     with handle:
-        for line in handle:
+        yield from handle
+
+
+def iter_windows(path: Any, skipped: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """The window records of a shard directory (local or a store URL), streamed; a truncated
+    or corrupt line (a killed writer) is skipped and counted in ``skipped[0]`` when given."""
+    loads = orjson.loads
+    for source in window_files(path):
+        for line in _lines(source):
             if not line.strip():
                 continue
             try:
@@ -164,8 +223,9 @@ def iter_windows(path: Path, skipped: list[int] | None = None) -> Iterator[dict[
                     skipped[0] += 1
 
 
-def read_shard(path: Path) -> ShardResults:
+def read_shard(path: Any) -> ShardResults:
     """Read a shard directory whole (meta and every window)."""
+    path = as_path(path)
     result = ShardResults(dir=path, meta=read_meta(path))
     result.windows  # noqa: B018 - read now
     return result

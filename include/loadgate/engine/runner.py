@@ -34,11 +34,11 @@ from loadgate.plan.profile import Profile, stage_profiles
 from loadgate.plan.shard import Shard
 from loadgate.scenarios import ScenarioError, needs_user, resolve
 
-from .abort import read_marker, write_marker
+from .abort import AbortMarker, read_marker
 from .executors import ScenarioRun
 from .exitcodes import EXIT_ABORTED, EXIT_COMPLETED, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM
 from .health import ProcessSampler, watch_loop_lag
-from .results import FORMAT, ResultsWriter
+from .results import FORMAT, open_results
 from .vu import StageRuntime
 from .window import Recorder, window_record
 
@@ -74,6 +74,7 @@ class StageConfig:
     term_grace_s: float = 10.0
     request_timeout_s: float = 60.0
     progress: Callable[[str], None] | None = None
+    upload_every_s: float | None = None  # a store --out: seconds between window uploads
 
     @property
     def marker_dir(self) -> Path:
@@ -94,7 +95,7 @@ class AlreadyAborted(Exception):
 
     def write_results(self) -> None:
         cfg, now = self.cfg, time.time()
-        writer = ResultsWriter(cfg.out)
+        writer = open_results(cfg.out, cfg.upload_every_s)
         writer.write_meta(
             {
                 "format": FORMAT,
@@ -249,7 +250,8 @@ class _StageRun:
         self.failed = 0
         self.sampler: SystemSampler | None = None
         self.engine_error: str | None = None
-        self.writer = ResultsWriter(self.cfg.out)
+        self.writer = open_results(self.cfg.out, self.cfg.upload_every_s)
+        self.marker = AbortMarker(self.cfg.marker_dir)
         self.start_wall = 0.0
 
     # --- meta -------------------------------------------------------------------------------
@@ -349,9 +351,7 @@ class _StageRun:
         self.aborted = info
         if not info.get("by_marker"):
             marker = {k: info[k] for k in ("criterion", "observed", "at_s", "shard")}
-            write_marker(
-                self.cfg.marker_dir, {"stage": self.cfg.stage, "at": time.time(), **marker}
-            )
+            self.marker.write({"stage": self.cfg.stage, "at": time.time(), **marker})
         self.hard_stop()
 
     def on_signal(self, signum: int) -> None:
@@ -390,7 +390,7 @@ class _StageRun:
             )
 
     def check_marker(self) -> None:
-        marker = read_marker(self.cfg.marker_dir)
+        marker = self.marker.poll()
         if marker is None or self.status != "running":
             return
         self.abort(
@@ -446,6 +446,7 @@ class _StageRun:
                 ScenarioRun(name, prep.functions[name], prep.profiles[name], scen.options, rt, t0)
             )
         self.writer.write_meta(self.meta(ended=False))
+        self.marker.start()
         if cfg.metrics is not None and not isinstance(cfg.metrics, NullSource):
             groups: dict[float, list[str]] = {}
             for name, metric in cfg.plan.system_metrics.items():
@@ -466,6 +467,7 @@ class _StageRun:
                     if self.status == "running":
                         self.status, self.exit_code = "error", EXIT_ERROR
         finally:
+            rt.close()
             ticker.cancel()
             lag_task.cancel()
             await asyncio.gather(ticker, lag_task, return_exceptions=True)
@@ -476,6 +478,7 @@ class _StageRun:
             self.close_window(recorder, recorder.window.t + 1)
             if self.status == "running":
                 self.status, self.exit_code = "completed", EXIT_COMPLETED
+            self.marker.close()
             self.writer.write_meta(self.meta(ended=True))
             self.writer.close()
         assert self.exit_code is not None

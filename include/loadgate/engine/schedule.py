@@ -4,11 +4,13 @@ A VU that holds a connection and sends on it every few seconds (the WebSocket te
 and state updates: 10,000 connections, 2,200 sends a second) could sleep in its own task or keep
 a loop timer of its own. Both cost a timer object, a timer-heap insertion and removal, and a
 separate loop wake-up for every send; measured on 10,000 WebSockets, that was most of the
-engine's own CPU in the hold. Here the stage keeps one heap of periodic entries and one loop
-timer armed for the earliest: each wake-up runs every entry due within ``SLOT_S`` (so sends due
-within a few milliseconds of each other go out in one loop turn), then re-arms.
+engine's own CPU in the hold. Here the stage keeps a timing wheel: entries sit in buckets of
+``SLOT_S`` seconds, one loop timer is armed for the earliest bucket, and each wake-up runs
+every entry of the due buckets (sends due within a few milliseconds of each other go out in one
+loop turn) and files each into the bucket of its next call. Filing is a dict look-up, not a
+heap operation (a heap of 10,000 entries cost more in comparisons than the sends it ordered).
 
-Timing: an entry runs at most ``SLOT_S`` early and, on a busy loop, late; it is then
+Timing: an entry runs at most ``SLOT_S`` late on an idle loop (never early); it is then
 rescheduled one interval after its due time, or one interval from now when it fell more than an
 interval behind (no burst of catch-up calls after a stall). A callback that raises is reported
 to the loop's exception handler and to ``on_error`` (with the entry's tag) and is not called
@@ -19,37 +21,37 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 from collections.abc import Callable
 
 SLOT_S = 0.005
+_TIMER_EARLY_S = 0.001  # loop timers have millisecond resolution: a bucket may fire this early
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
+_ceil = math.ceil
 
 
-class Periodic(list):  # type: ignore[type-arg]
-    """One periodic callback; :meth:`cancel` stops it (idempotent).
+class Periodic:
+    """One periodic callback; :meth:`cancel` stops it (idempotent)."""
 
-    A list ``[due, seq, interval, callback, tag]`` underneath, so that the heap compares entries in
-    C (due, then the unique seq) instead of calling a Python ``__lt__`` a dozen times a push."""
+    __slots__ = ("callback", "due", "interval", "tag")
 
-    __slots__ = ()
-
-    @property
-    def due(self) -> float:
-        return self[0]  # type: ignore[no-any-return]
-
-    @property
-    def interval(self) -> float:
-        return self[2]  # type: ignore[no-any-return]
+    def __init__(
+        self, due: float, interval: float, callback: Callable[[], None], tag: object
+    ) -> None:
+        self.due = due
+        self.interval = interval
+        self.callback: Callable[[], None] | None = callback
+        self.tag = tag
 
     @property
     def cancelled(self) -> bool:
-        return self[3] is None
+        return self.callback is None
 
     def cancel(self) -> None:
-        # removed lazily: the heap drops it when it comes up
-        self[3] = None
+        # dropped from its bucket when the bucket comes up
+        self.callback = None
 
 
 class Scheduler:
@@ -61,14 +63,14 @@ class Scheduler:
         on_error: Callable[[BaseException, object], None] | None = None,
     ) -> None:
         self._loop = loop
-        self._heap: list[Periodic] = []
-        self._seq = 0
+        self._buckets: dict[int, list[Periodic]] = {}
+        self._keys: list[int] = []  # heap of the buckets' keys
         self._timer: asyncio.TimerHandle | None = None
-        self._armed_at = float("inf")
+        self._armed: int | None = None
         self._on_error = on_error
 
     def __len__(self) -> int:
-        return sum(1 for entry in self._heap if entry[3] is not None)
+        return sum(1 for b in self._buckets.values() for e in b if e.callback is not None)
 
     def every(
         self,
@@ -82,57 +84,67 @@ class Scheduler:
         if not interval > 0:
             raise ValueError(f"interval must be positive, got {interval!r}")
         delay = interval if first is None else max(first, 0.0)
-        self._seq += 1
-        due = self._loop.time() + delay
-        entry = Periodic((due, self._seq, interval, callback, tag))
-        _heappush(self._heap, entry)
-        if due < self._armed_at:
-            self._arm(due)
+        entry = Periodic(self._loop.time() + delay, interval, callback, tag)
+        key = _ceil(entry.due / SLOT_S)
+        self._file(entry, key)
+        if self._armed is None or key < self._armed:
+            self._arm(key)
         return entry
 
     def close(self) -> None:
         """Cancel every entry and the timer."""
-        for entry in self._heap:
-            entry[3] = None
-        self._heap.clear()
+        for bucket in self._buckets.values():
+            for entry in bucket:
+                entry.callback = None
+        self._buckets.clear()
+        self._keys.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._armed_at = float("inf")
+        self._armed = None
 
-    def _arm(self, due: float) -> None:
+    def _file(self, entry: Periodic, key: int) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = [entry]
+            _heappush(self._keys, key)
+        else:
+            bucket.append(entry)
+
+    def _arm(self, key: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._armed_at = due
-        self._timer = self._loop.call_at(due, self._run_due)
+        self._armed = key
+        self._timer = self._loop.call_at(key * SLOT_S, self._run_due)
 
     def _run_due(self) -> None:
         self._timer = None
-        self._armed_at = float("inf")
-        heap = self._heap
+        self._armed = None
+        keys = self._keys
+        buckets = self._buckets
         now = self._loop.time()
-        limit = now + SLOT_S
-        while heap and heap[0][0] <= limit:
-            entry = _heappop(heap)
-            callback = entry[3]
-            if callback is None:
-                continue
-            try:
-                callback()
-            except Exception as exc:
-                entry[3] = None
-                self._report(exc, entry[4])
-                continue
-            if entry[3] is None:  # cancelled itself
-                continue
-            interval = entry[2]
-            due = entry[0] + interval
-            entry[0] = due if due > now else now + interval
-            _heappush(heap, entry)
-        while heap and heap[0][3] is None:
-            _heappop(heap)
-        if heap:
-            self._arm(heap[0][0])
+        horizon = now + _TIMER_EARLY_S
+        while keys and keys[0] * SLOT_S <= horizon:
+            current = _heappop(keys)
+            for entry in buckets.pop(current):
+                callback = entry.callback
+                if callback is None:
+                    continue
+                try:
+                    callback()
+                except Exception as exc:
+                    entry.callback = None
+                    self._report(exc, entry.tag)
+                    continue
+                if entry.callback is None:  # cancelled itself
+                    continue
+                interval = entry.interval
+                due = entry.due + interval
+                entry.due = due = due if due > now else now + interval
+                key = _ceil(due / SLOT_S)
+                self._file(entry, key if key > current else current + 1)
+        if keys:
+            self._arm(keys[0])
 
     def _report(self, exc: Exception, tag: object) -> None:
         self._loop.call_exception_handler(

@@ -1,6 +1,7 @@
 """The ``--users`` file: JSON Lines, one seeded user a line.
 
-Each line is an object with at least ``email`` and ``password``; optional ``sessionId`` (the
+The file is local or an object-store URL (``s3://…/users.jsonl``, read into memory). Each line is
+an object with at least ``email`` and ``password``; optional ``sessionId`` (the
 user's own session, default ``session-<index>``), ``accessToken``, ``refreshToken``, ``index``.
 VU ``g`` (global index) uses user ``g mod len(users)``. Credentials stay in memory: they are
 never logged nor written to results.
@@ -8,18 +9,20 @@ never logged nor written to results.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 import orjson
+
+from loadgate.storage import as_path
 
 
 class UsersError(ValueError):
     pass
 
 
-def load_users(path: str | Path) -> list[dict[str, Any]]:
-    file = Path(path)
+def load_users(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    file = as_path(path)
     try:
         data = file.read_bytes()
     except OSError as exc:

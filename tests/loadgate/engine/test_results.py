@@ -78,3 +78,60 @@ def test_a_stage_directory_holds_its_shards(tmp_path: Path) -> None:
     merged = load_merged([tmp_path])
     assert len(merged.shards) == 3 and merged.aggregate.http_figures().requests == 6
     assert merged.aggregate.vus_max() == 3  # one VU per shard in the same second
+
+
+def test_segments_are_read_in_order_after_the_single_file(tmp_path: Path) -> None:
+    """A shard folder copied from a store (``aws s3 sync``) reads as it does there."""
+    writer = ResultsWriter(tmp_path)
+    writer.write_meta(_meta())
+    writer.append_window(_record(1000, 1))
+    writer.close()
+    (tmp_path / "windows").mkdir()
+    for n, t in ((2, 1003), (1, 1001), (10, 1004)):
+        (tmp_path / "windows" / f"{n:06d}.jsonl").write_bytes(orjson.dumps(_record(t, 2)) + b"\n")
+    (tmp_path / "windows" / "000003.jsonl.tmp").write_bytes(b"junk")  # not a segment
+    assert [w["t"] for w in read_shard(tmp_path).windows] == [1000, 1001, 1003, 1004]
+    assert load_merged([tmp_path]).aggregate.http_figures().requests == 7
+
+
+def test_uploading_writer_ships_segments_then_meta(s3, tmp_path: Path) -> None:
+    from loadgate.engine.upload import UploadingResultsWriter
+    from loadgate.storage import as_path
+
+    dest = as_path(s3.url("r", "shard-0"))
+    writer = UploadingResultsWriter(dest, scratch=tmp_path / "scratch", upload_every_s=60)
+    writer.write_meta(_meta(ended=False))
+    writer.append_window(_record(1000, 3))
+    writer.ship()  # what the thread does every upload_every_s
+    with open(tmp_path / "scratch" / "windows.jsonl", "ab") as fh:
+        fh.write(b'{"t": 10')  # a line being written: not shipped yet
+    writer.ship()
+    assert s3.keys("r/") == ["r/shard-0/meta.json", "r/shard-0/windows/000001.jsonl"]
+    assert not read_shard(str(dest)).finished
+    with open(tmp_path / "scratch" / "windows.jsonl", "ab") as fh:
+        fh.write(b"01}\n")
+    writer.append_window(_record(1002, 2))
+    writer.write_meta(_meta(ended=True))
+    writer.close()
+    shard = read_shard(str(dest))
+    assert [w["t"] for w in shard.windows] == [1000, 1001, 1002] and shard.finished
+    assert s3.keys("r/shard-0/windows/") == [f"r/shard-0/windows/00000{i}.jsonl" for i in (1, 2)]
+
+
+def test_uploading_writer_stops_the_stage_when_the_store_refuses(
+    s3, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from loadgate.engine import upload
+    from loadgate.storage import as_path
+
+    monkeypatch.setattr(upload, "MAX_FAILING_S", 0.0)
+    monkeypatch.setattr(upload, "FINAL_ATTEMPTS", 1)
+    dest = as_path("s3://no-such-bucket-for-loadgate/r/shard-0")
+    writer = upload.UploadingResultsWriter(dest, scratch=tmp_path / "s", upload_every_s=60)
+    writer.write_meta(_meta(ended=False))
+    assert not writer._attempt() and writer.error
+    with pytest.raises(ResultsError, match="cannot upload results"):
+        writer.append_window(_record(1000, 1))
+    writer.close()
+    assert "could not upload the results" in capsys.readouterr().err
+    assert (tmp_path / "s" / "meta.json").exists()  # the local copy is kept

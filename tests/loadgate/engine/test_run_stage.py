@@ -189,7 +189,8 @@ def test_vu_curve_in_the_windows_follows_the_profile(syncbridge_service, tmp_pat
     assert max(w["vus"].get("probe", [0, 0])[1] for w in shard.windows) == profile.peak_total
 
 
-def test_error_fault_aborts_within_3s_and_the_marker_stops_the_other_shard(seeded, tmp_path):
+def abort_plans(tmp_path: Path) -> tuple[Path, Path]:
+    """The API mix at 8 VUs for 40 s, with an error-rate rollback criterion and without."""
     plan = {
         "name": "abort",
         "stages": {
@@ -218,37 +219,36 @@ def test_error_fault_aborts_within_3s_and_the_marker_stops_the_other_shard(seede
     }
     with_criteria = write_plan(tmp_path, plan, "a.yaml")
     plan["criteria"] = []
-    without = write_plan(tmp_path, plan, "b.yaml")
+    return with_criteria, write_plan(tmp_path, plan, "b.yaml")
+
+
+def abort_two_shards(
+    with_criteria: Path, without: Path, common: list[str], stage: str, tmp_path: Path
+) -> None:
+    """Shard 1/2 (no criteria) starts, then shard 0/2 aborts on its criterion: both exit 3,
+    shard 1 stopped by the marker, long before the stage's 40 s."""
+    t0 = time.time()
+    watcher = loadgate_bg(
+        "run-stage", "--plan", str(without), *common, "--shard", "1/2",
+        "--out", f"{stage}/shard-1", log=tmp_path / "s1.log",
+    )  # fmt: skip
+    time.sleep(0.5)
+    proc = loadgate(
+        "run-stage", "--plan", str(with_criteria), *common, "--shard", "0/2",
+        "--out", f"{stage}/shard-0",
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "aborted by criterion error-rate-rollback" in proc.stderr
+    assert watcher.wait(timeout=20) == 3, (tmp_path / "s1.log").read_text()[-3000:]
+    assert time.time() - t0 < 15  # not the 40 s of the stage
+
+
+def test_error_fault_aborts_within_3s_and_the_marker_stops_the_other_shard(seeded, tmp_path):
+    with_criteria, without = abort_plans(tmp_path)
     seeded.service.set_faults({"error_rate": 0.2})
     stage_dir = tmp_path / "results" / "api"
     common = ["--stage", "api", "--target", seeded.url, "--users", str(seeded.users_file)]
-    t0 = time.time()
-    watcher = loadgate_bg(
-        "run-stage",
-        "--plan",
-        str(without),
-        *common,
-        "--shard",
-        "1/2",
-        "--out",
-        str(stage_dir / "shard-1"),
-        log=tmp_path / "s1.log",
-    )
-    time.sleep(0.5)
-    proc = loadgate(
-        "run-stage",
-        "--plan",
-        str(with_criteria),
-        *common,
-        "--shard",
-        "0/2",
-        "--out",
-        str(stage_dir / "shard-0"),
-    )
-    assert proc.returncode == 3, proc.stderr
-    assert "aborted by criterion error-rate-rollback" in proc.stderr
-    assert watcher.wait(timeout=20) == 3
-    assert time.time() - t0 < 15  # not the 40 s of the stage
+    abort_two_shards(with_criteria, without, common, str(stage_dir), tmp_path)
     meta0 = json.loads((stage_dir / "shard-0" / "meta.json").read_text())
     aborted = meta0["aborted"]
     assert meta0["status"] == "aborted" and aborted["criterion"] == "error-rate-rollback"
@@ -305,6 +305,17 @@ def _wait_windows(out: Path, n: int, timeout: float = 15) -> None:
     raise AssertionError("no windows written")
 
 
+def kill_and_summarize(proc, url: str, before: float, out: str) -> tuple[float, dict]:
+    """SIGKILL the shard; (requests the service saw, the summary of what the shard left)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    sent = _healthz(url) - before
+    summary = summarize_json(out)
+    assert summary["status"] == "incomplete" and summary["incomplete_shards"]
+    assert 0 < summary["requests"] <= sent
+    return sent, summary
+
+
 def test_a_killed_shard_leaves_readable_results(syncbridge_service, tmp_path: Path) -> None:
     url = syncbridge_service.url
     out = tmp_path / "killed"
@@ -322,12 +333,7 @@ def test_a_killed_shard_leaves_readable_results(syncbridge_service, tmp_path: Pa
         log=tmp_path / "log",
     )
     _wait_windows(out, 3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    sent = _healthz(url) - before
-    summary = summarize_json(out)
-    assert summary["status"] == "incomplete" and summary["incomplete_shards"]
-    assert 0 < summary["requests"] <= sent
+    sent, summary = kill_and_summarize(proc, url, before, str(out))
     assert sent - summary["requests"] <= 2 * 4 * 20  # at most about the window in progress
     meta = json.loads((out / "meta.json").read_text())
     assert meta["ended_at"] is None and meta["status"] == "running"
