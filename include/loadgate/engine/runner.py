@@ -481,6 +481,9 @@ class _StageRun:
             self.marker.close()
             self.writer.write_meta(self.meta(ended=True))
             self.writer.close()
+            if getattr(self.writer, "error", None):
+                # the results never reached the store: whatever the load did, the run failed
+                self.exit_code = EXIT_ERROR
         assert self.exit_code is not None
         return StageOutcome(self.status, self.exit_code, self.aborted, cfg.out)
 

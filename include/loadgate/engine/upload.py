@@ -33,7 +33,7 @@ from .results import META, SEGMENTS, WINDOWS, ResultsError, ResultsWriter
 
 UPLOAD_EVERY_S = 5.0
 MAX_FAILING_S = 60.0
-FINAL_ATTEMPTS = 4
+FINAL_UPLOAD_S = 20.0
 
 
 class UploadingResultsWriter(ResultsWriter):
@@ -125,11 +125,16 @@ class UploadingResultsWriter(ResultsWriter):
         self._stopping = True
         self._wake.set()
         self._thread.join()
-        for attempt in range(FINAL_ATTEMPTS):
-            if self._attempt():
+        # a store that is down costs several seconds an attempt (its client retries too): stop
+        # trying after FINAL_UPLOAD_S, inside a pod's usual 30 s termination grace
+        deadline = time.monotonic() + FINAL_UPLOAD_S
+        attempt = 0
+        while not self._attempt():
+            attempt += 1
+            if time.monotonic() + attempt >= deadline:
                 break
-            time.sleep(attempt + 1)
-        else:
+            time.sleep(attempt)
+        if self.error is not None:
             print(
                 f"loadgate: could not upload the results to {self.dest} ({self.error}); "
                 f"they are in {self.scratch}",

@@ -125,7 +125,7 @@ def test_uploading_writer_stops_the_stage_when_the_store_refuses(
     from loadgate.storage import as_path
 
     monkeypatch.setattr(upload, "MAX_FAILING_S", 0.0)
-    monkeypatch.setattr(upload, "FINAL_ATTEMPTS", 1)
+    monkeypatch.setattr(upload, "FINAL_UPLOAD_S", 0.0)
     dest = as_path("s3://no-such-bucket-for-loadgate/r/shard-0")
     writer = upload.UploadingResultsWriter(dest, scratch=tmp_path / "s", upload_every_s=60)
     writer.write_meta(_meta(ended=False))

@@ -8,8 +8,10 @@ import signal
 import time
 from pathlib import Path
 
+from loadgate.engine.exitcodes import EXIT_ERROR
 from loadgate.engine.results import read_shard
 from loadgate.storage import as_path
+from tests.support.s3 import S3Server, new_bucket
 
 from ..conftest import (  # type: ignore[misc]
     api_counts,
@@ -150,3 +152,31 @@ def test_sigterm_ships_everything_before_exiting(syncbridge_service, s3, tmp_pat
     assert meta["status"] == "terminated" and meta["exit_code"] == 143 and meta["ended_at"]
     summary = summarize_json(out)
     assert summary["requests"] == _healthz(url) - before > 0  # nothing lost
+
+
+def test_results_that_never_reach_the_store_fail_the_run(
+    syncbridge_service, tmp_path, monkeypatch
+) -> None:
+    """The store goes away mid-stage: the shard still ends, keeps its results on local disk,
+    says where, and exits with the error code (the task fails rather than pass unread)."""
+    server = S3Server()
+    try:
+        for name, value in server.env(str(tmp_path)).items():
+            monkeypatch.setenv(name, value)
+        bucket = new_bucket(server)
+        scratch = tmp_path / "scratch"
+        monkeypatch.setenv("LOADGATE_RESULTS_DIR", str(scratch))
+        out = bucket.url("gone", "shard-0")
+        proc = _long_run(syncbridge_service.url, out, tmp_path, "--term-grace", "1")
+        _wait_keys(bucket, "gone/shard-0/meta.json", 1)
+    finally:
+        server.stop()
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == EXIT_ERROR
+    log = (tmp_path / "log").read_text()
+    assert "could not upload the results" in log
+    kept = [p for p in scratch.iterdir() if p.is_dir()]
+    assert len(kept) == 1 and str(kept[0]) in log
+    shard = read_shard(kept[0])
+    assert shard.meta["status"] == "terminated" and len(shard.windows) >= 2
