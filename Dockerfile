@@ -3,8 +3,8 @@
 # The load image: loadgate's core (the load engine and its CLI) and the reference SyncBridge
 # service, without Airflow. A load pod runs the command the local backend runs:
 #
-#   loadgate run-stage --plan /opt/loadgate/plans/harmonyflow-10k.yaml --stage api \
-#       --target URL --out /var/lib/loadgate/... [--shard I/N] ...
+#   loadgate run-stage --plan s3://…/RUN/plan.yaml --stage api \
+#       --target URL --out s3://…/RUN/stages/api/shard-0 [--shard I/N] ...
 #
 # and docker-compose.yaml runs the reference service from it (`syncbridge serve ...`).
 #
@@ -55,13 +55,11 @@ RUN groupadd --system --gid 10001 loadgate \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/loadgate /data
 
 COPY --from=build /opt/venv /opt/venv
-# The plans are data, not part of a Python package: a fixed path. The Airflow image resolves a
-# plan name to /opt/loadgate/include/plans/NAME.yaml (the source layout, installed editable) and
-# passes that path to the pods, so it exists here as well.
+# The pods of a run read the plan from the run root (plan.yaml, the copy the DAG's prepare task
+# validated and wrote), not from this image, so the image and the Airflow image cannot disagree
+# on it. The plans here are data for running the image by hand, at a fixed path.
 COPY include/plans/ /opt/loadgate/plans/
-RUN mkdir -p /opt/loadgate/include \
-    && ln -s /opt/loadgate/plans /opt/loadgate/include/plans \
-    && loadgate run-stage --help > /dev/null \
+RUN loadgate run-stage --help > /dev/null \
     && syncbridge --help > /dev/null
 
 USER 10001:10001

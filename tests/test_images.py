@@ -931,28 +931,6 @@ def airflow_image_project(instructions: list[Instruction], root: Path) -> str | 
     return str(Path(path).parent) if path else None
 
 
-def plans_path_problems(load_text: str, airflow_text: str, root: Path = ROOT) -> list[str]:
-    """The kubernetes backend passes the plan path the Airflow image resolved to the load pods:
-    the load image must have the plans there too."""
-    project = airflow_image_project(parse_dockerfile(airflow_text), root)
-    if project is None:
-        return ["the Airflow image has no pyproject.toml"]
-    airflow_plans = f"{project}/include/plans"
-    final = final_stage(parse_dockerfile(load_text))
-    placed = copied_files(final, root)
-    linked = any(
-        re.search(rf"ln -s\S* \S+ {re.escape(airflow_plans)}(?=[\s;&]|$)", i.value)
-        for i in final
-        if i.name == "RUN"
-    )
-    missing = [
-        p.name
-        for p in sorted((root / "include" / "plans").glob("*.yaml"))
-        if f"{airflow_plans}/{p.name}" not in placed and not linked
-    ]
-    return [f"the load image has no {airflow_plans}/{name}" for name in missing]
-
-
 # --- tests: the real files -----------------------------------------------------------------------
 
 
@@ -1005,16 +983,6 @@ def test_load_image_is_slim_without_airflow_and_runs_loadgate():
 
 def test_airflow_image_is_the_official_one_with_this_package():
     assert airflow_image_problems(read(AIRFLOW_DOCKERFILE)) == []
-
-
-def test_load_pods_find_the_plans_where_the_airflow_image_resolves_them():
-    assert plans_path_problems(read(LOAD_DOCKERFILE), read(AIRFLOW_DOCKERFILE)) == []
-    broken = _replace(
-        read(LOAD_DOCKERFILE),
-        "ln -s /opt/loadgate/plans /opt/loadgate/include/plans",
-        "ln -s /opt/loadgate/plans /opt/plans",
-    )
-    assert plans_path_problems(broken, read(AIRFLOW_DOCKERFILE)) != []
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out():

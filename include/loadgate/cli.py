@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=RUN_STAGE_EPILOG,
     )
-    run.add_argument("--plan", required=True, help="plan YAML file")
+    run.add_argument("--plan", required=True, help="plan YAML file (a path or s3:// URL)")
     run.add_argument("--stage", required=True, help="stage name in the plan")
     run.add_argument("--target", required=True, help="base URL of the service under test")
     run.add_argument(

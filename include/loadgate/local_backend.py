@@ -47,7 +47,7 @@ def engine_argv(
     argv = [
         "run-stage",
         "--plan",
-        str(cfg.plan_path()),
+        str(run.plan_location()),
         "--stage",
         stage,
         "--target",

@@ -40,6 +40,7 @@ from loadgate.storage import remove_tree, upath
 
 log = logging.getLogger(__name__)
 
+PLAN_COPY = "plan.yaml"  # the run root's copy of the plan
 VERDICT_ORDER = ("pass", "investigate", "error", "rollback")
 
 
@@ -60,8 +61,16 @@ class Run:
     @property
     def plan(self) -> Plan:
         if self._plan is None:
-            self._plan = load_plan(self.config.plan_path())
+            self._plan = load_plan(self.plan_location())
         return self._plan
+
+    def plan_location(self) -> Any:
+        """The run's own copy of the plan (``plan.yaml`` in the run root, written by
+        :func:`prepare`): what the gates evaluate and every shard runs, local process or pod,
+        whatever the images hold and even if the plan file changes while the run goes on.
+        Before prepare, the configured plan file."""
+        copy = self.artifacts.path(PLAN_COPY)
+        return copy if copy.exists() else self.config.plan_path()
 
     def shards(self, stage: str) -> int:
         return self.config.shards or self.plan.stages[stage].shards
@@ -98,6 +107,7 @@ def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
     }
     run = Run(record)
     run.artifacts.ensure()
+    run.artifacts.write_bytes(PLAN_COPY, config.plan_path().read_bytes())
     record["run_root"] = str(run.artifacts.root)
     record["load"] = planned_load(run)
     run.artifacts.write_json("run.json", record)

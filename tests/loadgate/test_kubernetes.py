@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from loadgate import kubernetes as k8s
 from loadgate.local_backend import engine_argv
-from loadgate.pipeline import Run
-from loadgate.runconfig import RunConfig
+from loadgate.pipeline import Run, prepare
+from loadgate.runconfig import DEFAULT_PLAN, PLANS_DIR, RunConfig
 
 K8S_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
 RUN_ID = "manual__2026-05-01T10:00:00.123456+00:00"
@@ -99,6 +99,27 @@ def test_the_pod_runs_the_local_backends_command_line(run) -> None:
     ]
     assert container["name"] == "base"  # the container the KubernetesPodOperator follows
     assert container["image"] == "registry.example.com/loadgate:1.4.2"
+
+
+def test_pods_run_the_plan_copy_that_prepare_wrote_into_the_run_root(tmp_path) -> None:
+    """Pods read the plan from the run root, not from their image: the shards run the plan
+    the DAG validated, even if the plan file (or the image's copy) changes during the run."""
+    plan_file = tmp_path / "gate.yaml"
+    plan_file.write_bytes(PLANS_DIR.joinpath(f"{DEFAULT_PLAN}.yaml").read_bytes())
+    cfg = RunConfig(
+        target_url="http://127.0.0.1:8080",
+        artifacts_root=str(tmp_path / "artifacts"),
+        plan=str(plan_file),
+    )
+    record = prepare(cfg, RUN_ID)
+    plan_file.write_text("name: changed-after-prepare\nstages: {}\n")
+    run = Run(record)
+    copy_path = run.artifacts.path("plan.yaml")
+    pod = k8s.shard_pod(run, "api", 0, 2, key="k", settings=k8s.PodSettings())
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--plan") + 1] == str(copy_path)
+    assert run.plan.name == record["plan_name"] != "changed-after-prepare"
+    assert copy_path.read_bytes() == PLANS_DIR.joinpath(f"{DEFAULT_PLAN}.yaml").read_bytes()
 
 
 def test_resources_come_from_the_plans_stage(run) -> None:

@@ -33,6 +33,7 @@ from loadgate.plan.model import Criterion, Plan
 from loadgate.plan.profile import Profile, stage_profiles
 from loadgate.plan.shard import Shard
 from loadgate.scenarios import ScenarioError, needs_user, resolve
+from loadgate.storage import as_path
 
 from .abort import AbortMarker, read_marker
 from .executors import ScenarioRun
@@ -253,15 +254,18 @@ class _StageRun:
         self.writer = open_results(self.cfg.out, self.cfg.upload_every_s)
         self.marker = AbortMarker(self.cfg.marker_dir)
         self.start_wall = 0.0
+        self.plan_digest: str | None = None
 
     # --- meta -------------------------------------------------------------------------------
 
     def meta(self, ended: bool) -> dict[str, Any]:
         cfg = self.cfg
-        try:
-            digest = sha256(Path(cfg.plan_path).read_bytes()).hexdigest()
-        except OSError:
-            digest = None
+        if self.plan_digest is None:
+            try:
+                self.plan_digest = sha256(as_path(cfg.plan_path).read_bytes()).hexdigest()
+            except OSError:
+                self.plan_digest = ""
+        digest = self.plan_digest or None
         fraction = self.saturated_windows / self.windows if self.windows else 0.0
         return {
             "format": FORMAT,

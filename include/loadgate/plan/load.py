@@ -51,10 +51,13 @@ def plan_from_data(data: Any, file: str = "<plan>") -> Plan:
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Read and validate a plan file; raises PlanError (file, field, reason) on any problem."""
+    """Read and validate a plan file (a path, or a store URL such as the run root's copy);
+    raises PlanError (file, field, reason) on any problem."""
+    from loadgate.storage import as_path
+
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = as_path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise PlanError(file, [("", f"cannot read: {exc.strerror or exc}")]) from None
     try:
