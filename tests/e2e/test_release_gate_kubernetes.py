@@ -8,6 +8,8 @@ reference service. No pod is left after the run.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -100,4 +102,52 @@ def test_faulty_release_aborts_every_shard_and_rolls_back(start_syncbridge, kube
     assert len(metas) == 2 and all(m["status"] == "aborted" for m in metas)
     assert report["stages"]["session"]["verdict"] == "not run"
     assert report["rollback"]["outcome"] == "rolled back, target healthy"
+    assert kube.pods(NAMESPACE) == []
+
+
+def kill_when_running(kube, stage: str, shard: int, after_s: float, killed: list[str]) -> None:
+    """Kill the pod of ``stage`` shard ``shard`` ``after_s`` seconds after it runs."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for pod in kube.pods(NAMESPACE):
+            labels = pod["metadata"].get("labels", {})
+            if (
+                labels.get("loadgate/stage") == stage
+                and labels.get("loadgate/shard") == str(shard)
+                and pod.get("status", {}).get("phase") == "Running"
+            ):
+                time.sleep(after_s)
+                if kube.kill_pod(NAMESPACE, pod["metadata"]["name"]):
+                    killed.append(pod["metadata"]["name"])
+                return
+        time.sleep(0.2)
+
+
+def test_a_killed_shard_makes_the_gate_an_error_and_leaves_no_pod(
+    start_syncbridge, kube, tmp_path
+) -> None:
+    """A generator pod killed mid-stage (as by the OOM killer): its task fails, the pod is
+    kept for debugging while the run goes on, the gate says the results are incomplete
+    instead of passing on half the load, and the cleanup task deletes every pod."""
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    killed: list[str] = []
+    killer = threading.Thread(
+        target=kill_when_running, args=(kube, "api", 0, 3.0, killed), daemon=True
+    )
+    killer.start()
+    proc, run_root = run_gate_on_pods(kube, svc, tmp_path, stages=["api"])
+    killer.join(timeout=5)
+    output = proc.stdout + proc.stderr
+    assert killed, output[-3000:]
+    assert proc.returncode != 0
+    gate = json.loads((run_root / "gates" / "api.json").read_text())
+    assert gate["verdict"] == "error", gate["reasons"]
+    assert any("incomplete" in r for r in gate["reasons"]), gate["reasons"]
+    metas = {
+        p.parent.name: json.loads(p.read_text()) for p in run_root.glob("stages/api/*/meta.json")
+    }
+    assert metas["shard-0"]["ended_at"] is None  # killed: never wrote its end
+    assert metas["shard-1"]["status"] == "completed"
+    # the killed pod's log was collected before the cleanup deleted it with the others
+    assert any(killed[0] in p.name for p in (run_root / "logs" / "pods").iterdir())
     assert kube.pods(NAMESPACE) == []

@@ -525,6 +525,16 @@ class FakeKubeAPI:
             box = runtime.containers[container or next(iter(runtime.containers))]
             return b"".join(line for _, line in box.lines).decode(errors="replace")
 
+    def kill_pod(self, namespace: str, name: str) -> bool:
+        """SIGKILL the pod's running containers, as the node's OOM killer would (the pod stays,
+        its containers terminated); False when nothing of it was running."""
+        with self._lock:
+            runtime = self._pods.get((namespace, name))
+            if runtime is None or not runtime.alive():
+                return False
+            _signal_all(runtime, signal.SIGKILL)
+            return True
+
     def add_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
         self._create("v1", "secrets", namespace, {"metadata": {"name": name}, "data": encoded})
