@@ -18,6 +18,7 @@ import yaml
 from tests.e2e.test_release_gate import ADMIN, api_requests, deploy
 from tests.support.airflow import airflow_env, connection_env, dags_test, migrate
 from tests.support.k8s_api import FakeKubeAPI
+from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAMESPACE = "loadgate"
@@ -44,13 +45,16 @@ def plan_without_concurrency_targets(tmp_path):
     return path
 
 
-def run_gate_on_pods(kube, svc, tmp_path, **conf):
+def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
+    """``airflow dags test`` with backend=kubernetes; (process, local run root or None when
+    the artifacts are on S3)."""
     home = tmp_path / "airflow"
     kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
     env = airflow_env(
         home,
         **connection_env("loadgate_target", conn_type="http", password=ADMIN),
         **kube.airflow_connection_env(kubeconfig),
+        **(env_extra or {}),
     )
     migrate(env)
     full = {
@@ -66,6 +70,10 @@ def run_gate_on_pods(kube, svc, tmp_path, **conf):
         "plan": str(plan_without_concurrency_targets(tmp_path)),
         **conf,
     }
+    if str(full["artifacts_root"]).startswith("s3://"):
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+            env.pop(name, None)  # the Airflow tasks reach the store through the connection
+        return dags_test(env, full, cwd=tmp_path), None
     proc = dags_test(env, full, cwd=tmp_path)
     (run_root,) = (tmp_path / "artifacts").glob("*/run.json")
     return proc, run_root.parent
@@ -150,4 +158,60 @@ def test_a_killed_shard_makes_the_gate_an_error_and_leaves_no_pod(
     assert metas["shard-1"]["status"] == "completed"
     # the killed pod's log was collected before the cleanup deleted it with the others
     assert any(killed[0] in p.name for p in (run_root / "logs" / "pods").iterdir())
+    assert kube.pods(NAMESPACE) == []
+
+
+def test_pods_ship_results_to_s3_with_keys_from_a_secret(start_syncbridge, kube, s3, tmp_path):
+    """artifacts_root s3://… with backend=kubernetes: the pods get the store's keys from a
+    Kubernetes Secret (by reference: the values are in no pod spec), write their results and
+    the plan's copy is read from the run root on S3; no shared volume, no pod left."""
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    kube.add_secret(
+        NAMESPACE, "loadgate-s3", {"access-key-id": FAKE_KEY_ID, "secret-access-key": FAKE_SECRET}
+    )
+    store = connection_env(
+        "loadgate_s3",
+        conn_type="aws",
+        login=FAKE_KEY_ID,
+        password=FAKE_SECRET,
+        extra={"endpoint_url": s3.endpoint, "region_name": "us-east-1"},
+    )
+    secret = "loadgate-s3"
+    settings = {
+        "namespace": NAMESPACE,
+        "image": "loadgate:test",
+        "env": {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_DEFAULT_REGION": "us-east-1"},
+        "secret_env": {
+            "AWS_ACCESS_KEY_ID": {"secret": secret, "key": "access-key-id"},
+            "AWS_SECRET_ACCESS_KEY": {"secret": secret, "key": "secret-access-key"},
+        },
+    }
+    proc, _ = run_gate_on_pods(
+        kube,
+        svc,
+        tmp_path,
+        env_extra=store,
+        stages=["api"],
+        artifacts_root=s3.url("gate-runs"),
+        aws_conn_id="loadgate_s3",
+        kubernetes=settings,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    assert not (tmp_path / "artifacts").exists()
+    (run_key,) = {k.split("/")[1] for k in s3.keys("gate-runs/")} - {".seed-secret"}
+    run_root = s3.download(f"gate-runs/{run_key}", tmp_path / "from-s3")
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["verdict"] == "pass", report["reasons"]
+    assert report["stages"]["api"]["requests"] > 50
+    for shard in ("shard-0", "shard-1"):
+        folder = run_root / "stages" / "api" / shard
+        assert json.loads((folder / "meta.json").read_text())["status"] == "completed"
+        assert list((folder / "windows").glob("*.jsonl"))
+    created = kube.calls("POST", contains="/pods")
+    assert len(created) == 2
+    for call in created:
+        args = call["body"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--plan") + 1] == f"{s3.url('gate-runs', run_key)}/plan.yaml"
+        assert FAKE_SECRET not in json.dumps(call["body"])
     assert kube.pods(NAMESPACE) == []
