@@ -19,11 +19,13 @@ import contextlib
 import errno
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from upath import UPath
+if TYPE_CHECKING:
+    from upath import UPath
 
 LOCAL_PROTOCOLS = ("", "file", "local")
 # other processes write the same prefixes: list them afresh every time
@@ -32,8 +34,8 @@ REMOTE_OPTIONS: dict[str, Any] = {"use_listings_cache": False}
 
 def is_remote(location: str | os.PathLike[str]) -> bool:
     """True for an object-store URL (``s3://…``), False for a local path or ``file://``."""
-    if isinstance(location, UPath):
-        return location.protocol not in LOCAL_PROTOCOLS
+    if _is_upath(location):
+        return location.protocol not in LOCAL_PROTOCOLS  # type: ignore[union-attr]
     if isinstance(location, PurePath):
         return False
     text = os.fspath(location)
@@ -41,8 +43,16 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
     return bool(sep) and scheme.isidentifier() and scheme.lower() not in LOCAL_PROTOCOLS
 
 
+def _is_upath(obj: object) -> bool:
+    """Without importing upath (and fsspec: ~40 ms a process), which a local run never needs."""
+    module = sys.modules.get("upath")
+    return module is not None and isinstance(obj, module.UPath)
+
+
 def upath(location: str | os.PathLike[str]) -> UPath:
     """A UPath for any location (a local one too); a store URL with the listings cache off."""
+    from upath import UPath
+
     if isinstance(location, UPath):
         return location
     if is_remote(location):

@@ -31,11 +31,12 @@ from loadgate.plan.profile import (
     RampingProfile,
 )
 
-from .vu import VU, StageRuntime
+from .vu import VU, StageRuntime, _wake
 
 ScenarioFn = Callable[[VU], Awaitable[None]]
 TICK = 0.05
 MAX_LOGGED_ERRORS = 5
+TIMER_RESOLUTION_S = 0.001
 
 
 class ScenarioRun:
@@ -57,7 +58,9 @@ class ScenarioRun:
         self.rt = rt
         self.t0 = t0
         self.vus: dict[int, tuple[VU, asyncio.Task[None]]] = {}
-        self._stop_fut: asyncio.Future[None] | None = None
+        self._sized_to: int | None = None  # the target _resize last applied
+        self._stop_asked = False
+        self._sleeper: asyncio.Future[None] | None = None
         self._stop_grace: float | None = None
         self._errors_logged = 0
 
@@ -67,26 +70,31 @@ class ScenarioRun:
         return asyncio.get_running_loop().time() - self.t0
 
     async def _sleep_until(self, t: float) -> bool:
-        """Sleep until stage time ``t``; True if a graceful stop was asked meanwhile."""
-        fut = self._stop_future()
-        delay = t - self.now()
-        if fut.done():
-            return True
-        if delay > 0:
-            await asyncio.wait([fut], timeout=delay)
-        return fut.done()
+        """Sleep until stage time ``t``; True if a graceful stop was asked meanwhile.
 
-    def _stop_future(self) -> asyncio.Future[None]:
-        if self._stop_fut is None:
-            self._stop_fut = asyncio.get_running_loop().create_future()
-        return self._stop_fut
+        Called once per VU start or arrival (10,000 times in a connection ramp): one future and
+        one timer, woken early by :meth:`request_stop`. Less than ``TIMER_RESOLUTION_S`` to go
+        is no sleep: the loop's timers could not wait that precisely anyway."""
+        if self._stop_asked:
+            return True
+        loop = asyncio.get_running_loop()
+        delay = t - (loop.time() - self.t0)
+        if delay > TIMER_RESOLUTION_S:
+            self._sleeper = waiter = loop.create_future()
+            handle = loop.call_later(delay, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                handle.cancel()
+                self._sleeper = None
+        return self._stop_asked
 
     def request_stop(self, grace: float) -> None:
         """Graceful stop of the whole scenario (SIGTERM): wind down within ``grace`` seconds."""
         self._stop_grace = grace
-        fut = self._stop_future()
-        if not fut.done():
-            fut.set_result(None)
+        self._stop_asked = True
+        if self._sleeper is not None:
+            _wake(self._sleeper)
 
     # --- VUs --------------------------------------------------------------------------------
 
@@ -165,6 +173,11 @@ class ScenarioRun:
         return sorted(k for k, (vu, _) in self.vus.items() if not vu.stopping)
 
     def _resize(self, target: int, grace: float) -> None:
+        # Only _resize starts or stops VUs while the profile runs (a VU's loop ends only when
+        # asked to stop): the same target as last time needs no look at 10,000 VUs, every tick.
+        if target == self._sized_to:
+            return
+        self._sized_to = target
         running = self._running()
         if len(running) < target:
             local = 0
@@ -283,7 +296,7 @@ class ScenarioRun:
                     break
             elif j % 64 == 0:
                 await asyncio.sleep(0)  # behind schedule: catch up, but let the VUs run
-            if self._stop_future().done():
+            if self._stop_asked:
                 stopped = True
                 break
             if idle:

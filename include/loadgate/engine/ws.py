@@ -74,6 +74,34 @@ class WsError(Exception):
         return f"WsError({self.kind!r}, {self.args[0]!r})"
 
 
+_targets: dict[str, tuple[bool, str, int, str, str]] = {}
+
+
+def _target(url: str) -> tuple[bool, str, int, str, str]:
+    """(secure, host, port, Host header, resource) of a ws(s):// URL; parsed once per URL (a
+    ramp opens 10,000 connections to the same one)."""
+    hit = _targets.get(url)
+    if hit is not None:
+        return hit
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"url must be ws(s)://host[:port][/path], got {url!r}")
+    host = parts.hostname
+    default_port = 443 if scheme == "wss" else 80
+    port = parts.port or default_port
+    hostport = f"[{host}]" if ":" in host else host
+    if port != default_port:
+        hostport = f"{hostport}:{port}"
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    if len(_targets) > 256:
+        _targets.clear()
+    target = _targets[url] = (scheme == "wss", host, port, hostport, resource)
+    return target
+
+
 def _frame(first: int, payload: bytes | bytearray) -> bytes:
     """A masked client frame: ``first`` is FIN|opcode."""
     n = len(payload)
@@ -177,20 +205,8 @@ class WebSocket(asyncio.Protocol):
         upgrade request (e.g. ``Authorization``). Raises :class:`WsError` (``"connect"``,
         ``"handshake"``, ``"timeout"``).
         """
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(f"url must be ws(s)://host[:port][/path], got {url!r}")
-        host = parts.hostname
-        default_port = 443 if scheme == "wss" else 80
-        port = parts.port or default_port
-        ctx = (ssl_context or default_ssl_context()) if scheme == "wss" else None
-        hostport = f"[{host}]" if ":" in host else host
-        if port != default_port:
-            hostport = f"{hostport}:{port}"
-        resource = parts.path or "/"
-        if parts.query:
-            resource += "?" + parts.query
+        secure, host, port, hostport, resource = _target(url)
+        ctx = (ssl_context or default_ssl_context()) if secure else None
         key = base64.b64encode(os.urandom(16))
         lines = [
             f"GET {resource} HTTP/1.1",

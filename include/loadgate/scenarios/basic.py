@@ -15,11 +15,21 @@ from loadgate.scenarios import scenario
 
 @scenario()
 async def get(vu: VU) -> None:
-    opts = vu.options
-    path = str(opts.get("path", "/healthz"))
-    expected = opts.get("expected")
-    await vu.http.get(path, name=str(opts.get("name", path)), expected=expected)
-    low, high = opts.get("think_time", (0, 0))
-    pause = vu.rng.uniform(parse_duration(low), parse_duration(high))
+    # the options, read once per VU (a closed loop runs this tens of thousands of times a second)
+    spec = vu.data.get("basic.get")
+    if spec is None:
+        opts = vu.options
+        path = str(opts.get("path", "/healthz"))
+        low, high = opts.get("think_time", (0, 0))
+        spec = vu.data["basic.get"] = (
+            path,
+            str(opts.get("name", path)),
+            opts.get("expected"),
+            parse_duration(low),
+            parse_duration(high),
+        )
+    path, name, expected, low, high = spec
+    await vu.http.get(path, name=name, expected=expected)
+    pause = low if low == high else vu.rng.uniform(low, high)
     if pause > 0:
         await vu.sleep(pause)
