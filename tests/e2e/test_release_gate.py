@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.support.airflow import airflow_env, connection_env, dags_test, migrate
-from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
+from tests.support.s3 import FAKE_SECRET
 from tests.support.slack_standin import SlackStandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -212,13 +212,7 @@ def test_healthy_release_passes_with_artifacts_on_s3(
     """artifacts_root s3://…: the run root, the shards' results, abort markers, logs and the
     report on a local S3 server, reached only through the run's Airflow aws connection."""
     svc = deploy(start_syncbridge, tmp_path, "v2")
-    store = connection_env(
-        "loadgate_s3",
-        conn_type="aws",
-        login=FAKE_KEY_ID,
-        password=FAKE_SECRET,
-        extra={"endpoint_url": s3.endpoint, "region_name": "us-east-1"},
-    )
+    store = s3.airflow_connection_env("loadgate_s3")
     env = airflow_env(airflow_home, **store)
     env |= connection_env("loadgate_target", conn_type="http", password=ADMIN)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):

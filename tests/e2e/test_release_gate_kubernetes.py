@@ -169,13 +169,7 @@ def test_pods_ship_results_to_s3_with_keys_from_a_secret(start_syncbridge, kube,
     kube.add_secret(
         NAMESPACE, "loadgate-s3", {"access-key-id": FAKE_KEY_ID, "secret-access-key": FAKE_SECRET}
     )
-    store = connection_env(
-        "loadgate_s3",
-        conn_type="aws",
-        login=FAKE_KEY_ID,
-        password=FAKE_SECRET,
-        extra={"endpoint_url": s3.endpoint, "region_name": "us-east-1"},
-    )
+    store = s3.airflow_connection_env("loadgate_s3")
     secret = "loadgate-s3"
     settings = {
         "namespace": NAMESPACE,

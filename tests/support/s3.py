@@ -68,6 +68,19 @@ class Bucket:
     def endpoint(self) -> str:
         return self.server.endpoint
 
+    def airflow_connection_env(self, conn_id: str) -> dict[str, str]:
+        """An Airflow ``aws`` connection to this server (keys, endpoint, region) as the
+        ``AIRFLOW_CONN_…`` variable of a task's environment."""
+        from tests.support.airflow import connection_env
+
+        return connection_env(
+            conn_id,
+            conn_type="aws",
+            login=FAKE_KEY_ID,
+            password=FAKE_SECRET,
+            extra={"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+        )
+
     def url(self, *parts: str) -> str:
         return "/".join([f"s3://{self.name}", *parts])
 
