@@ -171,6 +171,8 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         print("dry run: nothing sent")
         return 0
     outcome = run_stage(cfg, prepared)
+    if outcome.results_lost:
+        return outcome.exit_code  # said where they are instead: nothing to read back
     if not args.quiet:
         from loadgate.engine.merge import load_merged
 

@@ -119,7 +119,9 @@ class AbortMarker:
         print(f"loadgate: could not write the abort marker in {self.dir}: {error}", file=sys.stderr)
 
     def close(self) -> None:
-        """Stop looking; wait for a marker being written (it must be there before we exit)."""
+        """Stop looking; wait for a marker being written (it must be there before we exit), not
+        for a look in progress (against a store that is down, a look takes seconds)."""
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=30)
+            if thread.name == "abort-write":
+                thread.join(timeout=30)

@@ -131,6 +131,7 @@ class StageOutcome:
     exit_code: int
     aborted: dict[str, Any] | None
     out: Path
+    results_lost: bool = False  # they never reached the store (kept on local disk)
 
 
 @dataclass
@@ -485,11 +486,12 @@ class _StageRun:
             self.marker.close()
             self.writer.write_meta(self.meta(ended=True))
             self.writer.close()
-            if getattr(self.writer, "error", None):
+            lost = bool(getattr(self.writer, "error", None))
+            if lost:
                 # the results never reached the store: whatever the load did, the run failed
                 self.exit_code = EXIT_ERROR
         assert self.exit_code is not None
-        return StageOutcome(self.status, self.exit_code, self.aborted, cfg.out)
+        return StageOutcome(self.status, self.exit_code, self.aborted, cfg.out, lost)
 
 
 def install_uvloop() -> bool:

@@ -60,6 +60,8 @@ class UploadingResultsWriter(ResultsWriter):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
+        self._final_deadline = float("inf")
+        self._shipped_all = False
         self._thread = threading.Thread(target=self._loop, name="results-upload", daemon=True)
         self._thread.start()
 
@@ -116,25 +118,29 @@ class UploadingResultsWriter(ResultsWriter):
             self._wake.clear()
             if not self._stopping:
                 self._attempt()
+        # the final upload: retried until it goes through or the deadline close() set passes
+        # (a store that is down costs several seconds an attempt: its client retries too)
+        attempt = 0
+        while not self._attempt():
+            attempt += 1
+            if time.monotonic() + attempt >= self._final_deadline:
+                return
+            time.sleep(attempt)
+        self._shipped_all = True
 
     def close(self) -> None:
         """The final upload (the last windows, then the last meta.json); blocks until done."""
         if self._windows.closed:
             return
         super().close()
+        # at most FINAL_UPLOAD_S, in-flight attempt included: inside a pod's usual 30 s
+        # termination grace; a thread still trying then is left behind (a daemon)
+        self._final_deadline = time.monotonic() + FINAL_UPLOAD_S
         self._stopping = True
         self._wake.set()
-        self._thread.join()
-        # a store that is down costs several seconds an attempt (its client retries too): stop
-        # trying after FINAL_UPLOAD_S, inside a pod's usual 30 s termination grace
-        deadline = time.monotonic() + FINAL_UPLOAD_S
-        attempt = 0
-        while not self._attempt():
-            attempt += 1
-            if time.monotonic() + attempt >= deadline:
-                break
-            time.sleep(attempt)
-        if self.error is not None:
+        self._thread.join(timeout=FINAL_UPLOAD_S + 1)
+        if not self._shipped_all:
+            self.error = self.error or f"the final upload did not end in {FINAL_UPLOAD_S:g} s"
             print(
                 f"loadgate: could not upload the results to {self.dest} ({self.error}); "
                 f"they are in {self.scratch}",
