@@ -131,14 +131,14 @@ class ScenarioRun:
             rec.interrupted(self.name)
             raise
         except Exception as exc:
-            vu.cancel_periodic()
+            vu.end_iteration()
             rec.iteration_error(self.name)
             self._log_error(vu, exc)
             await asyncio.sleep(0.05)  # a scenario failing at once must not spin the loop
         else:
             rec.iteration(self.name)
         finally:
-            vu.cancel_periodic()
+            vu.end_iteration()
         vu.iteration += 1
 
     async def _vu_loop(self, vu: VU) -> None:

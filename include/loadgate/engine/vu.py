@@ -515,17 +515,21 @@ class VU:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def cancel_periodic(self) -> None:
-        """Cancel the callbacks of :meth:`every` (at the end of each iteration)."""
+    def end_iteration(self) -> None:
+        """Cancel the callbacks of :meth:`every` and forget closed sockets (a closed socket
+        of an earlier iteration must not end a later :meth:`hold` at once)."""
         periodic = self._periodic
         if periodic is not None:
             for entry in periodic:
                 entry.cancel()
             self._periodic = None
+        sockets = self.ws.sockets
+        if sockets and any(sock.closed for sock in sockets):
+            self.ws.sockets = [sock for sock in sockets if not sock.closed]
 
     def close(self) -> None:
         """Drop the VU's connections and periodic callbacks (at its end, or when cancelled)."""
-        self.cancel_periodic()
+        self.end_iteration()
         self.http.close()
         self.ws.abort_all()
 

@@ -83,6 +83,29 @@ def test_hold_returns_when_the_server_closes_the_connection() -> None:
     run(body())
 
 
+def test_a_socket_closed_in_an_earlier_iteration_does_not_end_a_later_hold() -> None:
+    async def body() -> None:
+        runner, _app, port = await start_ws_server()
+        try:
+            vu = _vu(_runtime(port))
+            ws = await vu.ws.connect("/echo")
+            assert ws is not None and ws.ws is not None
+            ws.ws.send_text("close-me")
+            await asyncio.wait_for(vu.hold(), 5)  # this iteration's socket closed
+            assert ws.closed
+            vu.end_iteration()
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.1, vu.request_stop)
+            t0 = loop.time()
+            await vu.hold()  # the next iteration: held until the stop
+            assert loop.time() - t0 >= 0.09
+            vu.close()
+        finally:
+            await runner.cleanup()
+
+    run(body())
+
+
 def _profile() -> object:
     plan = plan_from_data(
         {
