@@ -72,17 +72,17 @@ class AbortMarker:
         self.remote = is_remote(self.dir)
         self._seen: dict[str, Any] | None = None
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._writers: list[threading.Thread] = []
 
     def start(self) -> None:
         """On a store: look for the marker once a second from a thread."""
         if self.remote:
             self._spawn(self._watch, "abort-watch")
 
-    def _spawn(self, target: Any, name: str, *args: Any) -> None:
+    def _spawn(self, target: Any, name: str, *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        self._threads.append(thread)
         thread.start()
+        return thread
 
     def _watch(self) -> None:
         while not self._stop.is_set():
@@ -104,7 +104,7 @@ class AbortMarker:
     def write(self, info: dict[str, Any]) -> None:
         """Create the marker (on a store from a thread; :meth:`close` waits for it)."""
         if self.remote:
-            self._spawn(self._write, "abort-write", info)
+            self._writers.append(self._spawn(self._write, "abort-write", info))
         else:
             write_marker(self.dir, info)
 
@@ -122,6 +122,5 @@ class AbortMarker:
         """Stop looking; wait for a marker being written (it must be there before we exit), not
         for a look in progress (against a store that is down, a look takes seconds)."""
         self._stop.set()
-        for thread in self._threads:
-            if thread.name == "abort-write":
-                thread.join(timeout=30)
+        for thread in self._writers:
+            thread.join(timeout=30)

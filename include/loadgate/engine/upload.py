@@ -129,7 +129,8 @@ class UploadingResultsWriter(ResultsWriter):
         self._shipped_all = True
 
     def close(self) -> None:
-        """The final upload (the last windows, then the last meta.json); blocks until done."""
+        """The final upload (the last windows, then the last meta.json): blocks until it is
+        done or ``FINAL_UPLOAD_S`` have passed; ``error`` is set when it did not go through."""
         if self._windows.closed:
             return
         super().close()
