@@ -126,6 +126,27 @@ def test_seed_command(start_syncbridge, tmp_path) -> None:
 
 def test_transient_errors_are_retried(start_syncbridge, tmp_path) -> None:
     svc = start_syncbridge(tmp_path / "svc", faults={"error_rate": 0.2})
-    result = asyncio.run(seed_users(svc.url, 30, tmp_path / "u.jsonl", secret="k"))
+    # 12 tries: a request failing all of them is 0.2**12 (never, in practice); with one try
+    # (below) some of the ~60 requests fail all but certainly (1 - 0.8**60)
+    result = asyncio.run(seed_users(svc.url, 30, tmp_path / "u.jsonl", secret="k", attempts=12))
     assert result.failed == 0 and result.ready == 30
     assert result.registered + result.existing == 30
+
+
+def test_without_retries_a_faulty_service_fails_seeding_and_keeps_the_rest(
+    start_syncbridge, tmp_path
+) -> None:
+    svc = start_syncbridge(tmp_path / "svc", faults={"error_rate": 0.2})
+    out = tmp_path / "u.jsonl"
+    with pytest.raises(SeedingError, match="could not be seeded") as info:
+        asyncio.run(seed_users(svc.url, 30, out, secret="k", attempts=1))
+    kept = read_users(out)
+    assert 0 < len(kept) < 30
+    assert f"{len(kept)} are ready in the users file" in str(info.value)
+
+
+def test_attempts_must_be_positive(tmp_path) -> None:
+    with pytest.raises(ValueError, match="attempts must be at least 1"):
+        asyncio.run(
+            seed_users("http://127.0.0.1:9", 3, tmp_path / "u.jsonl", secret="k", attempts=0)
+        )
