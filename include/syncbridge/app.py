@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -45,6 +45,7 @@ from .validation import (
 )
 from .ws import WsHandler
 
+_T = TypeVar("_T")
 _JSON = "application/json"
 _WS_ROUTE = "/ws"
 
@@ -259,6 +260,17 @@ class Service:
             raise ApiError(404, "session not found")
         return sid
 
+    def _caller(self, request: web.Request) -> tuple[int, str]:
+        """The authenticated user and the session the path names."""
+        return self._user(request), self._session_id(request)
+
+    @staticmethod
+    def _found(result: _T | None) -> _T:
+        """A storage result, or 404: storage answers None for a session the user does not own."""
+        if result is None:
+            raise ApiError(404, "session not found")
+        return result
+
     def _tokens(self, user_id: int, refresh: str) -> dict[str, Any]:
         return {
             "accessToken": self.auth.issue_access(user_id),
@@ -333,11 +345,8 @@ class Service:
         )
 
     async def get_session(self, request: web.Request) -> web.Response:
-        user_id = self._user(request)
-        sid = self._session_id(request)
-        row = await self.pool.run(storage.get_session, user_id, sid)
-        if row is None:
-            raise ApiError(404, "session not found")
+        user_id, sid = self._caller(request)
+        row = self._found(await self.pool.run(storage.get_session, user_id, sid))
         return json_response(
             {
                 "sessionId": sid,
@@ -349,43 +358,32 @@ class Service:
         )
 
     async def put_session(self, request: web.Request) -> web.Response:
-        user_id = self._user(request)
-        sid = self._session_id(request)
+        user_id, sid = self._caller(request)
         data = await self._json_body(request)
         state = object_field(data, "state", required=True)
-        result = await self.pool.run(storage.replace_state, user_id, sid, orjson.dumps(state))
-        if result is None:
-            raise ApiError(404, "session not found")
-        return json_response({"sessionId": sid, "version": result[0], "updatedAt": result[1]})
+        version, updated = self._found(
+            await self.pool.run(storage.replace_state, user_id, sid, orjson.dumps(state))
+        )
+        return json_response({"sessionId": sid, "version": version, "updatedAt": updated})
 
     async def snapshot(self, request: web.Request) -> web.Response:
-        user_id = self._user(request)
-        sid = self._session_id(request)
+        user_id, sid = self._caller(request)
         data = await self._json_body(request)
         state = object_field(data, "state", required=True)
         metadata = object_field(data, "metadata", required=False)
-        result = await self.pool.run(
-            storage.create_snapshot,
-            user_id,
-            sid,
-            orjson.dumps(state),
-            orjson.dumps(metadata),
+        snapshot_id, version, created = self._found(
+            await self.pool.run(
+                storage.create_snapshot, user_id, sid, orjson.dumps(state), orjson.dumps(metadata)
+            )
         )
-        if result is None:
-            raise ApiError(404, "session not found")
-        snapshot_id, version, created = result
         return json_response(
             {"snapshotId": snapshot_id, "sessionId": sid, "version": version, "createdAt": created},
             201,
         )
 
     async def devices(self, request: web.Request) -> web.Response:
-        user_id = self._user(request)
-        sid = self._session_id(request)
-        result = await self.pool.run(storage.list_devices, user_id, sid)
-        if result is None:
-            raise ApiError(404, "session not found")
-        active, rows = result
+        user_id, sid = self._caller(request)
+        active, rows = self._found(await self.pool.run(storage.list_devices, user_id, sid))
         devices = []
         for device_id, last_seen in rows:
             connected, seen = self.ws.hub.device_status(user_id, device_id)
@@ -395,8 +393,7 @@ class Service:
         return json_response({"sessionId": sid, "activeDeviceId": active, "devices": devices})
 
     async def handoff(self, request: web.Request) -> web.Response:
-        user_id = self._user(request)
-        sid = self._session_id(request)
+        user_id, sid = self._caller(request)
         data = await self._json_body(request)
         from_device = str_field(data, "fromDeviceId", max_len=MAX_DEVICE_ID)
         to_device = str_field(data, "toDeviceId", max_len=MAX_DEVICE_ID)

@@ -40,54 +40,40 @@ _SESSION_ID_PARAM = {
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}$"},
 }
 _BEARER = [{"bearer": []}]
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _object(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = list(required)
+    return out
 
 
 def openapi_spec(release: str) -> dict[str, Any]:
     obj = {"type": "object", "additionalProperties": True}
+    nullable_str = {"type": ["string", "null"]}
     schemas = {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}},
-        },
-        "User": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "integer"},
-                "email": {"type": "string"},
-                "name": {"type": "string"},
-                "createdAt": {"type": "string", "format": "date-time"},
-            },
-        },
-        "Tokens": {
-            "type": "object",
-            "required": ["accessToken", "refreshToken"],
-            "properties": {
-                "accessToken": {"type": "string"},
-                "refreshToken": {"type": "string"},
-                "tokenType": {"type": "string", "const": "Bearer"},
-                "expiresIn": {"type": "integer"},
-                "user": _ref("User"),
-            },
-        },
-        "Session": {
-            "type": "object",
-            "properties": {
-                "sessionId": {"type": "string"},
-                "state": obj,
-                "version": {"type": "integer", "minimum": 1},
-                "activeDeviceId": {"type": ["string", "null"]},
-                "updatedAt": {"type": "string", "format": "date-time"},
-            },
-        },
-        "Device": {
-            "type": "object",
-            "properties": {
-                "deviceId": {"type": "string"},
-                "connected": {"type": "boolean"},
-                "lastSeen": {"type": "string", "format": "date-time"},
-            },
-        },
+        "Error": _object(("error",), error=_STR),
+        "User": _object(id=_INT, email=_STR, name=_STR, createdAt=_TIME),
+        "Tokens": _object(
+            ("accessToken", "refreshToken"),
+            accessToken=_STR,
+            refreshToken=_STR,
+            tokenType={"type": "string", "const": "Bearer"},
+            expiresIn=_INT,
+            user=_ref("User"),
+        ),
+        "Session": _object(
+            sessionId=_STR,
+            state=obj,
+            version={"type": "integer", "minimum": 1},
+            activeDeviceId=nullable_str,
+            updatedAt=_TIME,
+        ),
+        "Device": _object(deviceId=_STR, connected={"type": "boolean"}, lastSeen=_TIME),
         "Faults": {
             "type": "object",
             "additionalProperties": False,
@@ -102,15 +88,12 @@ def openapi_spec(release: str) -> dict[str, Any]:
             "post": {
                 "summary": "Register a user",
                 "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["email", "password"],
-                        "properties": {
-                            "email": {"type": "string", "maxLength": 254},
-                            "password": {"type": "string", "minLength": 8, "maxLength": 256},
-                            "name": {"type": "string", "maxLength": 200},
-                        },
-                    }
+                    _object(
+                        ("email", "password"),
+                        email={"type": "string", "maxLength": 254},
+                        password={"type": "string", "minLength": 8, "maxLength": 256},
+                        name={"type": "string", "maxLength": 200},
+                    )
                 ),
                 "responses": {
                     "201": _resp("Registered", _ref("Tokens")),
@@ -123,11 +106,7 @@ def openapi_spec(release: str) -> dict[str, Any]:
             "post": {
                 "summary": "Log in",
                 "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["email", "password"],
-                        "properties": {"email": {"type": "string"}, "password": {"type": "string"}},
-                    }
+                    _object(("email", "password"), email=_STR, password=_STR)
                 ),
                 "responses": {
                     "200": _resp("Logged in", _ref("Tokens")),
@@ -139,13 +118,7 @@ def openapi_spec(release: str) -> dict[str, Any]:
         "/api/v1/auth/refresh": {
             "post": {
                 "summary": "Exchange a refresh token (single use: rotates) for new tokens",
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["refreshToken"],
-                        "properties": {"refreshToken": {"type": "string"}},
-                    }
-                ),
+                "requestBody": _json_body(_object(("refreshToken",), refreshToken=_STR)),
                 "responses": {
                     "200": _resp("New tokens", _ref("Tokens")),
                     "401": _resp("Invalid, expired or already used refresh token", _ERR),
@@ -157,13 +130,7 @@ def openapi_spec(release: str) -> dict[str, Any]:
             "post": {
                 "summary": "Create a session (the client chooses its id)",
                 "security": _BEARER,
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["sessionId"],
-                        "properties": {"sessionId": {"type": "string"}, "state": obj},
-                    }
-                ),
+                "requestBody": _json_body(_object(("sessionId",), sessionId=_STR, state=obj)),
                 "responses": {
                     "201": _resp("Created", _ref("Session")),
                     "409": _resp("The caller already has a session with this id", _ERR),
@@ -181,21 +148,9 @@ def openapi_spec(release: str) -> dict[str, Any]:
             "put": {
                 "summary": "Replace the session's state (version + 1)",
                 "security": _BEARER,
-                "requestBody": _json_body(
-                    {"type": "object", "required": ["state"], "properties": {"state": obj}}
-                ),
+                "requestBody": _json_body(_object(("state",), state=obj)),
                 "responses": {
-                    "200": _resp(
-                        "Updated",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "sessionId": {"type": "string"},
-                                "version": {"type": "integer"},
-                                "updatedAt": {"type": "string"},
-                            },
-                        },
-                    ),
+                    "200": _resp("Updated", _object(sessionId=_STR, version=_INT, updatedAt=_STR)),
                     **_AUTHED_ERRORS,
                 },
             },
@@ -205,25 +160,11 @@ def openapi_spec(release: str) -> dict[str, Any]:
             "post": {
                 "summary": "Store a snapshot of a state",
                 "security": _BEARER,
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["state"],
-                        "properties": {"state": obj, "metadata": obj},
-                    }
-                ),
+                "requestBody": _json_body(_object(("state",), state=obj, metadata=obj)),
                 "responses": {
                     "201": _resp(
                         "Stored",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "snapshotId": {"type": "string"},
-                                "sessionId": {"type": "string"},
-                                "version": {"type": "integer"},
-                                "createdAt": {"type": "string"},
-                            },
-                        },
+                        _object(snapshotId=_STR, sessionId=_STR, version=_INT, createdAt=_STR),
                     ),
                     **_AUTHED_ERRORS,
                 },
@@ -237,14 +178,11 @@ def openapi_spec(release: str) -> dict[str, Any]:
                 "responses": {
                     "200": _resp(
                         "Devices",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "sessionId": {"type": "string"},
-                                "activeDeviceId": {"type": ["string", "null"]},
-                                "devices": {"type": "array", "items": _ref("Device")},
-                            },
-                        },
+                        _object(
+                            sessionId=_STR,
+                            activeDeviceId=nullable_str,
+                            devices={"type": "array", "items": _ref("Device")},
+                        ),
                     ),
                     **_AUTHED_ERRORS,
                 },
@@ -256,27 +194,15 @@ def openapi_spec(release: str) -> dict[str, Any]:
                 "summary": "Hand the session over to another device",
                 "security": _BEARER,
                 "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["fromDeviceId", "toDeviceId", "handoffToken"],
-                        "properties": {
-                            "fromDeviceId": {"type": "string"},
-                            "toDeviceId": {"type": "string"},
-                            "handoffToken": {"type": "string", "minLength": 1},
-                        },
-                    }
+                    _object(
+                        ("fromDeviceId", "toDeviceId", "handoffToken"),
+                        fromDeviceId=_STR,
+                        toDeviceId=_STR,
+                        handoffToken={"type": "string", "minLength": 1},
+                    )
                 ),
                 "responses": {
-                    "200": _resp(
-                        "Handed over",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "sessionId": {"type": "string"},
-                                "activeDeviceId": {"type": "string"},
-                            },
-                        },
-                    ),
+                    "200": _resp("Handed over", _object(sessionId=_STR, activeDeviceId=_STR)),
                     "409": _resp("fromDeviceId is not the active device", _ERR),
                     **_AUTHED_ERRORS,
                 },
@@ -326,14 +252,11 @@ def openapi_spec(release: str) -> dict[str, Any]:
                 "responses": {
                     "200": _resp(
                         "Releases",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "release": {"type": "string"},
-                                "history": {"type": "array", "items": obj},
-                                "rolledBack": {"type": "array", "items": obj},
-                            },
-                        },
+                        _object(
+                            release=_STR,
+                            history={"type": "array", "items": obj},
+                            rolledBack={"type": "array", "items": obj},
+                        ),
                     )
                 },
             }

@@ -161,14 +161,7 @@ class Accumulator:
         if hist.counts_len == COUNTS_LEN and hist.unit_magnitude == _REF.unit_magnitude:
             hi = min(hist.get_counts_array_index(hist.max_value), _HIGHEST_INDEX)
             lo = min(hist.get_counts_array_index(hist.min_value), hi) if hist.min_value else 0
-            offset = lo * 8
-            add_array(
-                ctypes.addressof(self._counts) + offset,
-                ctypes.addressof(hist.counts) + offset,
-                hi - lo + 1,
-                8,
-            )
-            self._note(lo, hi, hist.total_count)
+            self._add_counts(ctypes.addressof(hist.counts), lo, hi, hist.total_count)
             return
         for item in hist.get_recorded_iterator():
             value = min(max(int(item.value_iterated_to), LOWEST_US), HIGHEST_US)
@@ -179,15 +172,15 @@ class Accumulator:
     def add(self, other: Accumulator) -> None:
         if not other.total:
             return
-        lo, hi = other._min_index, other._max_index
-        offset = lo * 8
-        add_array(
-            ctypes.addressof(self._counts) + offset,
-            ctypes.addressof(other._counts) + offset,
-            hi - lo + 1,
-            8,
+        self._add_counts(
+            ctypes.addressof(other._counts), other._min_index, other._max_index, other.total
         )
-        self._note(lo, hi, other.total)
+
+    def _add_counts(self, counts_addr: int, lo: int, hi: int, total: int) -> None:
+        """Add another int64 counts array of the same layout, indexes ``lo..hi``, in C."""
+        offset = lo * 8
+        add_array(ctypes.addressof(self._counts) + offset, counts_addr + offset, hi - lo + 1, 8)
+        self._note(lo, hi, total)
 
     def __getstate__(self) -> tuple[int, int, int, bytes]:
         """Pickled compactly (only the non-zero range), for merging in worker processes."""

@@ -187,13 +187,17 @@ class _Proto(asyncio.Protocol):
         self.t0 = _perf()
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def fail(self, err: HttpError) -> None:
-        """Fail the request in flight (if any) and drop the connection."""
+    def fail(self, err: HttpError, *, abort: bool = True) -> None:
+        """Fail the request in flight (if any) and drop the connection: aborted (a broken
+        one), or closed once what is written is sent (``abort=False``, the client's close)."""
         self.closed = True
         fut = self.fut
         self.fut = None
         if self.transport is not None:
-            self.transport.abort()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
         if fut is not None and not fut.done():
             fut.set_exception(err)
 
@@ -573,13 +577,7 @@ class HttpConnection:
         proto = self._proto
         self._proto = None
         if proto is not None:
-            proto.closed = True
-            fut = proto.fut
-            proto.fut = None
-            if proto.transport is not None:
-                proto.transport.close()
-            if fut is not None and not fut.done():
-                fut.set_exception(HttpError("closed", "connection closed by the client"))
+            proto.fail(HttpError("closed", "connection closed by the client"), abort=False)
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "idle"

@@ -74,15 +74,20 @@ def _body(resp: Any) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _take_tokens(vu: VU, resp: Any) -> None:
+    """Keep the tokens of a successful login or refresh."""
+    if resp.status == 200:
+        body = _body(resp)
+        if isinstance(body.get("accessToken"), str):
+            _set_tokens(vu, body["accessToken"], body.get("refreshToken"))
+
+
 async def login(vu: VU) -> Any:
     user = vu.user or {}
     resp = await vu.http.post(
         LOGIN, json={"email": user.get("email"), "password": user.get("password")}, name=LOGIN
     )
-    if resp.status == 200:
-        body = _body(resp)
-        if isinstance(body.get("accessToken"), str):
-            _set_tokens(vu, body["accessToken"], body.get("refreshToken"))
+    _take_tokens(vu, resp)
     return resp
 
 
@@ -90,10 +95,7 @@ async def refresh(vu: VU) -> Any:
     resp = await vu.http.post(
         REFRESH, json={"refreshToken": vu.data.get("refresh", "")}, name=REFRESH
     )
-    if resp.status == 200:
-        body = _body(resp)
-        if isinstance(body.get("accessToken"), str):
-            _set_tokens(vu, body["accessToken"], body.get("refreshToken"))
+    _take_tokens(vu, resp)
     return resp
 
 
