@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import hashlib
-import ipaddress
 import os
 import random
 import socket
@@ -18,14 +16,11 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from loadgate.engine._proto import _find_c_mask, _mask_int, mask_payload
 from loadgate.engine.ws import WebSocket, WsError
 from tests.support.aio import run
+from tests.support.raw_servers import Handler, RawServer, serve_app, tls_contexts
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,11 +88,27 @@ async def start_ws_server(ssl_context=None) -> tuple[web.AppRunner, web.Applicat
     app.router.add_get("/burst", burst_ws)
     app.router.add_get("/ping", ping_ws)
     app.router.add_get("/plain", plain)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    return runner, app, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(app, ssl_context=ssl_context)
+    return runner, app, port
+
+
+async def with_ws_server(
+    check: Callable[[str, web.Application], Awaitable[None]],
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    """Start the aiohttp server and run ``check(base URL, app)`` against it, then clean up."""
+    runner, app, port = await start_ws_server(ssl_context)
+    try:
+        await check(f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{port}", app)
+    finally:
+        await runner.cleanup()
+
+
+def run_on_ws_server(
+    check: Callable[[str, web.Application], Awaitable[None]],
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    run(with_ws_server(check, ssl_context))
 
 
 # --- raw server ---------------------------------------------------------------------------
@@ -149,190 +160,124 @@ async def accept(
     return head
 
 
-class RawWs:
-    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable]):
-        self.handler = handler
-        self.result: object = None
-        self.errors: list[BaseException] = []
-        self.server: asyncio.Server | None = None
+def raw_ws(handler: Handler) -> RawServer:
+    """A raw server for ``handler``; its handlers must not fail."""
+    return RawServer(handler, scheme="ws", path="/raw", check_errors=True)
 
-    async def __aenter__(self) -> RawWs:
-        async def wrapped(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                self.result = await self.handler(r, w)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            except BaseException as exc:
-                self.errors.append(exc)
-                raise
-            finally:
-                w.close()
 
-        self.server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
-        return self
+def run_on_raw_ws(handler: Handler, check: Callable[[RawServer], Awaitable[None]]) -> None:
+    async def body() -> None:
+        async with raw_ws(handler) as srv:
+            await check(srv)
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        assert not self.errors, self.errors
+    run(body())
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/raw"
+
+async def wait_until(done: Callable[[], object], tries: int = 100) -> None:
+    """Poll ``done`` every 10 ms, at most ``tries`` times; the caller asserts afterwards."""
+    for _ in range(tries):
+        if done():
+            break
+        await asyncio.sleep(0.01)
+
+
+async def ws_error(aw: Awaitable[object]) -> WsError:
+    """The WsError that awaiting ``aw`` raises (it must raise one)."""
+    with pytest.raises(WsError) as ei:
+        await aw
+    return ei.value
 
 
 # --- tests --------------------------------------------------------------------------------
 
 
 def test_echo_pull_mode_and_client_close() -> None:
-    async def body() -> None:
-        runner, app, port = await start_ws_server()
-        try:
-            ws = await WebSocket.connect(
-                f"ws://127.0.0.1:{port}/echo?room=7", headers={"Authorization": "Bearer t"}
-            )
-            assert ws.connect_s > 0 and not ws.closed and ws.close_code is None
-            ws.send_text("hello")
-            ws.send_text(b'{"a":1}')
-            ws.send_bytes(b"\x00\x01\xff")
-            ws.send_text("üñí")
-            assert await ws.recv(timeout=2) == "hello"
-            assert await ws.recv(timeout=2) == '{"a":1}'
-            got = await ws.recv(timeout=2)
-            assert got == b"\x00\x01\xff" and isinstance(got, bytes)
-            assert await ws.recv(timeout=2) == "üñí"
-            assert app[SEEN] == [{"auth": "Bearer t", "query": "room=7"}]
-            await ws.close()
-            assert ws.closed and ws.close_code == 1000
-            with pytest.raises(WsError) as ei:
-                ws.send_text("late")
-            assert ei.value.kind == "closed"
-            with pytest.raises(WsError) as ei:
-                await ws.recv(timeout=1)
-            assert ei.value.kind == "closed"
-            for _ in range(50):
-                if app[CLOSE_CODES]:
-                    break
-                await asyncio.sleep(0.01)
-            assert app[CLOSE_CODES] == [1000]
-        finally:
-            await runner.cleanup()
+    async def check(base: str, app: web.Application) -> None:
+        ws = await WebSocket.connect(f"{base}/echo?room=7", headers={"Authorization": "Bearer t"})
+        assert ws.connect_s > 0 and not ws.closed and ws.close_code is None
+        ws.send_text("hello")
+        ws.send_text(b'{"a":1}')
+        ws.send_bytes(b"\x00\x01\xff")
+        ws.send_text("üñí")
+        assert await ws.recv(timeout=2) == "hello"
+        assert await ws.recv(timeout=2) == '{"a":1}'
+        got = await ws.recv(timeout=2)
+        assert got == b"\x00\x01\xff" and isinstance(got, bytes)
+        assert await ws.recv(timeout=2) == "üñí"
+        assert app[SEEN] == [{"auth": "Bearer t", "query": "room=7"}]
+        await ws.close()
+        assert ws.closed and ws.close_code == 1000
+        with pytest.raises(WsError) as ei:
+            ws.send_text("late")
+        assert ei.value.kind == "closed"
+        assert (await ws_error(ws.recv(timeout=1))).kind == "closed"
+        await wait_until(lambda: app[CLOSE_CODES], tries=50)
+        assert app[CLOSE_CODES] == [1000]
 
-    run(body())
+    run_on_ws_server(check)
 
 
 def test_payload_lengths_7_16_64_bit_both_ways() -> None:
-    async def body() -> None:
-        runner, _, port = await start_ws_server()
-        try:
-            ws = await WebSocket.connect(f"ws://127.0.0.1:{port}/echo")
-            rnd = random.Random(1)
-            for n in (0, 1, 125, 126, 127, 65535, 65536, 300_000):
-                text = "".join(rnd.choice("abcé€") for _ in range(n))[:n]
-                ws.send_text(text)
-                assert await ws.recv(timeout=5) == text
-                data = rnd.randbytes(n)
-                ws.send_bytes(data)
-                assert await ws.recv(timeout=5) == data
-            await ws.close()
-        finally:
-            await runner.cleanup()
+    async def check(base: str, app: web.Application) -> None:
+        ws = await WebSocket.connect(f"{base}/echo")
+        rnd = random.Random(1)
+        for n in (0, 1, 125, 126, 127, 65535, 65536, 300_000):
+            text = "".join(rnd.choice("abcé€") for _ in range(n))[:n]
+            ws.send_text(text)
+            assert await ws.recv(timeout=5) == text
+            data = rnd.randbytes(n)
+            ws.send_bytes(data)
+            assert await ws.recv(timeout=5) == data
+        await ws.close()
 
-    run(body())
+    run_on_ws_server(check)
 
 
 def test_callback_mode_server_close_no_task() -> None:
-    async def body() -> None:
-        runner, _, port = await start_ws_server()
-        try:
-            got: list[str | bytes] = []
-            closes: list[int | None] = []
-            tasks_before = asyncio.all_tasks()
-            ws = await WebSocket.connect(
-                f"ws://127.0.0.1:{port}/burst?n=200&close=1",
-                on_message=got.append,
-                on_close=closes.append,
-            )
-            new = asyncio.all_tasks() - tasks_before  # the server's handler task among them
-            assert not [t for t in new if "loadgate" in t.get_coro().cr_code.co_filename]
-            for _ in range(200):
-                if closes:
-                    break
-                await asyncio.sleep(0.01)
-            assert got == [f"m{i}" for i in range(200)]
-            assert closes == [4001]
-            assert ws.close_code == 4001 and ws.close_reason == "bye" and ws.closed
-            with pytest.raises(RuntimeError):
-                await ws.recv()
-            await ws.close()  # already closed: no-op
-            assert closes == [4001]
-        finally:
-            await runner.cleanup()
+    async def check(base: str, app: web.Application) -> None:
+        got: list[str | bytes] = []
+        closes: list[int | None] = []
+        tasks_before = asyncio.all_tasks()
+        ws = await WebSocket.connect(
+            f"{base}/burst?n=200&close=1", on_message=got.append, on_close=closes.append
+        )
+        new = asyncio.all_tasks() - tasks_before  # the server's handler task among them
+        assert not [t for t in new if "loadgate" in t.get_coro().cr_code.co_filename]
+        await wait_until(lambda: closes, tries=200)
+        assert got == [f"m{i}" for i in range(200)]
+        assert closes == [4001]
+        assert ws.close_code == 4001 and ws.close_reason == "bye" and ws.closed
+        with pytest.raises(RuntimeError):
+            await ws.recv()
+        await ws.close()  # already closed: no-op
+        assert closes == [4001]
 
-    run(body())
+    run_on_ws_server(check)
 
 
 def test_server_ping_is_answered_with_pong() -> None:
-    async def body() -> None:
-        runner, _, port = await start_ws_server()
-        try:
-            ws = await WebSocket.connect(f"ws://127.0.0.1:{port}/ping")
-            assert await ws.recv(timeout=2) == "pong:xyz"
-            await ws.close()
-            assert ws.close_code == 1000
-        finally:
-            await runner.cleanup()
+    async def check(base: str, app: web.Application) -> None:
+        ws = await WebSocket.connect(f"{base}/ping")
+        assert await ws.recv(timeout=2) == "pong:xyz"
+        await ws.close()
+        assert ws.close_code == 1000
 
-    run(body())
+    run_on_ws_server(check)
 
 
 def test_wss_with_self_signed_certificate(tmp_path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "k.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
-    client_ctx = ssl.create_default_context(cafile=str(tmp_path / "c.pem"))
+    server_ctx, client_ctx = tls_contexts(tmp_path)
 
-    async def body() -> None:
-        runner, _, port = await start_ws_server(ssl_context=server_ctx)
-        try:
-            ws = await WebSocket.connect(f"wss://127.0.0.1:{port}/echo", ssl_context=client_ctx)
-            ws.send_text("secure" * 5000)
-            assert await ws.recv(timeout=2) == "secure" * 5000
-            await ws.close()
-            assert ws.close_code == 1000
-            with pytest.raises(WsError) as ei:
-                await WebSocket.connect(f"wss://127.0.0.1:{port}/echo")  # not trusted
-            assert ei.value.kind == "connect"
-        finally:
-            await runner.cleanup()
+    async def check(base: str, app: web.Application) -> None:
+        ws = await WebSocket.connect(f"{base}/echo", ssl_context=client_ctx)
+        ws.send_text("secure" * 5000)
+        assert await ws.recv(timeout=2) == "secure" * 5000
+        await ws.close()
+        assert ws.close_code == 1000
+        err = await ws_error(WebSocket.connect(f"{base}/echo"))  # not trusted
+        assert err.kind == "connect"
 
-    run(body())
+    run_on_ws_server(check, ssl_context=server_ctx)
 
 
 def test_frames_sent_with_the_101_arrive_after_connect_returns() -> None:
@@ -341,22 +286,19 @@ def test_frames_sent_with_the_101_arrive_after_connect_returns() -> None:
         await accept(r, w, tail=tail)
         await asyncio.sleep(0.3)
 
-    async def body() -> None:
-        async with RawWs(handler) as srv:
-            holder: list[WebSocket] = []
-            seen: list[tuple[bool, str | bytes]] = []
-            ws = await WebSocket.connect(
-                srv.url, on_message=lambda m: seen.append((bool(holder), m))
-            )
-            holder.append(ws)
-            assert seen == []
-            await asyncio.sleep(0.05)
-            assert seen == [(True, "first"), (True, "second")]
-            ws2 = await WebSocket.connect(srv.url)  # pull mode
-            assert await ws2.recv(timeout=1) == "first"
-            assert await ws2.recv(timeout=1) == "second"
+    async def check(srv: RawServer) -> None:
+        holder: list[WebSocket] = []
+        seen: list[tuple[bool, str | bytes]] = []
+        ws = await WebSocket.connect(srv.url, on_message=lambda m: seen.append((bool(holder), m)))
+        holder.append(ws)
+        assert seen == []
+        await asyncio.sleep(0.05)
+        assert seen == [(True, "first"), (True, "second")]
+        ws2 = await WebSocket.connect(srv.url)  # pull mode
+        assert await ws2.recv(timeout=1) == "first"
+        assert await ws2.recv(timeout=1) == "second"
 
-    run(body())
+    run_on_raw_ws(handler, check)
 
 
 def test_fragmentation_with_interleaved_ping() -> None:
@@ -377,19 +319,15 @@ def test_fragmentation_with_interleaved_ping() -> None:
         fin, op, payload, _ = await read_frame(r)
         return fin, op, payload
 
-    async def body() -> None:
-        async with RawWs(handler) as srv:
-            ws = await WebSocket.connect(srv.url)
-            assert await ws.recv(timeout=2) == "héllo world"
-            assert await ws.recv(timeout=2) == b"\x00\x01\x02"
-            assert await ws.recv(timeout=2) == "x" * 300
-            for _ in range(100):
-                if srv.result is not None:
-                    break
-                await asyncio.sleep(0.01)
-            assert srv.result == (True, 0xA, b"p1")  # the automatic pong
+    async def check(srv: RawServer) -> None:
+        ws = await WebSocket.connect(srv.url)
+        assert await ws.recv(timeout=2) == "héllo world"
+        assert await ws.recv(timeout=2) == b"\x00\x01\x02"
+        assert await ws.recv(timeout=2) == "x" * 300
+        await wait_until(lambda: srv.result is not None)
+        assert srv.result == (True, 0xA, b"p1")  # the automatic pong
 
-    run(body())
+    run_on_raw_ws(handler, check)
 
 
 def test_client_frames_are_masked_with_fresh_keys() -> None:
@@ -400,27 +338,23 @@ def test_client_frames_are_masked_with_fresh_keys() -> None:
         frames = [await read_frame(r) for _ in range(4)]
         return frames
 
-    async def body() -> None:
-        async with RawWs(handler) as srv:
-            ws = await WebSocket.connect(srv.url)
-            ws.send_text("abc")
-            ws.send_text("abc")
-            ws.send_bytes(b"\x00" * 70_000)
-            ws.ping(b"pp")
-            for _ in range(100):
-                if srv.result is not None:
-                    break
-                await asyncio.sleep(0.01)
-            frames = srv.result
-            assert [(f[0], f[1], f[2]) for f in frames] == [
-                (True, 0x1, b"abc"),
-                (True, 0x1, b"abc"),
-                (True, 0x2, b"\x00" * 70_000),
-                (True, 0x9, b"pp"),
-            ]
-            assert len({f[3] for f in frames}) == 4  # a fresh masking key per frame
+    async def check(srv: RawServer) -> None:
+        ws = await WebSocket.connect(srv.url)
+        ws.send_text("abc")
+        ws.send_text("abc")
+        ws.send_bytes(b"\x00" * 70_000)
+        ws.ping(b"pp")
+        await wait_until(lambda: srv.result is not None)
+        frames = srv.result
+        assert [(f[0], f[1], f[2]) for f in frames] == [
+            (True, 0x1, b"abc"),
+            (True, 0x1, b"abc"),
+            (True, 0x2, b"\x00" * 70_000),
+            (True, 0x9, b"pp"),
+        ]
+        assert len({f[3] for f in frames}) == 4  # a fresh masking key per frame
 
-    run(body())
+    run_on_raw_ws(handler, check)
 
 
 @pytest.mark.parametrize(
@@ -449,20 +383,16 @@ def test_protocol_violations_close_with_the_right_code(frames: list[bytes], code
         _fin, op, payload, _ = await read_frame(r)
         return op, int.from_bytes(payload[:2], "big")
 
-    async def body() -> None:
-        async with RawWs(handler) as srv:
-            closes: list[int | None] = []
-            ws = await WebSocket.connect(srv.url, max_size=1000, on_close=closes.append)
-            for _ in range(100):
-                if closes and srv.result is not None:
-                    break
-                await asyncio.sleep(0.01)
-            assert closes == [code]
-            assert ws.close_code == code and ws.closed
-            assert ws.error is not None and ws.error.kind == "protocol"
-            assert srv.result == (0x8, code)  # we told the server why
+    async def check(srv: RawServer) -> None:
+        closes: list[int | None] = []
+        ws = await WebSocket.connect(srv.url, max_size=1000, on_close=closes.append)
+        await wait_until(lambda: closes and srv.result is not None)
+        assert closes == [code]
+        assert ws.close_code == code and ws.closed
+        assert ws.error is not None and ws.error.kind == "protocol"
+        assert srv.result == (0x8, code)  # we told the server why
 
-    run(body())
+    run_on_raw_ws(handler, check)
 
 
 def test_abrupt_close_is_1006() -> None:
@@ -473,58 +403,45 @@ def test_abrupt_close_is_1006() -> None:
         await asyncio.sleep(0.05)
         w.transport.abort()
 
-    async def body() -> None:
-        async with RawWs(handler) as srv:
-            closes: list[int | None] = []
-            ws = await WebSocket.connect(srv.url, on_close=closes.append)
-            ws2 = await WebSocket.connect(srv.url)
-            for _ in range(100):
-                if closes and ws2.closed:
-                    break
-                await asyncio.sleep(0.01)
-            assert closes == [1006] and ws.close_code == 1006
-            assert await ws2.recv(timeout=1) == "last words"  # queued before the drop
-            with pytest.raises(WsError) as ei:
-                await ws2.recv(timeout=1)
-            assert ei.value.kind == "closed"
-            with pytest.raises(WsError):
-                ws.send_text("x")
+    async def check(srv: RawServer) -> None:
+        closes: list[int | None] = []
+        ws = await WebSocket.connect(srv.url, on_close=closes.append)
+        ws2 = await WebSocket.connect(srv.url)
+        await wait_until(lambda: closes and ws2.closed)
+        assert closes == [1006] and ws.close_code == 1006
+        assert await ws2.recv(timeout=1) == "last words"  # queued before the drop
+        assert (await ws_error(ws2.recv(timeout=1))).kind == "closed"
+        with pytest.raises(WsError):
+            ws.send_text("x")
 
-    run(body())
+    run_on_raw_ws(handler, check)
 
 
 def test_abort_is_a_hard_stop() -> None:
-    async def body() -> None:
-        runner, app, port = await start_ws_server()
-        try:
-            closes: list[int | None] = []
-            ws = await WebSocket.connect(f"ws://127.0.0.1:{port}/echo", on_close=closes.append)
-            ws.abort()
-            assert ws.closed and ws.close_code == 1006 and closes == [1006]
-            with pytest.raises(WsError):
-                ws.send_text("x")
-            ws.abort()  # idempotent
-            await ws.close()  # no-op once closed
-            assert closes == [1006]
-            for _ in range(100):  # the server saw the connection go, without a close frame
-                if app[CLOSE_CODES]:
-                    break
-                await asyncio.sleep(0.01)
-            assert app[CLOSE_CODES] and app[CLOSE_CODES][0] != 1000
-        finally:
-            await runner.cleanup()
+    async def check(base: str, app: web.Application) -> None:
+        closes: list[int | None] = []
+        ws = await WebSocket.connect(f"{base}/echo", on_close=closes.append)
+        ws.abort()
+        assert ws.closed and ws.close_code == 1006 and closes == [1006]
+        with pytest.raises(WsError):
+            ws.send_text("x")
+        ws.abort()  # idempotent
+        await ws.close()  # no-op once closed
+        assert closes == [1006]
+        # the server saw the connection go, without a close frame
+        await wait_until(lambda: app[CLOSE_CODES])
+        assert app[CLOSE_CODES] and app[CLOSE_CODES][0] != 1000
 
-    run(body())
+    run_on_ws_server(check)
 
 
 def test_handshake_failures() -> None:
-    async def bad_accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await accept(r, w, bad_accept=True)
-        await asyncio.sleep(0.5)
+    def accept_then_wait(**accept_kw: bytes | bool) -> Handler:
+        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await accept(r, w, **accept_kw)  # type: ignore[arg-type]
+            await asyncio.sleep(0.5)
 
-    async def extension(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await accept(r, w, extra_hdr=b"Sec-WebSocket-Extensions: permessage-deflate\r\n")
-        await asyncio.sleep(0.5)
+        return handler
 
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await r.readuntil(b"\r\n\r\n")
@@ -536,33 +453,33 @@ def test_handshake_failures() -> None:
         await w.drain()
         await asyncio.sleep(0.5)
 
+    handlers = {
+        "bad_accept": accept_then_wait(bad_accept=True),
+        "extension": accept_then_wait(
+            extra_hdr=b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        ),
+        "garbage": garbage,
+    }
+
+    async def http_statuses(base: str, app: web.Application) -> None:
+        err = await ws_error(WebSocket.connect(f"{base}/nope"))
+        assert err.kind == "handshake" and err.status == 404
+        err = await ws_error(WebSocket.connect(f"{base}/plain"))
+        assert err.kind == "handshake" and err.status == 200
+
     async def body() -> None:
-        runner, _, port = await start_ws_server()
-        try:
-            with pytest.raises(WsError) as ei:
-                await WebSocket.connect(f"ws://127.0.0.1:{port}/nope")
-            assert ei.value.kind == "handshake" and ei.value.status == 404
-            with pytest.raises(WsError) as ei:
-                await WebSocket.connect(f"ws://127.0.0.1:{port}/plain")
-            assert ei.value.kind == "handshake" and ei.value.status == 200
-        finally:
-            await runner.cleanup()
-        for handler in (bad_accept, extension, garbage):
-            async with RawWs(handler) as srv:
-                with pytest.raises(WsError) as ei:
-                    await WebSocket.connect(srv.url)
-                assert ei.value.kind == "handshake", handler.__name__
-        async with RawWs(silent) as srv:
+        await with_ws_server(http_statuses)
+        for name, handler in handlers.items():
+            async with raw_ws(handler) as srv:
+                assert (await ws_error(WebSocket.connect(srv.url))).kind == "handshake", name
+        async with raw_ws(silent) as srv:
             t0 = time.monotonic()
-            with pytest.raises(WsError) as ei:
-                await WebSocket.connect(srv.url, timeout=0.2)
-            assert ei.value.kind == "timeout" and time.monotonic() - t0 < 1.5
+            err = await ws_error(WebSocket.connect(srv.url, timeout=0.2))
+            assert err.kind == "timeout" and time.monotonic() - t0 < 1.5
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             free = s.getsockname()[1]
-        with pytest.raises(WsError) as ei:
-            await WebSocket.connect(f"ws://127.0.0.1:{free}/")
-        assert ei.value.kind == "connect"
+        assert (await ws_error(WebSocket.connect(f"ws://127.0.0.1:{free}/"))).kind == "connect"
         with pytest.raises(ValueError):
             await WebSocket.connect("http://127.0.0.1/")
 
@@ -570,23 +487,17 @@ def test_handshake_failures() -> None:
 
 
 def test_recv_timeout_keeps_the_connection() -> None:
-    async def body() -> None:
-        runner, _, port = await start_ws_server()
-        try:
-            ws = await WebSocket.connect(f"ws://127.0.0.1:{port}/echo")
-            with pytest.raises(WsError) as ei:
-                await ws.recv(timeout=0.1)
-            assert ei.value.kind == "timeout" and not ws.closed
-            ws.send_text("still here")
-            assert await ws.recv(timeout=2) == "still here"
-            ws.send_text("close-me")
-            with pytest.raises(WsError) as ei:
-                await ws.recv(timeout=2)
-            assert ei.value.kind == "closed" and ws.close_code == 4001
-        finally:
-            await runner.cleanup()
+    async def check(base: str, app: web.Application) -> None:
+        ws = await WebSocket.connect(f"{base}/echo")
+        err = await ws_error(ws.recv(timeout=0.1))
+        assert err.kind == "timeout" and not ws.closed
+        ws.send_text("still here")
+        assert await ws.recv(timeout=2) == "still here"
+        ws.send_text("close-me")
+        err = await ws_error(ws.recv(timeout=2))
+        assert err.kind == "closed" and ws.close_code == 4001
 
-    run(body())
+    run_on_ws_server(check)
 
 
 def test_close_times_out_when_the_peer_never_answers() -> None:
@@ -597,36 +508,29 @@ def test_close_times_out_when_the_peer_never_answers() -> None:
         frames.append(await read_frame(r))
         await asyncio.sleep(1)
 
-    async def body() -> None:
-        async with RawWs(handler) as srv:
-            ws = await WebSocket.connect(srv.url)
-            t0 = time.monotonic()
-            await ws.close(4000, "done", timeout=0.2)
-            assert 0.15 < time.monotonic() - t0 < 1.0
-            assert ws.close_code == 1006 and ws.closed
-        assert len(frames) == 1
-        fin, op, payload, _ = frames[0]
-        assert fin and op == 0x8 and payload == (4000).to_bytes(2, "big") + b"done"
+    async def check(srv: RawServer) -> None:
+        ws = await WebSocket.connect(srv.url)
+        t0 = time.monotonic()
+        await ws.close(4000, "done", timeout=0.2)
+        assert 0.15 < time.monotonic() - t0 < 1.0
+        assert ws.close_code == 1006 and ws.closed
 
-    run(body())
+    run_on_raw_ws(handler, check)
+    assert len(frames) == 1
+    fin, op, payload, _ = frames[0]
+    assert fin and op == 0x8 and payload == (4000).to_bytes(2, "big") + b"done"
 
 
 def test_pull_mode_back_pressure_keeps_order() -> None:
-    async def body() -> None:
-        runner, _, port = await start_ws_server()
-        try:
-            for max_queue in (1, 4):
-                ws = await WebSocket.connect(
-                    f"ws://127.0.0.1:{port}/burst?n=500", max_queue=max_queue
-                )
-                await asyncio.sleep(0.1)
-                got = [await ws.recv(timeout=2) for _ in range(500)]
-                assert got == [f"m{i}" for i in range(500)]
-                await ws.close()
-        finally:
-            await runner.cleanup()
+    async def check(base: str, app: web.Application) -> None:
+        for max_queue in (1, 4):
+            ws = await WebSocket.connect(f"{base}/burst?n=500", max_queue=max_queue)
+            await asyncio.sleep(0.1)
+            got = [await ws.recv(timeout=2) for _ in range(500)]
+            assert got == [f"m{i}" for i in range(500)]
+            await ws.close()
 
-    run(body())
+    run_on_ws_server(check)
 
 
 def test_mask_implementations_agree() -> None:
