@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import orjson
 import uvloop
@@ -59,6 +60,85 @@ def on_text(st: Stats, msg: str | bytes) -> None:
         rtt = perf() * 1e3 - orjson.loads(msg)["timestamp"]
         if st.holding:
             st.rtts.append(rtt)
+
+
+# --- the run's phases, shared with gen_ws_picows.py ----------------------------------------
+
+
+def stop_event(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """Set on SIGTERM: the bench's request to exit."""
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    return stop
+
+
+def start_lag_ticker(loop: asyncio.AbstractEventLoop, st: Stats) -> None:
+    """Event-loop lag: a 100 ms ticker, its lateness recorded during the hold."""
+    state = {"next": loop.time() + 0.1}
+
+    def tick() -> None:
+        now = loop.time()
+        if st.holding:
+            st.lags.append((now - state["next"]) * 1e3)
+        state["next"] = now + 0.1
+        loop.call_later(0.1, tick)
+
+    loop.call_later(0.1, tick)
+
+
+async def ramp(st: Stats, conns: int, rate: int, spawn: Callable[[int], None]) -> None:
+    """Call ``spawn(i)`` for ``conns`` connections at ``rate`` a second (in 10 ms ticks), wait
+    until each has connected or failed (bounded), then print ``READY connected failed``."""
+    per_tick = max(1, rate // 100)
+    deadline = time.monotonic() + conns / rate * 3 + 30  # bound on the ramp
+    i = 0
+    while i < conns and time.monotonic() < deadline:
+        for _ in range(min(per_tick, conns - i)):
+            spawn(i)
+            i += 1
+        await asyncio.sleep(0.01)
+    while st.connected + st.failed < conns and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    print(f"READY {st.connected} {st.failed}", flush=True)
+
+
+def pct(xs: list[float], p: float) -> float | None:
+    return round(xs[min(len(xs) - 1, int(len(xs) * p))], 3) if xs else None
+
+
+def summary(st: Stats) -> dict:
+    """The result line's common fields: counts, heartbeat RTT and loop lag in the hold."""
+    rtts, lags = sorted(st.rtts), sorted(st.lags)
+    return {
+        "connected": st.connected,
+        "failed": st.failed,
+        "closed": st.closed,
+        "sent": st.sent,
+        "received": st.received,
+        "rtt_samples": len(rtts),
+        "rtt_p50_ms": pct(rtts, 0.5),
+        "rtt_p99_ms": pct(rtts, 0.99),
+        "lag_p50_ms": pct(lags, 0.5),
+        "lag_p99_ms": pct(lags, 0.99),
+    }
+
+
+async def report_and_wait(out: dict, stop: asyncio.Event) -> None:
+    """Print the result as one JSON line, then wait (at most 60 s) to be terminated."""
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    sys.stdout.flush()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), 60)
+
+
+def arg_parser() -> argparse.ArgumentParser:
+    """The workload's options (``--client`` is added by gen_ws.py alone)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--conns", type=int, default=10_000)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--hold", type=float, default=30)
+    return ap
 
 
 # --- ours: callback mode, no task per connection -------------------------------------------
@@ -165,48 +245,28 @@ async def aiohttp_client(idx: int, session, url: str, st: Stats) -> None:
 async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     st = Stats()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    stop = stop_event(loop)
     session = None
     if args.client == "aiohttp":
         import aiohttp
 
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-
-    # event-loop lag: a 100 ms ticker
-    state = {"next": loop.time() + 0.1}
-
-    def tick() -> None:
-        now = loop.time()
-        if st.holding:
-            st.lags.append((now - state["next"]) * 1e3)
-        state["next"] = now + 0.1
-        loop.call_later(0.1, tick)
-
-    loop.call_later(0.1, tick)
+    start_lag_ticker(loop, st)
 
     pending: set[asyncio.Task] = set()
     clients = []
-    per_tick = max(1, args.rate // 100)
-    t_end_ramp = time.monotonic() + args.conns / args.rate * 3 + 30  # bound on the ramp
-    i = 0
-    while i < args.conns and time.monotonic() < t_end_ramp:
-        for _ in range(min(per_tick, args.conns - i)):
-            if args.client == "ours":
-                c = OurClient(i, st, loop)
-                clients.append(c)
-                t = asyncio.ensure_future(c.start(args.url))
-            else:
-                t = asyncio.ensure_future(aiohttp_client(i, session, args.url, st))
-                clients.append(t)
-            if args.client == "ours":
-                pending.add(t)
-                t.add_done_callback(pending.discard)
-            i += 1
-        await asyncio.sleep(0.01)
-    while st.connected + st.failed < args.conns and time.monotonic() < t_end_ramp:
-        await asyncio.sleep(0.05)
-    print(f"READY {st.connected} {st.failed}", flush=True)
+
+    def spawn(i: int) -> None:
+        if args.client == "ours":
+            c = OurClient(i, st, loop)
+            clients.append(c)
+            t = asyncio.ensure_future(c.start(args.url))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+        else:
+            clients.append(asyncio.ensure_future(aiohttp_client(i, session, args.url, st)))
+
+    await ramp(st, args.conns, args.rate, spawn)
     gc_pauses: list[float] = []
     gc_t0 = [0.0]
 
@@ -222,37 +282,13 @@ async def main(args: argparse.Namespace) -> None:
     st.holding = True
     await asyncio.sleep(args.hold)
     st.holding = False
-    rtts = sorted(st.rtts)
-    lags = sorted(st.lags)
-
-    def pct(xs: list[float], p: float) -> float | None:
-        return round(xs[min(len(xs) - 1, int(len(xs) * p))], 3) if xs else None
-
-    out = {
-        "connected": st.connected,
-        "failed": st.failed,
-        "closed": st.closed,
-        "sent": st.sent,
-        "received": st.received,
-        "rtt_samples": len(rtts),
-        "rtt_p50_ms": pct(rtts, 0.5),
-        "rtt_p99_ms": pct(rtts, 0.99),
-        "lag_p50_ms": pct(lags, 0.5),
-        "lag_p99_ms": pct(lags, 0.99),
-        "gc_runs": len(gc_pauses),
-        "gc_max_ms": round(max(gc_pauses), 3) if gc_pauses else None,
-    }
-    sys.stdout.write(orjson.dumps(out).decode() + "\n")
-    sys.stdout.flush()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), 60)
+    out = summary(st)
+    out["gc_runs"] = len(gc_pauses)
+    out["gc_max_ms"] = round(max(gc_pauses), 3) if gc_pauses else None
+    await report_and_wait(out, stop)
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
+    ap = arg_parser()
     ap.add_argument("--client", choices=["ours", "aiohttp"], required=True)
-    ap.add_argument("--url", required=True)
-    ap.add_argument("--conns", type=int, default=10_000)
-    ap.add_argument("--rate", type=int, default=1000)
-    ap.add_argument("--hold", type=float, default=30)
     uvloop.run(main(ap.parse_args()))

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
-import signal
-import sys
-import time
 from pathlib import Path
 
-import orjson
 import uvloop
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
-# the workload's helpers (message shapes, RTT accounting) are shared with gen_ws.py
+# the workload's helpers (message shapes, RTT accounting, ramp, lag ticker, result line) are
+# shared with gen_ws.py
 _spec = importlib.util.spec_from_file_location("gen_ws", Path(__file__).with_name("gen_ws.py"))
 gen_ws = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(gen_ws)  # type: ignore[union-attr]
@@ -65,8 +61,7 @@ class Client(WSListener):
 async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     st = gen_ws.Stats()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    stop = gen_ws.stop_event(loop)
 
     async def start(i: int) -> None:
         try:
@@ -78,53 +73,20 @@ async def main(args: argparse.Namespace) -> None:
         except Exception:
             st.failed += 1
 
-    state = {"next": loop.time() + 0.1}
-
-    def tick() -> None:
-        now = loop.time()
-        if st.holding:
-            st.lags.append((now - state["next"]) * 1e3)
-        state["next"] = now + 0.1
-        loop.call_later(0.1, tick)
-
-    loop.call_later(0.1, tick)
+    gen_ws.start_lag_ticker(loop, st)
     tasks = set()
-    per_tick = max(1, args.rate // 100)
-    deadline = time.monotonic() + args.conns / args.rate * 3 + 30
-    i = 0
-    while i < args.conns and time.monotonic() < deadline:
-        for _ in range(min(per_tick, args.conns - i)):
-            t = asyncio.ensure_future(start(i))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-            i += 1
-        await asyncio.sleep(0.01)
-    while st.connected + st.failed < args.conns and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    print(f"READY {st.connected} {st.failed}", flush=True)
+
+    def spawn(i: int) -> None:
+        t = asyncio.ensure_future(start(i))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+    await gen_ws.ramp(st, args.conns, args.rate, spawn)
     st.holding = True
     await asyncio.sleep(args.hold)
     st.holding = False
-    rtts, lags = sorted(st.rtts), sorted(st.lags)
-
-    def pct(xs: list[float], p: float) -> float | None:
-        return round(xs[min(len(xs) - 1, int(len(xs) * p))], 3) if xs else None
-
-    out = {
-        "connected": st.connected, "failed": st.failed, "closed": st.closed, "sent": st.sent,
-        "received": st.received, "rtt_samples": len(rtts), "rtt_p50_ms": pct(rtts, 0.5),
-        "rtt_p99_ms": pct(rtts, 0.99), "lag_p50_ms": pct(lags, 0.5), "lag_p99_ms": pct(lags, 0.99),
-    }  # fmt: skip
-    sys.stdout.write(orjson.dumps(out).decode() + "\n")
-    sys.stdout.flush()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), 60)
+    await gen_ws.report_and_wait(gen_ws.summary(st), stop)
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--url", required=True)
-    ap.add_argument("--conns", type=int, default=10_000)
-    ap.add_argument("--rate", type=int, default=1000)
-    ap.add_argument("--hold", type=float, default=30)
-    uvloop.run(main(ap.parse_args()))
+    uvloop.run(main(gen_ws.arg_parser().parse_args()))

@@ -365,7 +365,17 @@ def bench_ws(clients: list[str], conns: int, rate: int, hold: float) -> dict[str
     return results
 
 
-# --- report -------------------------------------------------------------------------------
+# --- report (the Markdown helpers are shared with bench/engine/compare.py) -------------------
+
+
+def table_head(title: str, columns: str) -> list[str]:
+    """A report section's title, then the head of its Markdown table (``columns``: the
+    column names separated by " | ")."""
+    return [title, "", f"| {columns} |", "|" + "---|" * len(columns.split(" | "))]
+
+
+def table_row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def median(rs: list[dict], key: str) -> float:
@@ -378,13 +388,11 @@ def report(out: dict) -> str:
     if "http" in out:
         res = out["http"]
         ours = median(res.get("ours", []), "req_per_cpu_s")
-        lines += [
+        lines += table_head(
             f"#### 1. HTTP closed loop, 64 VUs, {out['args']['window']:.0f} s measured, "
             f"median of {out['args']['rounds']} rounds",
-            "",
-            "| client | requests per client CPU-second | ours ÷ it | requests/s | client CPU |",
-            "|---|---|---|---|---|",
-        ]
+            "client | requests per client CPU-second | ours ÷ it | requests/s | client CPU",
+        )
         for c, rs in res.items():
             v = median(rs, "req_per_cpu_s")
             lines.append(
@@ -395,14 +403,12 @@ def report(out: dict) -> str:
     if "seed" in out:
         res = out["seed"]
         o = res.get("ours", [{}])[0]
-        lines += [
+        lines += table_head(
             f"#### 2. {out['args']['seed_vus']:,} VUs, seed pattern (GET, sleep U(0,3) s), "
             f"{out['args']['seed_window']:.0f} s measured",
-            "",
-            "| client | peak RSS | ours ÷ it (RSS) | requests/s | requests per CPU-second | "
-            "client CPU |",
-            "|---|---|---|---|---|---|",
-        ]
+            "client | peak RSS | ours ÷ it (RSS) | requests/s | requests per CPU-second "
+            "| client CPU",
+        )
         for c, rs in res.items():
             r = rs[0]
             if "error" in r:
@@ -418,14 +424,12 @@ def report(out: dict) -> str:
         res = out["ws"]
         o = res.get("ours", {})
         a = out["args"]
-        lines += [
+        lines += table_head(
             f"#### 3. {a['ws_conns']:,} WebSockets (ramp {a['ws_rate']}/s), heartbeat every 5 s, "
             f"1,000 sending a state update every 5 s, held {a['ws_hold']:.0f} s",
-            "",
-            "| client | connected | peak RSS | CPU s total (hold) | ours ÷ it: RSS, CPU | "
-            "heartbeat RTT p50 / p99 | loop lag p99 |",
-            "|---|---|---|---|---|---|---|",
-        ]
+            "client | connected | peak RSS | CPU s total (hold) | ours ÷ it: RSS, CPU "
+            "| heartbeat RTT p50 / p99 | loop lag p99",
+        )
         for c, r in res.items():
             if "error" in r:
                 lines.append(f"| {LABEL[c]} | {r['error']} | | | | | |")
@@ -451,27 +455,44 @@ LABEL = {
 }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", default="http,seed,ws", help="comma list of: http, seed, ws")
-    ap.add_argument("--clients", default="ours,aiohttp,locust,k6,node,picows")
+# --- command line (shared with bench/engine/compare.py) ------------------------------------
+
+
+def add_size_args(ap: argparse.ArgumentParser, seed_window: float) -> None:
+    """The sizes of a run: rounds, the HTTP windows, the seed VUs and the WebSocket hold."""
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--window", type=float, default=10.0)
     ap.add_argument("--seed-vus", type=int, default=10_000)
-    ap.add_argument("--seed-window", type=float, default=15.0)
+    ap.add_argument("--seed-window", type=float, default=seed_window)
     ap.add_argument("--ws-conns", type=int, default=10_000)
-    ap.add_argument("--ws-rate", type=int, default=1000)
     ap.add_argument("--ws-hold", type=float, default=30.0)
-    ap.add_argument("--quick", action="store_true", help="small smoke run")
+
+
+def parse_args(
+    ap: argparse.ArgumentParser, quick_help: str, quick_seed_window: float
+) -> argparse.Namespace:
+    """Parse with ``--quick`` (a smoke run: one round, 1,000 VUs and sockets, short windows),
+    then check the machine: ``taskset`` and two cores."""
+    ap.add_argument("--quick", action="store_true", help=quick_help)
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.window, args.seed_vus, args.seed_window = 1, 3.0, 1000, 5.0
-        args.ws_conns, args.ws_hold = 1000, 10.0
+        args.rounds, args.window, args.seed_vus = 1, 3.0, 1000
+        args.seed_window, args.ws_conns, args.ws_hold = quick_seed_window, 1000, 10.0
     if not shutil.which("taskset"):
         raise SystemExit("taskset is required (util-linux)")
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs two cores: generator on core 0, target on core 1")
+    return args
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--only", default="http,seed,ws", help="comma list of: http, seed, ws")
+    ap.add_argument("--clients", default="ours,aiohttp,locust,k6,node,picows")
+    add_size_args(ap, seed_window=15.0)
+    ap.add_argument("--ws-rate", type=int, default=1000)
+    args = parse_args(ap, "small smoke run", quick_seed_window=5.0)
     (HERE / "results").mkdir(exist_ok=True)
     only = args.only.split(",")
     clients = args.clients.split(",")

@@ -36,7 +36,6 @@ import importlib.util
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -289,6 +288,24 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.3g}×" if b and not math.isnan(a) and not math.isnan(b) else "–"
 
 
+def _generator_rows(
+    res: dict[str, list[dict]], key: str, unit: str, eng: float, cols: tuple[tuple[str, str], ...]
+) -> list[str]:
+    """A row per generator: the median of ``key``, engine ÷ it, the medians of ``cols`` (key,
+    format) and each round's ``key``."""
+    rows = []
+    for c, rs in res.items():
+        v = med(rs, key)
+        each = ", ".join(f"{r[key]:,.0f}" for r in rs if key in r)
+        medians = [format(med(rs, k), spec) for k, spec in cols]
+        rows.append(cb.table_row(LABEL[c], f"{v:,.0f}{unit}", _ratio(eng, v), *medians, each))
+    return rows
+
+
+def _goal(text: str, ok: bool) -> str:
+    return f"{text}: {'met' if ok else 'MISSED'}"
+
+
 def report(out: dict) -> str:
     a = out["args"]
     lines: list[str] = []
@@ -296,67 +313,48 @@ def report(out: dict) -> str:
     if "http" in out:
         res = out["http"]
         eng = med(res.get("engine", []), "req_per_cpu_s")
-        lines += [
+        lines += cb.table_head(
             f"#### 1. 64 VUs, closed loop, {a['window']:.0f} s measured, "
             f"median of {a['rounds']} rounds",
-            "",
-            "| generator | requests per generator CPU-second | engine ÷ it | requests/s | "
-            "generator CPU | rounds |",
-            "|---|---|---|---|---|---|",
-        ]
-        for c, rs in res.items():
-            v = med(rs, "req_per_cpu_s")
-            each = ", ".join(f"{r['req_per_cpu_s']:,.0f}" for r in rs if "req_per_cpu_s" in r)
-            lines.append(
-                f"| {LABEL[c]} | {v:,.0f} | {_ratio(eng, v)} | {med(rs, 'rps'):,.0f} | "
-                f"{med(rs, 'cpu_util'):.0%} | {each} |"
-            )
+            "generator | requests per generator CPU-second | engine ÷ it | requests/s "
+            "| generator CPU | rounds",
+        )
+        lines += _generator_rows(
+            res, "req_per_cpu_s", "", eng, (("rps", ",.0f"), ("cpu_util", ".0%"))
+        )
         lines.append("")
         if "k6" in res:
             k6 = med(res["k6"], "req_per_cpu_s")
-            goals.append(
-                f"requests per generator CPU-second: engine {_ratio(eng, k6)} k6's "
-                f"(goal ≥ 2×): {'met' if eng >= 2 * k6 else 'MISSED'}"
-            )
+            what = f"requests per generator CPU-second: engine {_ratio(eng, k6)} k6's (goal ≥ 2×)"
+            goals.append(_goal(what, eng >= 2 * k6))
     if "seed" in out:
         res = out["seed"]
         eng = med(res.get("engine", []), "peak_rss_mb")
-        lines += [
+        lines += cb.table_head(
             f"#### 2. {a['seed_vus']:,} VUs, seed pattern (GET, think U(0,3) s), "
             f"{a['seed_window']:.0f} s measured, median of {a['rounds']} rounds",
-            "",
-            "| generator | peak RSS | engine ÷ it (RSS) | requests/s | requests per CPU-second "
-            "| generator CPU | rounds (RSS) |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for c, rs in res.items():
-            v = med(rs, "peak_rss_mb")
-            each = ", ".join(f"{r['peak_rss_mb']:,.0f}" for r in rs if "peak_rss_mb" in r)
-            lines.append(
-                f"| {LABEL[c]} | {v:,.0f} MB | {_ratio(eng, v)} | {med(rs, 'rps'):,.0f} | "
-                f"{med(rs, 'req_per_cpu_s'):,.0f} | {med(rs, 'cpu_util'):.0%} | {each} |"
-            )
+            "generator | peak RSS | engine ÷ it (RSS) | requests/s | requests per CPU-second "
+            "| generator CPU | rounds (RSS)",
+        )
+        cols = (("rps", ",.0f"), ("req_per_cpu_s", ",.0f"), ("cpu_util", ".0%"))
+        lines += _generator_rows(res, "peak_rss_mb", " MB", eng, cols)
         lines.append("")
         if "k6" in res and a["seed_vus"] == 10_000:  # the goal is for 10,000
             k6 = med(res["k6"], "peak_rss_mb")
-            goals.append(
-                f"memory at {a['seed_vus']:,} VUs: engine {_ratio(eng, k6)} k6's "
-                f"(goal ≤ 0.05×): {'met' if eng <= k6 / 20 else 'MISSED'}"
-            )
+            what = f"memory at {a['seed_vus']:,} VUs: engine {_ratio(eng, k6)} k6's (goal ≤ 0.05×)"
+            goals.append(_goal(what, eng <= k6 / 20))
     if "ws" in out:
         res = out["ws"]
         e_rss = med(res.get("engine", []), "peak_rss_mb")
         e_cpu = med(res.get("engine", []), "cpu_total_s")
         e_hold = med(res.get("engine", []), "cpu_hold_s")
-        lines += [
+        lines += cb.table_head(
             f"#### 3. {a['ws_conns']:,} WebSockets (ramp {WS_RATE:,}/s), heartbeat every 5 s, "
             f"1,000 sending a state update every 5 s, held {a['ws_hold']:.0f} s, median of "
             f"{a['rounds']} rounds",
-            "",
-            "| generator | connected | peak RSS | CPU s total (hold) | engine ÷ it: RSS, CPU "
-            "total (hold) | heartbeat RTT p50 / p99 | loop lag p99 |",
-            "|---|---|---|---|---|---|---|",
-        ]
+            "generator | connected | peak RSS | CPU s total (hold) "
+            "| engine ÷ it: RSS, CPU total (hold) | heartbeat RTT p50 / p99 | loop lag p99",
+        )
         for c, rs in res.items():
             rss, cpu, hold = med(rs, "peak_rss_mb"), med(rs, "cpu_total_s"), med(rs, "cpu_hold_s")
             lines.append(
@@ -370,12 +368,12 @@ def report(out: dict) -> str:
             n_rss = med(res["node"], "peak_rss_mb")
             n_cpu = med(res["node"], "cpu_total_s")
             n_hold = med(res["node"], "cpu_hold_s")
-            ok = e_rss <= n_rss and e_cpu <= n_cpu
-            goals.append(
+            what = (
                 f"{a['ws_conns']:,} WebSockets: engine {_ratio(e_rss, n_rss)} Node's memory, "
                 f"{_ratio(e_cpu, n_cpu)} its CPU ({_ratio(e_hold, n_hold)} in the hold) "
-                f"(goal ≤ 1×, ≤ 1×): {'met' if ok else 'MISSED'}"
+                "(goal ≤ 1×, ≤ 1×)"
             )
+            goals.append(_goal(what, e_rss <= n_rss and e_cpu <= n_cpu))
     if goals:
         lines += ["Goals (ratios in this run):", ""] + [f"- {g}" for g in goals] + [""]
     if a["seed_vus"] != 10_000 or a["ws_conns"] != 10_000:
@@ -389,24 +387,10 @@ def main() -> int:
     ap.add_argument("--http-clients", default="engine,k6,locust,raw")
     ap.add_argument("--seed-clients", default="engine,k6,locust")
     ap.add_argument("--ws-clients", default="engine,node")
-    ap.add_argument("--rounds", type=int, default=2)
+    cb.add_size_args(ap, seed_window=12.0)
     ap.add_argument("--raw-rounds", type=int, default=1, help="rounds with the raw client (http)")
-    ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--window", type=float, default=10.0)
-    ap.add_argument("--seed-vus", type=int, default=10_000)
     ap.add_argument("--seed-warmup", type=float, default=4.0)
-    ap.add_argument("--seed-window", type=float, default=12.0)
-    ap.add_argument("--ws-conns", type=int, default=10_000)
-    ap.add_argument("--ws-hold", type=float, default=30.0)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1,000 VUs/sockets")
-    args = ap.parse_args()
-    if args.quick:
-        args.rounds, args.window, args.seed_vus, args.seed_window = 1, 3.0, 1000, 4.0
-        args.ws_conns, args.ws_hold = 1000, 10.0
-    if not shutil.which("taskset"):
-        raise SystemExit("taskset is required (util-linux)")
-    if (os.cpu_count() or 1) < 2:
-        raise SystemExit("needs two cores: generator on core 0, target on core 1")
+    args = cb.parse_args(ap, "smoke run: 1 round, 1,000 VUs/sockets", quick_seed_window=4.0)
     (HERE.parent / "clients" / "results").mkdir(exist_ok=True)  # the helpers' stderr logs
     # byte-compile the engine as an installed package or the load image has it: without the
     # .pyc files (PYTHONDONTWRITEBYTECODE) every start would compile loadgate's modules anew
