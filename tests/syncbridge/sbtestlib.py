@@ -14,6 +14,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 _counter = itertools.count()
 PASSWORD = "LoadTest123!"
+# the API's routes as the seed names them (written out here, not taken from the service)
+API_ROUTES = [
+    "/api/v1/auth/register",
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
+    "/api/v1/sessions",
+    "/api/v1/sessions/{id}",
+    "/api/v1/sessions/{id}/snapshot",
+    "/api/v1/sessions/{id}/devices",
+    "/api/v1/sessions/{id}/handoff",
+]
 
 
 class Api:

@@ -12,19 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.syncbridge.sbtestlib import Api, metric, scrape, ws_url
+from tests.syncbridge.sbtestlib import API_ROUTES, Api, metric, scrape, ws_url
 
 pytestmark = pytest.mark.timeout(300)
 
 ROUTES = [
-    "/api/v1/auth/register",
-    "/api/v1/auth/login",
-    "/api/v1/auth/refresh",
-    "/api/v1/sessions",
-    "/api/v1/sessions/{id}",
-    "/api/v1/sessions/{id}/snapshot",
-    "/api/v1/sessions/{id}/devices",
-    "/api/v1/sessions/{id}/handoff",
+    *API_ROUTES,
     "/healthz",
     "/readyz",
     "/openapi.json",

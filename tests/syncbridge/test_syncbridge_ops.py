@@ -15,7 +15,16 @@ import aiohttp
 import pytest
 
 from syncbridge.launcher import start_syncbridge as start
-from tests.syncbridge.sbtestlib import PASSWORD, Api, metric, parse_metrics, run, scrape, ws_connect
+from tests.syncbridge.sbtestlib import (
+    API_ROUTES,
+    PASSWORD,
+    Api,
+    metric,
+    parse_metrics,
+    run,
+    scrape,
+    ws_connect,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,14 +131,7 @@ def test_openapi_describes_the_api(api: Api):
     spec = r.json()
     assert spec["openapi"].startswith("3.")
     for path in [
-        "/api/v1/auth/register",
-        "/api/v1/auth/login",
-        "/api/v1/auth/refresh",
-        "/api/v1/sessions",
-        "/api/v1/sessions/{id}",
-        "/api/v1/sessions/{id}/snapshot",
-        "/api/v1/sessions/{id}/devices",
-        "/api/v1/sessions/{id}/handoff",
+        *API_ROUTES,
         "/ws",
         "/healthz",
         "/readyz",
