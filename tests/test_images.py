@@ -24,6 +24,7 @@ variants of the real files and expect the problem to be reported.
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.resources
 import io
@@ -1010,7 +1011,23 @@ def _replace(text: str, old: str, new: str) -> str:
     return text.replace(old, new, 1)
 
 
-COMPOSE_BREAKS = {
+Breaks = dict[str, tuple[str, str, str]]  # case -> (text in the file, its replacement, problem)
+
+
+def _cases(breaks: Breaks, *values: Any, prefix: str = "") -> list[Any]:
+    """``breaks`` as parameters ``(*values, old, new, expected)``, one per case."""
+    return [pytest.param(*values, *case, id=prefix + name) for name, case in breaks.items()]
+
+
+def _assert_caught(
+    problems_of: Callable[[str], list[str]], text: str, old: str, new: str, expected: str
+) -> None:
+    """The rule ``problems_of`` reports ``expected`` for ``text`` with ``old`` made ``new``."""
+    problems = problems_of(_replace(text, old, new))
+    assert any(expected in p for p in problems), problems
+
+
+COMPOSE_BREAKS: Breaks = {
     "no healthcheck": (
         '      test: ["CMD", "curl", "--fail", "http://localhost:8974/health"]\n',
         "      disable: true\n",
@@ -1092,11 +1109,10 @@ COMPOSE_BREAKS = {
 }
 
 
-@pytest.mark.parametrize("case", COMPOSE_BREAKS, ids=list(COMPOSE_BREAKS))
-def test_compose_rules_catch(case, compose_text, env_example_text):
-    old, new, expected = COMPOSE_BREAKS[case]
-    problems = compose_problems(_replace(compose_text, old, new), env_example_text)
-    assert any(expected in p for p in problems), problems
+@pytest.mark.parametrize(("old", "new", "expected"), _cases(COMPOSE_BREAKS))
+def test_compose_rules_catch(old, new, expected, compose_text, env_example_text):
+    rule = functools.partial(compose_problems, env_example_text=env_example_text)
+    _assert_caught(rule, compose_text, old, new, expected)
 
 
 def test_compose_rules_catch_undocumented_and_stale_env(compose_text, env_example_text):
@@ -1127,7 +1143,7 @@ def test_prometheus_rules_catch(compose_doc):
     assert any("matches no file" in p for p in prometheus_problems(broken, compose_doc))
 
 
-DOCKERFILE_BREAKS = {
+DOCKERFILE_BREAKS: Breaks = {
     "unpinned base": ("FROM python:3.11-slim-bookworm\n", "FROM python\n", "has no tag"),
     "latest base": ("FROM python:3.11-slim-bookworm\n", "FROM python:latest\n", "latest"),
     "base from an ARG": (
@@ -1146,20 +1162,7 @@ DOCKERFILE_BREAKS = {
 }
 
 
-@pytest.mark.parametrize("case", DOCKERFILE_BREAKS, ids=list(DOCKERFILE_BREAKS))
-def test_dockerfile_rules_catch(case):
-    old, new, expected = DOCKERFILE_BREAKS[case]
-    problems = dockerfile_problems(_replace(read(LOAD_DOCKERFILE), old, new))
-    assert any(expected in p for p in problems), problems
-
-
-def test_dockerfile_rules_catch_a_source_dockerignore_leaves_out():
-    ignore = read(DOCKERIGNORE) + "\ninclude/plans\n"
-    problems = dockerfile_problems(read(LOAD_DOCKERFILE), ignore_text=ignore)
-    assert any(".dockerignore leaves include/plans/" in p for p in problems), problems
-
-
-LOAD_IMAGE_BREAKS = {
+LOAD_IMAGE_BREAKS: Breaks = {
     "airflow installed": (
         "/opt/venv/bin/pip install -c requirements.txt .",
         "/opt/venv/bin/pip install -c requirements.txt . apache-airflow==3.3.2",
@@ -1188,14 +1191,7 @@ LOAD_IMAGE_BREAKS = {
 }
 
 
-@pytest.mark.parametrize("case", LOAD_IMAGE_BREAKS, ids=list(LOAD_IMAGE_BREAKS))
-def test_load_image_rules_catch(case):
-    old, new, expected = LOAD_IMAGE_BREAKS[case]
-    problems = load_image_problems(_replace(read(LOAD_DOCKERFILE), old, new))
-    assert any(expected in p for p in problems), problems
-
-
-AIRFLOW_IMAGE_BREAKS = {
+AIRFLOW_IMAGE_BREAKS: Breaks = {
     "other version": (
         "FROM apache/airflow:3.3.2-python3.11",
         "FROM apache/airflow:3.2.0-python3.11",
@@ -1213,11 +1209,20 @@ AIRFLOW_IMAGE_BREAKS = {
 }
 
 
-@pytest.mark.parametrize("case", AIRFLOW_IMAGE_BREAKS, ids=list(AIRFLOW_IMAGE_BREAKS))
-def test_airflow_image_rules_catch(case):
-    old, new, expected = AIRFLOW_IMAGE_BREAKS[case]
-    problems = airflow_image_problems(_replace(read(AIRFLOW_DOCKERFILE), old, new))
-    assert any(expected in p for p in problems), problems
+@pytest.mark.parametrize(
+    ("rule", "path", "old", "new", "expected"),
+    _cases(DOCKERFILE_BREAKS, dockerfile_problems, LOAD_DOCKERFILE, prefix="dockerfile-")
+    + _cases(LOAD_IMAGE_BREAKS, load_image_problems, LOAD_DOCKERFILE, prefix="load-image-")
+    + _cases(AIRFLOW_IMAGE_BREAKS, airflow_image_problems, AIRFLOW_DOCKERFILE, prefix="airflow-"),
+)
+def test_image_rules_catch(rule, path, old, new, expected):
+    _assert_caught(rule, read(path), old, new, expected)
+
+
+def test_dockerfile_rules_catch_a_source_dockerignore_leaves_out():
+    ignore = read(DOCKERIGNORE) + "\ninclude/plans\n"
+    problems = dockerfile_problems(read(LOAD_DOCKERFILE), ignore_text=ignore)
+    assert any(".dockerignore leaves include/plans/" in p for p in problems), problems
 
 
 def test_interpolation_follows_compose():

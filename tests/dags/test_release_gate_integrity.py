@@ -34,6 +34,10 @@ print("PROBE" + json.dumps(out, default=str))
 """
 
 
+# The run's closing tasks, in order: they run whatever the stages and gates did (all_done).
+CLOSING_TASKS = ("rollback", "collect_logs", "cleanup_pods", "build_report", "notify", "finalize")
+
+
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
     env = airflow_env(tmp_path_factory.mktemp("airflow"))
@@ -67,27 +71,12 @@ def test_tasks_follow_the_execution_plan(probe) -> None:
         "websocket_gate",
         "session_load_test",
         "session_gate",
-        "rollback",
-        "collect_logs",
-        "cleanup_pods",
-        "build_report",
-        "notify",
-        "finalize",
+        *CLOSING_TASKS,
     ]
     assert set(plan) <= set(probe["tasks"])
     for a, b in itertools.pairwise(plan):
         assert (a, b) in edges, f"{a} should come right before {b}"
-    for always in (
-        "rollback",
-        "collect_logs",
-        "cleanup_pods",
-        "build_report",
-        "notify",
-        "finalize",
-        "api_gate",
-        "websocket_load_test",
-        "session_shard_pods",
-    ):
+    for always in (*CLOSING_TASKS, "api_gate", "websocket_load_test", "session_shard_pods"):
         assert probe["trigger_rules"][always] == "all_done"
     # the Kubernetes path of each stage: pods rendered, the operator mapped over them
     for stage in ("api", "websocket", "session"):

@@ -10,6 +10,7 @@ import pytest
 from loadgate.cli import main
 from loadgate.engine.results import FORMAT, ResultsWriter
 from loadgate.engine.window import Recorder, window_record
+from tests.support.helpers import run_stage_args
 
 from .conftest import PLAN_FILE  # type: ignore[misc]
 
@@ -31,22 +32,15 @@ def test_dry_run_shows_the_shares_and_sends_nothing(tmp_path: Path, capsys) -> N
     users = tmp_path / "u.jsonl"
     users.write_text('{"email": "a@b.c", "password": "p"}\n')
     code = main(
-        [
-            "run-stage",
-            "--plan",
-            str(PLAN_FILE),
-            "--stage",
+        run_stage_args(
+            PLAN_FILE,
             "api",
-            "--target",
             "http://127.0.0.1:9",
-            "--out",
-            str(tmp_path / "o"),
-            "--shard",
-            "4/5",
-            "--users",
-            str(users),
-            "--dry-run",
-        ]
+            tmp_path / "o",
+            shard="4/5",
+            users=users,
+            dry_run=True,
+        )
     )
     out = capsys.readouterr().out
     assert code == 0

@@ -11,6 +11,7 @@ from loadgate.engine.vu import VU, StageRuntime
 from loadgate.engine.window import Recorder
 from loadgate.plan import Shard, plan_from_data
 from loadgate.plan.profile import stage_profiles
+from tests.support.helpers import assert_follows, one_stage_plan, ramp, scenario
 
 NAME = "s"
 
@@ -18,9 +19,10 @@ NAME = "s"
 ONE = Shard(0, 1)
 
 
-def _profile(scenario: dict, shard: Shard = ONE, time_scale: float = 1.0):
-    plan = plan_from_data({"name": "t", "stages": {"x": {"scenarios": {NAME: scenario}}}})
-    return stage_profiles(plan.stages["x"], shard=shard, scale=1, time_scale=time_scale)[NAME]
+def _profile(executor: str, shard: Shard = ONE, **fields):
+    """The profile of the scenario ``executor`` with ``fields``, alone in its stage."""
+    plan = plan_from_data(one_stage_plan({NAME: scenario(executor, **fields)}))
+    return stage_profiles(plan.stages["s"], shard=shard, scale=1, time_scale=1.0)[NAME]
 
 
 async def _sleeper(vu: VU) -> None:
@@ -56,78 +58,34 @@ async def _run(profile, fn=_sleeper, options=None, probe_every=0.02, stop_at=Non
     return samples, rec.window
 
 
-def _follows(samples, profile, slack: float = 0.08, tolerance: int = 1) -> None:
-    """Each sample is within ``tolerance`` VUs of the profile at some moment ``slack`` around."""
-    for t, n in samples:
-        lo = min(profile.target_at(max(0.0, t - slack)), profile.target_at(t + slack))
-        hi = max(profile.target_at(max(0.0, t - slack)), profile.target_at(t + slack))
-        assert lo - tolerance <= n <= hi + tolerance, (t, n, lo, hi)
-
-
 def test_ramping_vus_follow_the_ramp() -> None:
     profile = _profile(
-        {
-            "exec": "basic.get",
-            "executor": "ramping-vus",
-            "graceful_ramp_down": "0.1s",
-            "stages": [
-                {"duration": 0.6, "target": 20},
-                {"duration": 0.4, "target": 20},
-                {"duration": 0.5, "target": 5},
-                {"duration": 0.3, "target": 0},
-            ],
-        }
+        "ramping-vus",
+        graceful_ramp_down="0.1s",
+        stages=ramp((0.6, 20), (0.4, 20), (0.5, 5), (0.3, 0)),
     )
     samples, win = asyncio.run(_run(profile))
-    _follows(samples, profile)
+    assert_follows(samples, profile, slack=0.08)
     assert max(n for _, n in samples) == 20
     assert sum(win.iterations.values()) > 100
 
 
 def test_graceful_ramp_down_lets_iterations_finish() -> None:
-    profile = _profile(
-        {
-            "exec": "basic.get",
-            "executor": "ramping-vus",
-            "graceful_ramp_down": "1s",
-            "stages": [
-                {"duration": 0.05, "target": 4},
-                {"duration": 0.3, "target": 4},
-                {"duration": 0.05, "target": 0},
-            ],
-        }
-    )
+    stages = ramp((0.05, 4), (0.3, 4), (0.05, 0))
+    profile = _profile("ramping-vus", graceful_ramp_down="1s", stages=stages)
     _samples, win = asyncio.run(_run(profile, options={"pause": 0.25}))
     assert not win.interrupted  # every iteration finished within the ramp-down grace
     short = _profile(
-        {
-            "exec": "basic.get",
-            "executor": "ramping-vus",
-            "graceful_ramp_down": "0.01s",
-            "graceful_stop": "0.01s",
-            "stages": [
-                {"duration": 0.05, "target": 4},
-                {"duration": 0.3, "target": 4},
-                {"duration": 0.05, "target": 0},
-            ],
-        }
+        "ramping-vus", graceful_ramp_down="0.01s", graceful_stop="0.01s", stages=stages
     )
     _, win = asyncio.run(_run(short, options={"pause": 5}))
     assert win.interrupted.get(NAME) == 4  # cut off: counted as interrupted
 
 
 def test_constant_vus_with_start_offset() -> None:
-    profile = _profile(
-        {
-            "exec": "basic.get",
-            "executor": "constant-vus",
-            "vus": 7,
-            "duration": 0.5,
-            "start_time": 0.3,
-        }
-    )
+    profile = _profile("constant-vus", vus=7, duration=0.5, start_time=0.3)
     samples, _ = asyncio.run(_run(profile))
-    _follows(samples, profile)
+    assert_follows(samples, profile, slack=0.08)
     assert all(n == 0 for t, n in samples if t < 0.25)
     assert all(n == 7 for t, n in samples if 0.4 < t < 0.75)
 
@@ -139,29 +97,16 @@ async def _hold(vu: VU) -> None:
 
 def test_connection_ramp_opens_one_per_interval_and_holds() -> None:
     profile = _profile(
-        {
-            "exec": "basic.get",
-            "executor": "connection-ramp",
-            "target": 10,
-            "interval": "50ms",
-            "hold": "0.4s",
-            "graceful_stop": "0.2s",
-        }
+        "connection-ramp", target=10, interval="50ms", hold="0.4s", graceful_stop="0.2s"
     )
     samples, win = asyncio.run(_run(profile, fn=_hold, probe_every=0.01))
-    _follows(samples, profile, slack=0.03)
+    assert_follows(samples, profile, slack=0.03)
     assert max(n for _, n in samples) == 10
     assert not win.interrupted  # the holders noticed the stop
 
 
 def test_connection_ramp_shards_interleave() -> None:
-    scen = {
-        "exec": "basic.get",
-        "executor": "connection-ramp",
-        "target": 6,
-        "interval": "0.1s",
-        "hold": "0.1s",
-    }
+    scen = {"target": 6, "interval": "0.1s", "hold": "0.1s"}
     starts: list[tuple[int, float]] = []
 
     async def note(vu: VU) -> None:
@@ -169,7 +114,9 @@ def test_connection_ramp_shards_interleave() -> None:
 
     async def both():
         t0 = asyncio.get_running_loop().time()
-        await asyncio.gather(*(_run(_profile(scen, Shard(i, 2)), fn=note) for i in range(2)))
+        await asyncio.gather(
+            *(_run(_profile("connection-ramp", Shard(i, 2), **scen), fn=note) for i in range(2))
+        )
         return t0
 
     t0 = asyncio.run(both())
@@ -182,14 +129,7 @@ def test_connection_ramp_shards_interleave() -> None:
 
 def test_arrival_rate_is_open_and_counts_dropped() -> None:
     profile = _profile(
-        {
-            "exec": "basic.get",
-            "executor": "constant-arrival-rate",
-            "rate": 100,
-            "duration": 1,
-            "pre_allocated_vus": 2,
-            "max_vus": 5,
-        }
+        "constant-arrival-rate", rate=100, duration=1, pre_allocated_vus=2, max_vus=5
     )
     _, win = asyncio.run(_run(profile, options={"pause": 0.001}))
     assert win.iterations[NAME] == 100 and not win.dropped
@@ -201,7 +141,7 @@ def test_arrival_rate_is_open_and_counts_dropped() -> None:
 
 
 def test_graceful_stop_request_ends_a_scenario_early() -> None:
-    profile = _profile({"exec": "basic.get", "executor": "constant-vus", "vus": 3, "duration": 30})
+    profile = _profile("constant-vus", vus=3, duration=30)
     loop_time = []
 
     async def go():
@@ -217,6 +157,6 @@ def test_a_failing_scenario_is_counted_not_fatal() -> None:
     async def boom(vu: VU) -> None:
         raise RuntimeError("scenario bug")
 
-    profile = _profile({"exec": "basic.get", "executor": "constant-vus", "vus": 2, "duration": 0.3})
+    profile = _profile("constant-vus", vus=2, duration=0.3)
     _, win = asyncio.run(_run(profile, fn=boom))
     assert win.iteration_errors[NAME] >= 4 and not win.iterations

@@ -23,6 +23,7 @@ from loadgate import kubernetes as k8s
 from loadgate.pipeline import Run
 from loadgate.runconfig import RunConfig
 from tests.support.airflow import airflow_env
+from tests.support.helpers import one_stage_plan, scenario
 
 from .conftest import NAMESPACE
 
@@ -45,6 +46,21 @@ OPERATOR = {
 
 def script(code: str) -> list[str]:
     return [sys.executable, "-c", code]
+
+
+def operator_args(kubeconfig: Path | None, pod: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The operator's arguments for ``pod``: :data:`OPERATOR`, the kubeconfig (unless None: the
+    Airflow connection names the cluster) and ``extra``."""
+    config = {} if kubeconfig is None else {"config_file": str(kubeconfig)}
+    return {**OPERATOR, **config, "pod_template_dict": pod, **extra}
+
+
+def shard_pod(
+    name: str, code: str, *, shard: str, settings: k8s.PodSettings = SETTINGS, **kw: Any
+) -> dict[str, Any]:
+    """The pod of shard ``shard`` of this run's api stage, running the Python ``code``."""
+    labels = {k8s.RUN_LABEL: k8s.run_label(RUN_ID), k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: shard}
+    return k8s.pod_manifest(name=name, argv=script(code), settings=settings, labels=labels, **kw)
 
 
 def operator_process(
@@ -101,17 +117,16 @@ def test_a_pod_runs_its_command_and_its_log_comes_back(kube, kubeconfig, tmp_pat
         "for i in range(3):\n"
         "    print(f'shard says {i}', flush=True)\n    time.sleep(0.2)"
     )
-    pod = k8s.pod_manifest(
-        name="loadgate-api-0",
-        argv=script(code),
+    pod = shard_pod(
+        "loadgate-api-0",
+        code,
+        shard="0",
         settings=settings,
-        labels={k8s.RUN_LABEL: label, k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: "0"},
         resources={"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}},
         active_deadline_s=600,
     )
-    operator = {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod}
 
-    result, output = run_operator(tmp_path, "api_load_test", operator)
+    result, output = run_operator(tmp_path, "api_load_test", operator_args(kubeconfig, pod))
 
     assert result["ok"], output[-5000:]
     assert "[base] secret of 15 characters" in output
@@ -147,15 +162,9 @@ def test_a_pod_runs_its_command_and_its_log_comes_back(kube, kubeconfig, tmp_pat
 def test_a_failing_command_fails_the_task_and_keeps_the_pod(kube, kubeconfig, tmp_path) -> None:
     label = k8s.run_label(RUN_ID)
     code = "print('criterion breached: aborting', flush=True)\nraise SystemExit(3)"
-    pod = k8s.pod_manifest(
-        name="loadgate-api-1",
-        argv=script(code),
-        settings=SETTINGS,
-        labels={k8s.RUN_LABEL: label, k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: "1"},
-    )
-    operator = {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod}
+    pod = shard_pod("loadgate-api-1", code, shard="1")
 
-    result, output = run_operator(tmp_path, "api_load_test", operator)
+    result, output = run_operator(tmp_path, "api_load_test", operator_args(kubeconfig, pod))
 
     assert not result["ok"]
     assert result["kind"] == "AirflowException" and "returned a failure" in result["error"]
@@ -177,12 +186,7 @@ def test_exit_codes_can_be_skips(kube, kubeconfig, tmp_path) -> None:
     pod = k8s.pod_manifest(
         name="skip", argv=script("raise SystemExit(99)"), settings=SETTINGS, labels={}
     )
-    operator = {
-        **OPERATOR,
-        "config_file": str(kubeconfig),
-        "pod_template_dict": pod,
-        "skip_on_exit_code": 99,
-    }
+    operator = operator_args(kubeconfig, pod, skip_on_exit_code=99)
     result, _ = run_operator(tmp_path, "skipper", operator)
     assert result["kind"] == "AirflowSkipException"
 
@@ -198,7 +202,7 @@ def test_the_airflow_connection_points_the_operator_at_the_server(
         settings=SETTINGS,
         labels={},
     )
-    operator = {**OPERATOR, "pod_template_dict": pod}
+    operator = operator_args(None, pod)
     result, output = run_operator(
         tmp_path, "conn", operator, env=kube.airflow_connection_env(kubeconfig)
     )
@@ -211,12 +215,7 @@ def test_a_missing_secret_fails_the_start_within_the_timeout(kube, kubeconfig, t
         namespace=NAMESPACE, secret_env={"S3_KEY": {"secret": "absent", "key": "k"}}
     )
     pod = k8s.pod_manifest(name="nosecret", argv=script("pass"), settings=settings, labels={})
-    operator = {
-        **OPERATOR,
-        "config_file": str(kubeconfig),
-        "pod_template_dict": pod,
-        "startup_timeout_seconds": 2,
-    }
+    operator = operator_args(kubeconfig, pod, startup_timeout_seconds=2)
     started = time.monotonic()
     result, output = run_operator(tmp_path, "nosecret", operator)
     assert not result["ok"], output[-3000:]
@@ -235,14 +234,8 @@ def test_a_killed_task_leaves_a_pod_that_the_run_cleanup_deletes(
     on until the run's cleanup deletes every pod of the run by label."""
     label = k8s.run_label(RUN_ID)
     code = "import time\nprint('generating load', flush=True)\ntime.sleep(120)"
-    pod = k8s.pod_manifest(
-        name="loadgate-api-0",
-        argv=script(code),
-        settings=SETTINGS,
-        labels={k8s.RUN_LABEL: label, k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: "0"},
-    )
-    operator = {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod}
-    proc = operator_process(tmp_path, "api_load_test", operator)
+    pod = shard_pod("loadgate-api-0", code, shard="0")
+    proc = operator_process(tmp_path, "api_load_test", operator_args(kubeconfig, pod))
     try:
         assert kube.wait_for(
             lambda: any(
@@ -273,27 +266,17 @@ def test_a_killed_task_leaves_a_pod_that_the_run_cleanup_deletes(
 
 
 def tiny_plan(path: Path, shards: int = 2) -> Path:
-    plan = {
-        "name": "tiny",
-        "stages": {
-            "api": {
-                "shards": shards,
-                "resources": {
-                    "requests": {"cpu": "100m", "memory": "128Mi"},
-                    "limits": {"cpu": "500m", "memory": "256Mi"},
-                },
-                "scenarios": {
-                    "probe": {
-                        "exec": "basic.get",
-                        "options": {"path": "/healthz"},
-                        "executor": "constant-vus",
-                        "vus": 2,
-                        "duration": "2s",
-                    }
-                },
-            }
+    probe = scenario("constant-vus", options={"path": "/healthz"}, vus=2, duration="2s")
+    plan = one_stage_plan(
+        {"probe": probe},
+        name="tiny",
+        stage="api",
+        shards=shards,
+        resources={
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
         },
-    }
+    )
     path.write_text(yaml.safe_dump(plan, sort_keys=False))
     return path
 
@@ -317,7 +300,7 @@ def test_loadgate_run_stage_in_two_pods_against_the_reference_service(
         operator_process(
             tmp_path,
             f"api_load_test_{i}",
-            {**OPERATOR, "config_file": str(kubeconfig), "pod_template_dict": pod},
+            operator_args(kubeconfig, pod),
         )
         for i, pod in enumerate(pods)
     ]

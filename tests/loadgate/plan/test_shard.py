@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from loadgate.plan import Shard, plan_from_data
 from loadgate.plan.profile import stage_profiles
 from loadgate.plan.shard import scale_count
+from tests.support.helpers import one_stage_plan, ramp, scenario
 
 
 @given(total=st.integers(0, 100_000), n=st.integers(1, 50), rotate=st.integers(0, 60))
@@ -40,37 +41,34 @@ def test_scale_count() -> None:
     assert scale_count(3, 0.5) == 2  # half up
 
 
-def _stage(scenarios: dict) -> object:
-    plan = plan_from_data({"name": "t", "stages": {"s": {"scenarios": scenarios}}})
+def _stage(name: str, executor: str, **fields) -> object:
+    """The stage of a plan with the one scenario ``name``."""
+    plan = plan_from_data(one_stage_plan({name: scenario(executor, **fields)}))
     return plan.stages["s"]
 
 
-RAMP = {
-    "exec": "basic.get",
-    "executor": "ramping-vus",
-    "stages": [
-        {"duration": 10, "target": 37},
-        {"duration": 5, "target": 37},
-        {"duration": 7, "target": 3},
-        {"duration": 3, "target": 0},
-    ],
-}
+def _shards(stage, name: str, n: int, scale: float = 1, time_scale: float = 1) -> list:
+    """The profiles of scenario ``name`` on each of ``n`` shards."""
+    return [
+        stage_profiles(stage, shard=Shard(i, n), scale=scale, time_scale=time_scale)[name]
+        for i in range(n)
+    ]
+
+
+RAMP = ramp((10, 37), (5, 37), (7, 3), (3, 0))
 
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 7), scale=st.sampled_from([1.0, 0.5, 3.0]), t=st.floats(0, 26))
 def test_ramp_shares_add_up_at_every_moment(n: int, scale: float, t: float) -> None:
-    stage = _stage({"a": RAMP})
-    whole = stage_profiles(stage, shard=Shard(0, 1), scale=scale, time_scale=1)["a"]
-    parts = [
-        stage_profiles(stage, shard=Shard(i, n), scale=scale, time_scale=1)["a"] for i in range(n)
-    ]
+    stage = _stage("a", "ramping-vus", stages=RAMP)
+    (whole,) = _shards(stage, "a", 1, scale=scale)
+    parts = _shards(stage, "a", n, scale=scale)
     assert sum(p.target_at(t) for p in parts) == whole.target_at(t) == whole.total_at(t)
 
 
 def test_ramp_is_linear_and_time_scaled() -> None:
-    stage = _stage({"a": RAMP})
-    p = stage_profiles(stage, shard=Shard(0, 1), scale=1, time_scale=0.1)["a"]
+    (p,) = _shards(_stage("a", "ramping-vus", stages=RAMP), "a", 1, time_scale=0.1)
     assert p.duration == pytest.approx(2.5)
     assert p.target_at(0) == 0
     assert p.target_at(0.5) == 18  # half of the first ramp (1 s scaled), rounded down going up
@@ -80,42 +78,28 @@ def test_ramp_is_linear_and_time_scaled() -> None:
 
 
 def test_connection_ramp_interleaves_shards() -> None:
-    stage = _stage(
-        {
-            "w": {
-                "exec": "basic.get",
-                "executor": "connection-ramp",
-                "target": 10,
-                "interval": "1s",
-                "hold": "5s",
-            }
-        }
-    )
-    parts = [stage_profiles(stage, shard=Shard(i, 3), scale=1, time_scale=1)["w"] for i in range(3)]
+    stage = _stage("w", "connection-ramp", target=10, interval="1s", hold="5s")
+    parts = _shards(stage, "w", 3)
     opens = sorted(p.opens_at(k) for p in parts for k in range(p.peak))
     assert opens == [float(i) for i in range(10)]  # one every second across shards
     assert [p.peak for p in parts] == [4, 3, 3]
-    whole = stage_profiles(stage, shard=Shard(0, 1), scale=2, time_scale=0.5)["w"]
+    (whole,) = _shards(stage, "w", 1, scale=2, time_scale=0.5)
     assert whole.peak == 20 and whole.ramp == pytest.approx(5.0) and whole.end == pytest.approx(7.5)
 
 
 def test_arrival_rate_iterations_split_exactly() -> None:
     stage = _stage(
-        {
-            "r": {
-                "exec": "basic.get",
-                "executor": "constant-arrival-rate",
-                "rate": 50,
-                "time_unit": "1s",
-                "duration": "3s",
-                "pre_allocated_vus": 5,
-                "max_vus": 9,
-            }
-        }
+        "r",
+        "constant-arrival-rate",
+        rate=50,
+        time_unit="1s",
+        duration="3s",
+        pre_allocated_vus=5,
+        max_vus=9,
     )
-    whole = stage_profiles(stage, shard=Shard(0, 1), scale=1, time_scale=1)["r"]
+    (whole,) = _shards(stage, "r", 1)
     assert whole.iterations == 150
-    parts = [stage_profiles(stage, shard=Shard(i, 4), scale=1, time_scale=1)["r"] for i in range(4)]
+    parts = _shards(stage, "r", 4)
     assert sum(p.iterations for p in parts) == 150
     times = sorted(p.arrival_time(j) for p in parts for j in range(p.iterations))
     assert times == pytest.approx([j / 50 for j in range(150)])

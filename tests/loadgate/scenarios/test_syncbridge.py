@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from loadgate.engine.results import read_shard
+from tests.support.helpers import run_stage_args
 
 from ..conftest import (  # type: ignore[misc]
     PLAN_FILE,
@@ -20,25 +21,17 @@ from ..conftest import (  # type: ignore[misc]
 def _run(seeded, tmp_path, stage: str, scale: str, time_scale: str):
     before = api_counts(seeded.url)
     out = tmp_path / stage / "shard-0"
-    proc = loadgate(
-        "run-stage",
-        "--plan",
-        str(PLAN_FILE),
-        "--stage",
+    args = run_stage_args(
+        PLAN_FILE,
         stage,
-        "--target",
         seeded.url,
-        "--out",
-        str(out),
-        "--users",
-        str(seeded.users_file),
-        "--scale",
-        scale,
-        "--time-scale",
-        time_scale,
-        "--quiet",
-        timeout=90,
+        out,
+        users=seeded.users_file,
+        scale=scale,
+        time_scale=time_scale,
+        quiet=True,
     )
+    proc = loadgate(*args, timeout=90)
     assert proc.returncode == 0, proc.stderr
     return summarize_json(out), load_counts(before, api_counts(seeded.url)), out
 

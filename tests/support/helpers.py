@@ -1,0 +1,61 @@
+"""Small helpers several test modules share: plan data, the ``run-stage`` command line and the
+check that a VU curve follows its profile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def scenario(executor: str, exec: str = "basic.get", **fields: Any) -> dict[str, Any]:
+    """A plan's scenario: ``exec`` run by ``executor`` with the executor's ``fields``."""
+    return {"exec": exec, "executor": executor, **fields}
+
+
+def ramp(*stages: tuple[float | str, int]) -> list[dict[str, Any]]:
+    """A ``ramping-vus`` scenario's stages from (duration, target) pairs."""
+    return [{"duration": duration, "target": target} for duration, target in stages]
+
+
+def one_stage_plan(
+    scenarios: dict[str, Any],
+    *,
+    name: str = "t",
+    stage: str = "s",
+    criteria: list[Any] | None = None,
+    **stage_fields: Any,
+) -> dict[str, Any]:
+    """The data of a plan ``name`` with the one stage ``stage`` running ``scenarios`` (name ->
+    scenario), with the stage's other ``stage_fields`` and, if given, the plan's ``criteria``."""
+    data: dict[str, Any] = {
+        "name": name,
+        "stages": {stage: {**stage_fields, "scenarios": scenarios}},
+    }
+    if criteria is not None:
+        data["criteria"] = criteria
+    return data
+
+
+def run_stage_args(
+    plan: Path | str, stage: str, target: str, out: Path | str, **options: Any
+) -> list[str]:
+    """``run-stage --plan PLAN --stage STAGE --target TARGET --out OUT`` and each option as
+    ``--name value`` (``time_scale`` is ``--time-scale``; ``True`` is a bare flag)."""
+    args = ["run-stage", "--plan", str(plan), "--stage", stage, "--target", target]
+    args += ["--out", str(out)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
+def assert_follows(
+    samples: Iterable[tuple[float, int]], profile: Any, slack: float, tolerance: int = 1
+) -> None:
+    """Each (time, VUs) sample is within ``tolerance`` VUs of the profile's target at some
+    moment ``slack`` around its time."""
+    for t, n in samples:
+        lo = min(profile.target_at(max(0.0, t - slack)), profile.target_at(t + slack))
+        hi = max(profile.target_at(max(0.0, t - slack)), profile.target_at(t + slack))
+        assert lo - tolerance <= n <= hi + tolerance, (t, n, lo, hi)
