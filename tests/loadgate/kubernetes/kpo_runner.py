@@ -4,7 +4,9 @@
 
 SPEC: {"operator": {KubernetesPodOperator keyword arguments}, "task_id": …, "map_index": …}.
 Runs ``execute()`` with a minimal task context (the operator needs ``ti``, ``run_id``, ``dag``)
-and prints one line ``RESULT {json}``: ok, error, the XComs the operator pushed. The operator's
+and prints one line ``RESULT {json}``: ok, error, the XComs the operator pushed. SIGTERM calls
+the operator's ``on_kill``, as Airflow's task runner does when a task is marked failed or
+cleared from the UI (the supervisor's SIGTERM to the task process). The operator's
 own log (with the pod's log lines) goes to stderr. Run it in an Airflow environment of its own
 (``tests.support.airflow.airflow_env``), as the tests do.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import traceback
 from types import SimpleNamespace
@@ -52,6 +55,7 @@ def main(spec_path: str) -> int:
         "dag": SimpleNamespace(dag_id=ti.dag_id),
     }
     operator = KubernetesPodOperator(task_id=ti.task_id, **spec["operator"])
+    signal.signal(signal.SIGTERM, lambda signum, frame: operator.on_kill())
     result: dict[str, Any] = {"ok": True, "error": None}
     try:
         operator.execute(context)

@@ -25,6 +25,7 @@ from loadgate.runconfig import RunConfig
 from tests.support.airflow import airflow_env
 from tests.support.helpers import one_stage_plan, scenario
 
+from ..conftest import loadgate  # type: ignore[misc]
 from .conftest import NAMESPACE
 
 RUNNER = Path(__file__).with_name("kpo_runner.py")
@@ -265,8 +266,8 @@ def test_a_killed_task_leaves_a_pod_that_the_run_cleanup_deletes(
 # --- the real engine in pods ------------------------------------------------------------------
 
 
-def tiny_plan(path: Path, shards: int = 2) -> Path:
-    probe = scenario("constant-vus", options={"path": "/healthz"}, vus=2, duration="2s")
+def tiny_plan(path: Path, shards: int = 2, duration: str = "2s") -> Path:
+    probe = scenario("constant-vus", options={"path": "/healthz"}, vus=2, duration=duration)
     plan = one_stage_plan(
         {"probe": probe},
         name="tiny",
@@ -317,3 +318,48 @@ def test_loadgate_run_stage_in_two_pods_against_the_reference_service(
     for _, output in results:  # the engine's own summary, in each task's log
         assert "[base]   stage api · plan tiny" in output
         assert "· completed" in output
+
+
+@pytest.mark.slow
+def test_a_task_killed_from_the_ui_deletes_its_pod_and_the_shard_stops_gracefully(
+    kube, kubeconfig, start_syncbridge, tmp_path
+) -> None:
+    """SIGTERM to the task (marked failed from the UI): the operator's on_kill deletes the pod,
+    the pod's SIGTERM stops the engine within its grace, and the results are all written."""
+    svc = start_syncbridge(tmp_path / "svc")
+    config = RunConfig(
+        target_url=svc.url,
+        plan=str(tiny_plan(tmp_path / "tiny.yaml", shards=1, duration="120s")),
+        stages=["api"],
+        artifacts_root=str(tmp_path / "artifacts"),
+    )
+    run = Run({"run_id": RUN_ID, "config": config.model_dump(mode="json")})
+    (pod,) = k8s.stage_pods(run, "api", SETTINGS)
+    shard = Path(str(run.artifacts.path("stages", "api", "shard-0")))
+    proc = operator_process(tmp_path, "api_load_test_0", operator_args(kubeconfig, pod))
+    try:
+        # load is flowing: the shard has written its first windows
+        windows = shard / "windows.jsonl"
+        assert kube.wait_for(lambda: windows.exists() and windows.stat().st_size > 0, timeout=90)
+        (running,) = kube.pods(NAMESPACE)
+        pid = int(running["status"]["containerStatuses"][0]["containerID"].removeprefix("fake://"))
+        killed_at = time.monotonic()
+        proc.terminate()
+        assert kube.wait_for(lambda: kube.pods(NAMESPACE) == [], timeout=60)
+        gone_after = time.monotonic() - killed_at
+    finally:
+        result, output = finish(proc, timeout=60)  # kills it if it hangs on
+
+    assert kube.calls("DELETE", contains=f"/pods/{pod['metadata']['name']}"), "no on_kill delete"
+    # the engine stopped on the pod's SIGTERM (term grace 10 s), well inside the pod's 30 s
+    assert gone_after < 25, gone_after
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    meta = json.loads((shard / "meta.json").read_text())
+    assert meta["status"] == "terminated", meta
+    summary = loadgate("summarize", "--json", str(shard))
+    assert summary.returncode == 0, summary.stderr
+    merged = json.loads(summary.stdout)
+    assert merged["requests"] > 0 and merged["failed"] == 0
+    assert "[base]" in output  # the pod's log reached the task log until the pod went
+    assert not result["ok"], result
