@@ -111,6 +111,31 @@ def loadgate(*args: str, timeout: float = 60, **kw: Any) -> subprocess.Completed
     )
 
 
+def run_plan_stage(
+    seeded: Any,
+    stage: str,
+    out: Path,
+    scale: str,
+    time_scale: str,
+    timeout: float = 60,
+    **options: Any,
+) -> subprocess.CompletedProcess:
+    """``run-stage`` of the real plan's ``stage`` against the seeded service, as its users."""
+    from tests.support.helpers import run_stage_args
+
+    args = run_stage_args(
+        PLAN_FILE,
+        stage,
+        seeded.url,
+        out,
+        users=seeded.users_file,
+        scale=scale,
+        time_scale=time_scale,
+        **options,
+    )
+    return loadgate(*args, timeout=timeout)
+
+
 def loadgate_bg(*args: str, log: Path) -> subprocess.Popen:
     handle = open(log, "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(

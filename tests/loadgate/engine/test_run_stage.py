@@ -18,12 +18,12 @@ from syncbridge.launcher import start_syncbridge
 from tests.support.helpers import assert_follows, one_stage_plan, ramp, run_stage_args, scenario
 
 from ..conftest import (  # type: ignore[misc]
-    PLAN_FILE,
     api_counts,
     load_counts,
     loadgate,
     loadgate_bg,
     request_counts,
+    run_plan_stage,
     service_by_class,
     summarize_json,
     summary_counts,
@@ -48,29 +48,12 @@ def _healthz(url: str) -> float:
     return sum(n for (m, route, _), n in request_counts(url).items() if route == "/healthz")
 
 
-def _run_plan_stage(seeded, stage: str, out: Path, scale: str, time_scale: str, **options):
-    """``run-stage`` of the real plan's ``stage`` against the seeded service, scraping its
-    /metrics directly."""
-    return loadgate(
-        *run_stage_args(
-            PLAN_FILE,
-            stage,
-            seeded.url,
-            out,
-            users=seeded.users_file,
-            scale=scale,
-            time_scale=time_scale,
-            metrics_url=f"{seeded.url}/metrics",
-            **options,
-        )
-    )
-
-
 def test_api_stage_counts_equal_the_service_counters(seeded, tmp_path: Path) -> None:
     """The real plan's API stage, 44 minutes played in ~9 s with 6 VUs at the peak."""
     before = api_counts(seeded.url)
     out = tmp_path / "res" / "api" / "shard-0"
-    proc = _run_plan_stage(seeded, "api", out, scale="0.0006", time_scale="0.003")
+    metrics = f"{seeded.url}/metrics"
+    proc = run_plan_stage(seeded, "api", out, "0.0006", "0.003", metrics_url=metrics)
     assert proc.returncode == 0, proc.stderr
     sent = load_counts(before, api_counts(seeded.url))
     summary = summarize_json(out)
@@ -391,7 +374,8 @@ def test_a_system_metric_aborts_the_stage(seeded, tmp_path: Path) -> None:
     /metrics once a second while the session stage runs."""
     seeded.service.set_faults({"storage_failure_rate": 0.02})
     out = tmp_path / "session" / "shard-0"
-    proc = _run_plan_stage(seeded, "session", out, scale="0.002", time_scale="0.02", quiet=True)
+    metrics = f"{seeded.url}/metrics"
+    proc = run_plan_stage(seeded, "session", out, "0.002", "0.02", metrics_url=metrics, quiet=True)
     assert proc.returncode == 3, proc.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["aborted"]["criterion"] in ("db-connection-failures", "error-rate-rollback")

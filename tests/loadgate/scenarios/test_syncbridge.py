@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 
 from loadgate.engine.results import read_shard
-from tests.support.helpers import run_stage_args
 
 from ..conftest import (  # type: ignore[misc]
-    PLAN_FILE,
     api_counts,
     load_counts,
-    loadgate,
+    run_plan_stage,
     service_by_class,
     summarize_json,
     summary_counts,
@@ -21,17 +19,7 @@ from ..conftest import (  # type: ignore[misc]
 def _run(seeded, tmp_path, stage: str, scale: str, time_scale: str):
     before = api_counts(seeded.url)
     out = tmp_path / stage / "shard-0"
-    args = run_stage_args(
-        PLAN_FILE,
-        stage,
-        seeded.url,
-        out,
-        users=seeded.users_file,
-        scale=scale,
-        time_scale=time_scale,
-        quiet=True,
-    )
-    proc = loadgate(*args, timeout=90)
+    proc = run_plan_stage(seeded, stage, out, scale, time_scale, timeout=90, quiet=True)
     assert proc.returncode == 0, proc.stderr
     return summarize_json(out), load_counts(before, api_counts(seeded.url)), out
 
