@@ -1,4 +1,6 @@
-"""The stage-task factory: one load stage on either backend, then its gate.
+"""The stage-task factory: one load stage on either backend, then its gate, in a TaskGroup
+named for the stage (``api.load_test``, ``api.shard_pods``, ``api.load_pods``, ``api.gate``), so
+the grid reads like the plan.
 
 Both backends are in the graph and the run's ``backend`` parameter picks one at run time: the
 local task runs the shards as processes on the worker; the Kubernetes path renders one pod per
@@ -12,30 +14,31 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk import chain
+from airflow.sdk import TaskGroup, chain
 
 from loadgate.engine.exitcodes import EXIT_ABORTED
 from loadgate_airflow import tasks
 
 
 def stage_tasks(run: Any, stage: str, upstream: Any) -> Any:
-    """Wire ``stage`` after ``upstream``; returns its gate (what the next stage waits for)."""
-    local = tasks.run_stage.override(task_id=f"{stage}_load_test")(run, stage=stage)
-    pods = tasks.stage_pods.override(task_id=f"{stage}_shard_pods")(run, stage=stage)
-    remote = KubernetesPodOperator.partial(
-        task_id=f"{stage}_load_pods",
-        get_logs=True,
-        do_xcom_push=False,
-        on_finish_action="keep_pod",
-        termination_message_policy="FallbackToLogsOnError",
-        # a shard stopped by a rollback criterion is not a task failure: its gate decides
-        skip_on_exit_code=[EXIT_ABORTED],
-        startup_timeout_seconds=600,
-        startup_check_interval_seconds=1,
-        retries=0,
-    ).expand(pod_template_dict=pods)
-    verdict = tasks.gate.override(task_id=f"{stage}_gate")(run, stage=stage)
-    chain(upstream, [local, pods])
-    chain(pods, remote)
-    chain([local, remote], verdict)
-    return verdict
+    """Wire ``stage`` after ``upstream``; returns its group (what the next stage waits for)."""
+    with TaskGroup(group_id=stage, tooltip=f"the {stage} stage: its load, then its gate") as group:
+        local = tasks.run_stage.override(task_id="load_test")(run, stage=stage)
+        pods = tasks.stage_pods.override(task_id="shard_pods")(run, stage=stage)
+        remote = KubernetesPodOperator.partial(
+            task_id="load_pods",
+            get_logs=True,
+            do_xcom_push=False,
+            on_finish_action="keep_pod",
+            termination_message_policy="FallbackToLogsOnError",
+            # a shard stopped by a rollback criterion is not a task failure: its gate decides
+            skip_on_exit_code=[EXIT_ABORTED],
+            startup_timeout_seconds=600,
+            startup_check_interval_seconds=1,
+            retries=0,
+        ).expand(pod_template_dict=pods)
+        verdict = tasks.gate.override(task_id="gate")(run, stage=stage)
+        chain(pods, remote)
+        chain([local, remote], verdict)
+    chain(upstream, group)
+    return group

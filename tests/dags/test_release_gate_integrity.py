@@ -14,6 +14,7 @@ from tests.support.airflow import airflow_env
 PROBE = r"""
 import json
 from airflow.dag_processing.dagbag import DagBag
+from loadgate.runconfig import build_run_config
 bag = DagBag()
 dag = bag.dags.get("release_gate")
 out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}}
@@ -29,13 +30,24 @@ if dag is not None:
         schedule=type(dag.timetable).__name__,
         assets=[a.uri for a in dag.timetable.asset_condition.objects],
         trigger_rules={t.task_id: str(getattr(t.trigger_rule, "value", "")) for t in dag.tasks},
+        groups=sorted(dag.task_group.children),
+        display_name=dag.dag_display_name,
+        default_run=build_run_config(dag.params.dump(), allowlist=[]).model_dump(mode="json"),
     )
 print("PROBE" + json.dumps(out, default=str))
 """
 
 
 # The run's closing tasks, in order: they run whatever the stages and gates did (all_done).
-CLOSING_TASKS = ("rollback", "collect_logs", "cleanup_pods", "build_report", "notify", "finalize")
+CLOSING_TASKS = (
+    "rollback",
+    "post_test.collect_logs",
+    "post_test.cleanup_pods",
+    "post_test.build_report",
+    "post_test.notify",
+    "finalize",
+)
+STAGES = ("api", "websocket", "session")
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +77,40 @@ def test_tasks_follow_the_execution_plan(probe) -> None:
         "prepare",
         "checklist",
         "seed_users",
-        "api_load_test",
-        "api_gate",
-        "websocket_load_test",
-        "websocket_gate",
-        "session_load_test",
-        "session_gate",
+        "api.load_test",
+        "api.gate",
+        "websocket.load_test",
+        "websocket.gate",
+        "session.load_test",
+        "session.gate",
         *CLOSING_TASKS,
     ]
     assert set(plan) <= set(probe["tasks"])
     for a, b in itertools.pairwise(plan):
         assert (a, b) in edges, f"{a} should come right before {b}"
-    for always in (*CLOSING_TASKS, "api_gate", "websocket_load_test", "session_shard_pods"):
+    for always in (*CLOSING_TASKS, "api.gate", "websocket.load_test", "session.shard_pods"):
         assert probe["trigger_rules"][always] == "all_done"
     # the Kubernetes path of each stage: pods rendered, the operator mapped over them
-    for stage in ("api", "websocket", "session"):
-        assert (f"{stage}_shard_pods", f"{stage}_load_pods") in edges
-        assert (f"{stage}_load_pods", f"{stage}_gate") in edges
+    for stage in STAGES:
+        assert (f"{stage}.shard_pods", f"{stage}.load_pods") in edges
+        assert (f"{stage}.load_pods", f"{stage}.gate") in edges
+
+
+def test_the_grid_reads_like_the_plan(probe) -> None:
+    """Top level: checklist, seeding, one group per stage, rollback, post-test, finalize."""
+    assert set(probe["groups"]) == {
+        "prepare",
+        "checklist",
+        "seed_users",
+        *STAGES,
+        "rollback",
+        "post_test",
+        "finalize",
+    }
+    for stage in STAGES:
+        inside = {t for t in probe["tasks"] if t.startswith(f"{stage}.")}
+        assert inside == {f"{stage}.{t}" for t in ("load_test", "shard_pods", "load_pods", "gate")}
+    assert probe["display_name"] == "Release gate"
 
 
 def test_params_form_is_documented_and_valid(probe) -> None:
@@ -99,8 +128,32 @@ def test_params_form_is_documented_and_valid(probe) -> None:
         "aws_conn_id",
     ):
         assert name in params, name
-        assert params[name]["description"], f"param {name} has no description"
+    sections = []
+    for name, param in params.items():
+        schema = param["schema"]
+        assert param["description"] or schema.get("description_md"), f"{name}: no description"
+        assert schema.get("section"), f"param {name} is in no section"
+        sections.append(schema["section"])
+        # a field that may be left empty admits null and starts as null: the UI form marks any
+        # other field required, and an empty one invalid (the form could not be submitted)
+        if param["value"] in ("", None):
+            assert "null" in schema["type"] and param["value"] is None, name
+    assert list(dict.fromkeys(sections)) == [
+        "Target and release",
+        "Load shape",
+        "Where it runs",
+        "Operator settings",
+    ]
     assert params["backend"]["schema"]["enum"] == ["local", "kubernetes"]
+    assert params["stages"]["value"] == list(STAGES)
+
+
+def test_the_form_as_it_opens_is_the_documented_default_run(probe) -> None:
+    from loadgate.runconfig import RunConfig
+
+    assert probe["default_run"] == RunConfig(target_url="http://127.0.0.1:8080").model_dump(
+        mode="json"
+    )
 
 
 def test_doc_tags_and_asset_schedule(probe) -> None:

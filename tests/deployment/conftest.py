@@ -1,0 +1,32 @@
+"""The deployment tier: a real Airflow (api-server, dag-processor; scheduler and triggerer where
+a test runs DAG runs) on loopback, and Debian's Chromium for what a person looks at."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.airflow_server import AirflowDeployment
+from tests.support.browser import chromium
+
+
+@pytest.fixture(scope="module")
+def airflow_ui(tmp_path_factory):
+    """The API server (REST API and UI) and the dag-processor, on a SQLite metadata database."""
+    airflow = AirflowDeployment(tmp_path_factory.mktemp("airflow-deployment"))
+    airflow.start()
+    yield airflow
+    airflow.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = context.new_page()
+    yield page
+    context.close()
