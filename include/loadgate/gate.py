@@ -3,9 +3,11 @@
 - ``rollback``: the engine aborted the stage on an immediate-rollback criterion, or one is
   breached over the whole stage.
 - ``investigate``: an investigate criterion is breached, or an acceptance target is missed.
+- ``invalid``: the test cannot vouch for its numbers (:func:`invalid_causes`): the generator
+  saturated, an open-model scenario dropped iterations, a shard's results are incomplete.
 - ``error``: the stage produced no usable results (no shard wrote any, an engine error):
   not the release's fault, but not a pass either.
-- ``pass``: none of the above.
+- ``pass``: none of the above. (Outcomes: :class:`loadgate.verdicts.Verdict`.)
 
 Percentiles are computed once, on the merged histograms (``loadgate.engine.summary``).
 """
@@ -24,6 +26,7 @@ from loadgate.engine.summary import SATURATED_MESSAGE, summarize
 from loadgate.pipeline import Run
 from loadgate.plan.shard import scale_count
 from loadgate.rollback import wait_healthy
+from loadgate.verdicts import Verdict
 
 CPU, MEMORY = "cpu_utilization", "memory_utilization"
 
@@ -76,13 +79,41 @@ def target_events(merged: MergedStage) -> list[str]:
     return events
 
 
-def verdict_of(results: list[CriterionResult], aborted: dict[str, Any] | None) -> str:
+# An open-model stage that could not start this fraction of its iterations measured a lighter
+# load than planned, and its latencies miss the requests never sent (coordinated omission).
+DROPPED_TOLERANCE = 0.01
+
+
+def verdict_of(results: list[CriterionResult], aborted: dict[str, Any] | None) -> Verdict:
     breached = {r.level for r in results if r.breached}
     if aborted or "rollback" in breached:
-        return "rollback"
+        return Verdict.ROLLBACK
     if breached & {"investigate", "acceptance"}:
-        return "investigate"
-    return "pass"
+        return Verdict.INVESTIGATE
+    return Verdict.PASS
+
+
+def invalid_causes(merged: MergedStage, summary: dict[str, Any]) -> list[str]:
+    """Why the test cannot vouch for this stage's numbers (empty: it can)."""
+    causes = []
+    if summary["generator_saturated"]:
+        g = summary["generator"]
+        causes.append(
+            f"generator saturated in {g['saturated_windows']} of {g['windows']} seconds "
+            f"(event-loop lag p99 {g['lag_p99_ms']:g} ms, CPU max {g['cpu_max']:.0%}): "
+            f"{SATURATED_MESSAGE}"
+        )
+    dropped, iterations = summary.get("dropped_iterations", 0), summary.get("iterations", 0)
+    if dropped and dropped > DROPPED_TOLERANCE * max(1, dropped + iterations):
+        causes.append(
+            f"{dropped} of {dropped + iterations} planned iterations could not start (no free "
+            "VU): the offered load fell short of the plan and the latencies miss the requests "
+            "never sent"
+        )
+    if merged.status in ("incomplete", "terminated"):
+        missing = ", ".join(merged.incomplete) or merged.status
+        causes.append(f"a shard's results are incomplete ({missing}): the stage is not whole")
+    return causes
 
 
 def records_by_second(merged: MergedStage) -> dict[int, list[dict[str, Any]]]:
@@ -244,14 +275,18 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
             f"({after.get('error') or after}): it crashed or is unreachable"
         )
     reasons[:0] = events
-    if merged.status in ("error", "incomplete") and verdict == "pass":
-        verdict = "error"
+    invalid = invalid_causes(merged, summary)
+    if merged.status == "error" and verdict == Verdict.PASS:
+        verdict = Verdict.ERROR
         reasons.append(f"stage results are {merged.status}: {merged.incomplete or ''}".strip())
-    if summary["requests"] == 0 and not summary["ws"]["connects"] and verdict == "pass":
-        verdict = "error"
+    elif invalid and verdict != Verdict.ROLLBACK:
+        verdict = Verdict.INVALID  # never a pass, nor a finding against the release
+        reasons += [f"invalid: {cause}" for cause in invalid]
+    elif invalid:  # the rollback stands; the reader learns what else went wrong
+        reasons += [f"also: {cause}" for cause in invalid]
+    if summary["requests"] == 0 and not summary["ws"]["connects"] and verdict == Verdict.PASS:
+        verdict = Verdict.ERROR
         reasons.append("the stage sent no request and opened no connection")
-    if summary["generator_saturated"]:
-        reasons.append(f"generator saturated: {SATURATED_MESSAGE}")
     by_second = records_by_second(merged)
     gate = {
         "stage": stage,
@@ -259,6 +294,7 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
         "reasons": reasons,
         "aborted": merged.aborted,
         "events": events,
+        "invalid": invalid,
         "target_after": after,
         "summary": summary,
         "criteria": [r.to_dict() | {"unit": unit_of(r, r.id in relative)} for r in results],

@@ -37,11 +37,11 @@ from loadgate.rollback import execute as execute_rollback
 from loadgate.runconfig import RunConfig
 from loadgate.seeding import SeedResult, load_or_create_secret, seed_users
 from loadgate.storage import remove_tree, upath
+from loadgate.verdicts import Verdict, worst
 
 log = logging.getLogger(__name__)
 
 PLAN_COPY = "plan.yaml"  # the run root's copy of the plan
-VERDICT_ORDER = ("pass", "investigate", "error", "rollback")
 
 
 def now() -> str:
@@ -259,36 +259,36 @@ def stage_skip_reason(run: Run, stage: str) -> str | None:
         return "the test users were not seeded: no load is sent"
     for earlier in run.config.stages[: run.config.stages.index(stage)]:
         verdict = (run.gate(earlier) or {}).get("verdict")
-        if verdict in ("rollback", "error"):
+        if verdict and Verdict(verdict).stops_later_stages:
             return f"the {earlier} gate decided {verdict}: stage {stage} is not run"
     return None
 
 
-def run_verdict(run: Run) -> tuple[str, list[str]]:
+def run_verdict(run: Run) -> tuple[Verdict, list[str]]:
     """The run's verdict: the worst gate verdict (an engine error is not the release's fault,
     but nor is it a pass)."""
-    verdict, reasons = "pass", []
     checks = run.artifacts.read_json("checklist.json", [])
     failed = [c for c in checks if c["required"] and c["status"] == "fail"]
     if failed:
-        return "error", [f"checklist: {c['item']}: {c['evidence']}" for c in failed]
+        return Verdict.ERROR, [f"checklist: {c['item']}: {c['evidence']}" for c in failed]
     if run.config.dry_run:
-        return "dry_run", ["dry run: no load was sent"]
+        return Verdict.DRY_RUN, ["dry run: no load was sent"]
+    verdicts: list[Verdict] = []
+    reasons: list[str] = []
     for stage in run.config.stages:
         gate = run.gate(stage)
         if gate is None:
-            if verdict in ("rollback", "error"):
+            if any(v.stops_later_stages for v in verdicts):
                 continue  # skipped after an earlier gate's decision
-            gate = {"verdict": "error", "reasons": ["the stage was not gated"]}
-        if VERDICT_ORDER.index(gate["verdict"]) > VERDICT_ORDER.index(verdict):
-            verdict = gate["verdict"]
+            gate = {"verdict": Verdict.ERROR, "reasons": ["the stage was not gated"]}
+        verdicts.append(Verdict(gate["verdict"]))
         reasons += [f"{stage}: {r}" for r in gate.get("reasons", [])]
-    return verdict, reasons
+    return worst(verdicts), reasons
 
 
 def rollback(run: Run, *, secret: str | None, apps_api: Any = None) -> dict[str, Any] | None:
     verdict, reasons = run_verdict(run)
-    if verdict != "rollback":
+    if verdict != Verdict.ROLLBACK:
         return None
     previous = run.artifacts.read_json("rollback.json")
     if previous and previous.get("outcome", "").startswith("rolled back"):
@@ -344,7 +344,7 @@ def report_record(run: Run) -> dict[str, Any]:
         "run_id": run.run_id,
         "dry_run": run.config.dry_run,
         "ended_at": now(),
-        "verdict": verdict,
+        "verdict": str(verdict),
         "reasons": reasons,
         "checklist": run.artifacts.read_json("checklist.json", []),
         "stages": stages,

@@ -171,7 +171,7 @@ def gate(run_record: dict[str, Any] | None, stage: str) -> dict[str, Any]:
     for reason in result["reasons"]:
         log.info("  %s", reason)
     pipeline.notify_gate(run, _notifier(run), stage)
-    return {"stage": stage, "verdict": result["verdict"], "reasons": result["reasons"]}
+    return {"stage": stage, "verdict": str(result["verdict"]), "reasons": result["reasons"]}
 
 
 @task(trigger_rule="all_done", retries=0)
@@ -244,13 +244,14 @@ def notify(run_record: dict[str, Any] | None) -> str:
 
 @task(trigger_rule="all_done", retries=0, on_failure_callback=[])
 def finalize(run_record: dict[str, Any] | None) -> str:
-    """End the DAG run failed when the release is to be rolled back (or was not gated)."""
+    """End the DAG run failed when the release is to be rolled back, or was not gated, or the
+    test cannot vouch for its numbers (``Verdict.fails_run``)."""
     if run_record is None:
         raise AirflowFailException("the run was never prepared: no release was gated")
     verdict, reasons = pipeline.run_verdict(pipeline.Run(run_record))
-    if verdict in ("rollback", "error"):
+    if verdict.fails_run:
         raise AirflowFailException(f"release verdict: {verdict}: " + "; ".join(reasons[:5]))
-    return verdict
+    return str(verdict)
 
 
 def notify_task_failure(context: Any) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from loadgate import gate, pipeline
 from loadgate.local_backend import run_stage_local
 from loadgate.notify import Notifier
-from loadgate.runconfig import build_run_config
+from loadgate.runconfig import build_run_config, resolve_plan_path
+from loadgate.verdicts import Verdict
 
 
 def make_run(svc, tmp_path, run_id="manual__2026-01-01T00:00:00+00:00", **params):
@@ -90,3 +92,25 @@ def test_final_message_once_across_reruns(start_syncbridge, tmp_path) -> None:
     notifier = Notifier(run.artifacts, None)
     assert pipeline.notify_final(run, notifier) == "recorded"
     assert pipeline.notify_final(pipeline.Run(run.record), notifier) == "duplicate"
+
+
+@pytest.mark.slow
+def test_a_generator_that_cannot_vouch_for_its_numbers_makes_the_stage_invalid(
+    start_syncbridge, tmp_path
+) -> None:
+    """The shipped plan with saturation limits no generator meets: every second of the stage
+    counts as saturated, so the healthy release's stage is invalid, never a pass, and the run
+    fails."""
+    plan = yaml.safe_load(resolve_plan_path("harmonyflow-10k").read_text())
+    plan["generator"] = {"loop_lag_ms": 0.001, "cpu": 0.0001, "max_fraction": 0}
+    path = tmp_path / "strict.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    svc = start_syncbridge(tmp_path / "svc")
+    run = make_run(svc, tmp_path, plan=str(path))
+    run_stage_local(run, "api", lambda line: None)
+    decided = gate.decide(run, "api")
+    assert decided["verdict"] == Verdict.INVALID, decided["reasons"]
+    assert any(r.startswith("invalid: generator saturated") for r in decided["reasons"])
+    assert decided["invalid"] and decided["summary"]["generator_saturated"]
+    verdict, _ = pipeline.run_verdict(run)
+    assert verdict == Verdict.INVALID and verdict.fails_run
