@@ -7,6 +7,7 @@
                        [--upload-every S] [--dry-run]
     loadgate summarize DIR|URL [DIR|URL ...] [--json] [--plan PLAN]
     loadgate seed --target URL --count N --out FILE|URL [--concurrency C] [--allow ENTRY ...]
+    loadgate history KEY [--root ROOT] [--limit N] [--json] [--pin RUN_ID | --unpin]
 
 Every DIR or FILE may be an object-store URL (``s3://bucket/prefix/…``); credentials come from
 the environment the standard boto way (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -270,6 +271,48 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from loadgate import history
+
+    try:
+        if not history.exists(args.root, args.key):
+            return _err(f"no history {args.key!r} under {args.root}")
+        if args.pin:
+            history.pin(args.root, args.key, args.pin)
+            print(f"pinned {args.pin} as the baseline of {args.key}")
+            return 0
+        if args.unpin:
+            removed = history.unpin(args.root, args.key)
+            print(f"unpinned {args.key}" if removed else f"nothing was pinned in {args.key}")
+            return 0
+        found = history.entries(args.root, args.key, limit=args.limit)
+        pin_id = history.pinned(args.root, args.key)
+        newest = found[-1] if found else None
+        base = (
+            history.baseline(
+                args.root,
+                args.key,
+                plan=newest.plan,
+                scale=newest.scale,
+            )
+            if newest
+            else None
+        )
+    except (history.HistoryError, OSError) as exc:
+        return _err(str(exc))
+    if args.json:
+        out = {
+            "key": args.key,
+            "pinned": pin_id,
+            "baseline": base.run_id if base else None,
+            "entries": [e.model_dump(mode="json") for e in found],
+        }
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    sys.stdout.write(history.render_table(found, pin_id, base.run_id if base else None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loadgate",
@@ -366,6 +409,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback target (as for run-stage)",
     )
     seed.set_defaults(func=cmd_seed)
+
+    hist = sub.add_parser(
+        "history",
+        help="list a gated target's release history; pin or unpin its baseline",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="KEY names the history (the target and plan: loadgate.history.history_key).\n"
+        "The table lists entries oldest first: * marks the pinned run, B the baseline.\n"
+        "exit codes: 0 listed (or pinned), 2 unknown key, run or unreadable root",
+    )
+    hist.add_argument("key", metavar="KEY")
+    hist.add_argument(
+        "--root",
+        default=os.environ.get("LOADGATE_ARTIFACTS_ROOT", "artifacts"),
+        help="artifacts root, a folder or s3:// URL ($LOADGATE_ARTIFACTS_ROOT or ./artifacts)",
+    )
+    hist.add_argument("--limit", type=int, help="only the newest N entries")
+    hist.add_argument("--json", action="store_true", help="print the entries as JSON")
+    pinning = hist.add_mutually_exclusive_group()
+    pinning.add_argument("--pin", metavar="RUN_ID", help="pin this run as the baseline")
+    pinning.add_argument("--unpin", action="store_true", help="remove the pinned baseline")
+    hist.set_defaults(func=cmd_history)
     return parser
 
 
