@@ -1,0 +1,836 @@
+"""A stage compared with the same stage of a baseline release, from their per-second windows.
+
+Every comparison is a statistic computed on the merged histograms of a side (never an average of
+per-second percentiles), its change against the baseline, and a confidence interval for that
+change that knows how noisy both runs were.
+
+Metrics, overall (scope ``all``) and per request name (``"METHOD name"``; per latency name for
+WebSocket round trips):
+
+- latency ``p50``, ``p95``, ``p99``: relative change ``current / baseline - 1``;
+- ``tail_ratio`` = p99 / p50, the spread: relative change. A release whose tail grows while its
+  median stays put shows up here (and on p99), which a location test such as Mann-Whitney misses;
+- ``error_rate`` = failed / requests (WebSocket: errors / (connection attempts + messages sent)):
+  absolute change, ``current - baseline``, in rate units (0.01 = 1 percentage point).
+
+The interval is a block bootstrap over seconds. A run's seconds are its resampling units: each
+side is resampled independently, whole seconds with replacement (all shards' windows of a
+second stay together, so within-second correlation and load changes over time are kept), B
+times (default 1,000), and the statistic is recomputed on the merged histograms of each
+resample. The i-th resamples of both sides give the i-th bootstrap change; the interval is the
+percentile interval of the B changes at the chosen confidence (default 95%, two-sided). A long
+stage is resampled in blocks of consecutive seconds so that at most ``max_blocks`` (600) units
+exist: 45 minutes → blocks of 5 s. The random generator is seeded (``seed``): the same inputs
+give the same intervals.
+
+What makes it fast: each second's histogram of a scope is folded once into cumulative counts
+over coarse bins (16 HDR buckets, 0.8–1.6% wide). For each percentile only the bins where its
+bootstrap values can fall are kept (the pooled percentile ± 5 standard errors, the standard
+error in probability from the blocks' counts, Woodruff-style), at most 32 edges; the kept
+counts of all metrics of a block are packed into one integer with a 32- or 64-bit field each,
+so that summing a resample's blocks is one integer addition per block, done in C. A resampled
+percentile is read by bisecting its cumulative counts and interpolating log-linearly between
+the two surrounding edges. The values reported (baseline, current, change) are the exact ones
+from the pooled HDR histograms, as in the stage summary.
+
+Outcomes (:class:`Outcome`), against a threshold per metric (latency and spread: relative,
+default +30%, the plan's ``relative_to: baseline`` criteria; error rate: absolute, default
++1 percentage point):
+
+- ``regression``: the interval's lower bound is above the threshold;
+- ``no_regression``: its upper bound is below the threshold;
+- ``inconclusive``: the interval straddles the threshold;
+- ``insufficient``: either side has fewer samples than ``min_samples`` (100; p99 and the tail
+  ratio: ``min_tail_samples``, 500) or fewer seconds with samples than ``min_seconds`` (10).
+
+Under identical releases the true change is 0, so a false regression needs an interval wholly
+above +30%: far rarer than the nominal 2.5% of a one-sided bound at 0.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import multiprocessing
+import random
+from array import array
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from loadgate.engine.histogram import Accumulator, value_at_index
+
+if TYPE_CHECKING:
+    from loadgate.engine.merge import MergedStage
+
+STEP = 16  # HDR counts indexes per coarse bin (HDR sub-buckets are 0.05–0.1% wide)
+MAX_EDGES = 32  # coarse edges kept per percentile
+SPAN_SE = 5.0  # edges cover the pooled percentile ± this many standard errors
+ALL = "all"
+HTTP, WS = "http", "ws"
+
+Record = dict[str, Any]
+ScopeKey = tuple[str, str]  # (source, scope): ("http", "all"), ("http", "GET /x"), ("ws", …)
+
+
+class Outcome(StrEnum):
+    REGRESSION = "regression"
+    NO_REGRESSION = "no_regression"
+    INCONCLUSIVE = "inconclusive"
+    INSUFFICIENT = "insufficient"
+
+
+class Metric(StrEnum):
+    P50 = "p50"
+    P95 = "p95"
+    P99 = "p99"
+    TAIL_RATIO = "tail_ratio"
+    ERROR_RATE = "error_rate"
+
+
+QUANTILES: dict[Metric, float] = {Metric.P50: 50.0, Metric.P95: 95.0, Metric.P99: 99.0}
+_LABEL = {
+    Metric.P50: "p50",
+    Metric.P95: "p95",
+    Metric.P99: "p99",
+    Metric.TAIL_RATIO: "p99/p50",
+    Metric.ERROR_RATE: "error rate",
+}
+
+
+class CompareSettings(BaseModel):
+    """Thresholds, sample minimums and bootstrap parameters (the defaults are the plan's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_threshold: float = Field(0.30, gt=0, description="relative p50/p95/p99 change")
+    spread_threshold: float = Field(0.30, gt=0, description="relative p99/p50 change")
+    error_rate_threshold: float = Field(0.01, gt=0, description="absolute rate change")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    resamples: int = Field(1000, ge=100)
+    seed: int = 0
+    min_samples: int = Field(100, ge=1, description="requests or latency samples per side")
+    min_tail_samples: int = Field(500, ge=1, description="the same for p99 and the tail ratio")
+    min_seconds: int = Field(10, ge=1, description="seconds with samples per side")
+    max_blocks: int = Field(600, ge=10, description="resampling units per side at most")
+    metrics: tuple[Metric, ...] = tuple(Metric)
+    by_name: bool = True
+
+
+class Comparison(BaseModel):
+    """One metric of one scope, current vs baseline, with its evidence."""
+
+    metric: Metric
+    source: str  # http | ws
+    scope: str  # "all", or a request name ("METHOD name") / WebSocket latency name
+    unit: str  # ms (latency), ratio (p99/p50), rate (error rate)
+    outcome: Outcome
+    baseline_value: float | None
+    current_value: float | None
+    change: float | None  # relative (latency, spread) or absolute (error rate)
+    change_kind: str  # relative | absolute
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    threshold: float
+    baseline_samples: int
+    current_samples: int
+    baseline_seconds: int
+    current_seconds: int
+    resamples: int
+    method: str
+    baseline_label: str | None = None
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        what = _LABEL[self.metric]
+        if self.source == WS:
+            what = f"ws {what}" if self.scope == ALL else f"ws {self.scope} {what}"
+        elif self.scope != ALL:
+            what = f"{self.scope} {what}"
+        return what
+
+    def describe(self) -> str:
+        """``p95 +38% (95% CI +31%…+45%) vs v41``; error rates in percentage points."""
+        versus = f" vs {self.baseline_label}" if self.baseline_label else ""
+        conf = f"{self.confidence * 100:g}%"
+        if self.outcome is Outcome.INSUFFICIENT or self.change is None:
+            return (
+                f"{self.label}: too few samples ({self.current_samples:,} in "
+                f"{self.current_seconds} s vs {self.baseline_samples:,} in "
+                f"{self.baseline_seconds} s){versus}"
+            )
+        if self.change_kind == "absolute":
+            pp = 100.0
+
+            def show(v: float | None) -> str:
+                return "?" if v is None else f"{v * pp:+.1f}"
+
+            return (
+                f"{self.label} {show(self.change)} pp ({conf} CI {show(self.ci_low)}…"
+                f"{show(self.ci_high)} pp){versus}"
+            )
+
+        def pct(v: float | None) -> str:
+            return "?" if v is None else f"{round(v * 100):+d}%"
+
+        return (
+            f"{self.label} {pct(self.change)} ({conf} CI {pct(self.ci_low)}…"
+            f"{pct(self.ci_high)}){versus}"
+        )
+
+
+# --- per-second digests -----------------------------------------------------------------------
+
+
+def _fold(acc: Accumulator) -> tuple[int, array]:
+    """(first coarse bin, cumulative counts at the end of each coarse bin from it)."""
+    lo, hi = acc._min_index, acc._max_index  # the counts, read in C
+    k0, k1 = lo // STEP, hi // STEP
+    span = acc._counts[k0 * STEP : (k1 + 1) * STEP]
+    return k0, array("q", list(accumulate(span))[STEP - 1 :: STEP])
+
+
+def _bin_value(k: int) -> float:
+    """The highest value (µs) of coarse bin ``k``."""
+    return float(value_at_index(k * STEP + STEP - 1))
+
+
+@dataclass
+class ScopeSeries:
+    """One scope of one run, second by second: counts and folded latency histograms."""
+
+    n: list[int] = field(default_factory=list)  # requests (or the rate's denominator)
+    failed: list[int] = field(default_factory=list)
+    k0: list[int] = field(default_factory=list)
+    cum: list[array | None] = field(default_factory=list)
+    pooled: Accumulator = field(default_factory=Accumulator)
+
+    def pad(self, length: int) -> None:
+        missing = length - len(self.n)
+        if missing > 0:
+            self.n.extend([0] * missing)
+            self.failed.extend([0] * missing)
+            self.k0.extend([0] * missing)
+            self.cum.extend([None] * missing)
+
+    def latency_total(self, i: int) -> int:
+        c = self.cum[i]
+        return int(c[-1]) if c else 0
+
+    def cum_at(self, i: int, k: int) -> int:
+        """Samples of second ``i`` at or below the end of coarse bin ``k``."""
+        c = self.cum[i]
+        if not c:
+            return 0
+        j = k - self.k0[i]
+        if j < 0:
+            return 0
+        return int(c[j]) if j < len(c) else int(c[-1])
+
+
+@dataclass
+class SecondsDigest:
+    """A stage's windows reduced to what a comparison needs, one entry per second."""
+
+    seconds: list[int] = field(default_factory=list)
+    scopes: dict[ScopeKey, ScopeSeries] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, records: Iterable[Record]) -> SecondsDigest:
+        """From window records of any shards, in any order (grouped by their second)."""
+        by_t: dict[int, list[Record]] = defaultdict(list)
+        for rec in records:
+            by_t[int(rec["t"])].append(rec)
+        digest = cls()
+        for t in sorted(by_t):
+            digest._add_second(t, by_t[t])
+        return digest
+
+    @classmethod
+    def from_merged(cls, merged: MergedStage, workers: int | None = None) -> SecondsDigest:
+        """From a merged stage's shard directories (their windows are read again)."""
+        return cls.from_dirs([shard.dir for shard in merged.shards], workers=workers)
+
+    @classmethod
+    def from_dirs(cls, paths: Sequence[Any], workers: int | None = None) -> SecondsDigest:
+        """From shard directories (or stage directories holding them), local or store URLs.
+
+        Each shard's windows are streamed in time order and merged by second, so only one
+        second's records are held at a time. Large stages are split over worker processes as
+        the merge does (``workers``: None picks as it does); the digests are then added.
+        """
+        from loadgate.engine.merge import _workers
+        from loadgate.engine.results import find_shard_dirs
+
+        found = find_shard_dirs(list(paths))
+        dirs = [str(d) for d in found]
+        n = _workers(found, workers)
+        if n <= 1:
+            return _digest_dirs(dirs)
+        groups = [dirs[i::n] for i in range(n)]
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+            parts = list(pool.map(_digest_dirs, groups))
+        digest = parts[0]
+        for part in parts[1:]:
+            digest.add(part)
+        return digest
+
+    def add(self, other: SecondsDigest) -> None:
+        """Add another digest of the same stage (other shards): seconds align by their time."""
+        self.finish()
+        other.finish()
+        seconds = sorted(set(self.seconds) | set(other.seconds))
+        mine = {t: i for i, t in enumerate(self.seconds)}
+        theirs = {t: i for i, t in enumerate(other.seconds)}
+        for key in self.scopes.keys() | other.scopes.keys():
+            a, b = self.scopes.get(key), other.scopes.get(key)
+            merged = ScopeSeries()
+            for t in seconds:
+                i, j = mine.get(t), theirs.get(t)
+                parts = [(s, x) for s, x in ((a, i), (b, j)) if s is not None and x is not None]
+                merged.n.append(sum(s.n[x] for s, x in parts))
+                merged.failed.append(sum(s.failed[x] for s, x in parts))
+                cums = [(s.k0[x], s.cum[x]) for s, x in parts if s.cum[x]]
+                if not cums:
+                    merged.k0.append(0)
+                    merged.cum.append(None)
+                    continue
+                k0 = min(k for k, _ in cums)
+                k1 = max(k + len(c) for k, c in cums)
+                total = [0] * (k1 - k0)
+                for k, c in cums:
+                    lead, tail = k - k0, k1 - k - len(c)
+                    for pos, value in enumerate(c, lead):
+                        total[pos] += value
+                    last = c[-1]
+                    for pos in range(k1 - k0 - tail, k1 - k0):
+                        total[pos] += last
+                merged.k0.append(k0)
+                merged.cum.append(array("q", total))
+            for s in (a, b):
+                if s is not None:
+                    merged.pooled.add(s.pooled)
+            self.scopes[key] = merged
+        self.seconds = seconds
+
+    def _scope(self, key: ScopeKey) -> ScopeSeries:
+        series = self.scopes.get(key)
+        if series is None:
+            series = self.scopes[key] = ScopeSeries()
+        return series
+
+    def _add_second(self, t: int, records: list[Record]) -> None:
+        i = len(self.seconds)
+        self.seconds.append(t)
+        counts: dict[ScopeKey, list[int]] = {}
+        accs: dict[ScopeKey, Accumulator] = {}
+        for rec in records:
+            for _scenario, method, name, _cls, count, failed, hdr in rec.get("http", ()):
+                key = (HTTP, f"{method} {name}")
+                slot = counts.get(key)
+                if slot is None:
+                    slot = counts[key] = [0, 0]
+                slot[0] += count
+                slot[1] += failed
+                if hdr:
+                    acc = accs.get(key)
+                    if acc is None:
+                        acc = accs[key] = Accumulator()
+                    acc.add_encoded(hdr)
+            for ws in (rec.get("ws") or {}).values():
+                slot = counts.get((WS, ALL))
+                if slot is None:
+                    slot = counts[(WS, ALL)] = [0, 0]
+                slot[0] += ws.get("connects", 0) + ws.get("connect_failed", 0)
+                slot[0] += ws.get("msgs_out", 0)
+                slot[1] += (
+                    ws.get("connect_failed", 0)
+                    + ws.get("closed_unexpected", 0)
+                    + ws.get("error_replies", 0)
+                    + ws.get("send_errors", 0)
+                )
+                for name, hdr in (ws.get("latency") or {}).items():
+                    if hdr:
+                        key = (WS, name)
+                        acc = accs.get(key)
+                        if acc is None:
+                            acc = accs[key] = Accumulator()
+                        acc.add_encoded(hdr)
+        http_all = [0, 0]
+        http_acc = Accumulator()
+        ws_acc = Accumulator()
+        for key, slot in counts.items():
+            if key[0] == HTTP:
+                http_all[0] += slot[0]
+                http_all[1] += slot[1]
+        for key, acc in accs.items():
+            (http_acc if key[0] == HTTP else ws_acc).add(acc)
+        if http_all[0] or http_acc.total:
+            counts[(HTTP, ALL)] = http_all
+            accs[(HTTP, ALL)] = http_acc
+        if ws_acc.total:
+            accs[(WS, ALL)] = ws_acc
+        for key in counts.keys() | accs.keys():
+            series = self._scope(key)
+            series.pad(i)
+            n, failed = counts.get(key, (0, 0))
+            acc = accs.get(key)
+            if acc is not None and acc.total:
+                k0, cum = _fold(acc)
+                series.pooled.add(acc)
+            else:
+                k0, cum = 0, None
+            series.n.append(n)
+            series.failed.append(failed)
+            series.k0.append(k0)
+            series.cum.append(cum)
+
+    def finish(self) -> None:
+        for series in self.scopes.values():
+            series.pad(len(self.seconds))
+
+    # --- serialization (a stored digest spares a baseline's windows being decoded again) ----
+
+    def to_dict(self) -> dict[str, Any]:
+        self.finish()
+        return {
+            "format": "loadgate-seconds/1",
+            "step": STEP,
+            "seconds": self.seconds,
+            "scopes": [
+                {
+                    "source": source,
+                    "scope": scope,
+                    "n": s.n,
+                    "failed": s.failed,
+                    "k0": s.k0,
+                    "cum": [None if c is None else c.tolist() for c in s.cum],
+                    "pooled": s.pooled.encode() if s.pooled.total else None,
+                }
+                for (source, scope), s in self.scopes.items()
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SecondsDigest:
+        if data.get("format") != "loadgate-seconds/1" or data.get("step") != STEP:
+            raise ValueError("not a loadgate-seconds/1 digest of this bin layout")
+        digest = cls(seconds=list(data["seconds"]))
+        for item in data["scopes"]:
+            pooled = Accumulator()
+            pooled.add_encoded(item.get("pooled"))
+            digest.scopes[(item["source"], item["scope"])] = ScopeSeries(
+                n=list(item["n"]),
+                failed=list(item["failed"]),
+                k0=list(item["k0"]),
+                cum=[None if c is None else array("q", c) for c in item["cum"]],
+                pooled=pooled,
+            )
+        return digest
+
+
+def _digest_dirs(dirs: list[str]) -> SecondsDigest:
+    """The digest of some shard directories, their windows merged by second as they stream."""
+    from loadgate.engine.results import iter_windows
+    from loadgate.storage import as_path
+
+    streams = [iter_windows(as_path(d)) for d in dirs]
+    digest = SecondsDigest()
+    current: int | None = None
+    batch: list[Record] = []
+    for rec in heapq.merge(*streams, key=lambda r: r["t"]):
+        t = int(rec["t"])
+        if t != current and batch:
+            digest._add_second(current, batch)  # type: ignore[arg-type]
+            batch = []
+        current = t
+        batch.append(rec)
+    if batch:
+        digest._add_second(current, batch)  # type: ignore[arg-type]
+    digest.finish()
+    return digest
+
+
+# --- one side's bootstrap ---------------------------------------------------------------------
+
+
+@dataclass
+class _QuantileSpec:
+    key: ScopeKey
+    q: float
+    edges: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    offset: int = 0  # field of the first edge
+    total_at: int = 0  # field of the latency total
+
+
+@dataclass
+class _RateSpec:
+    key: ScopeKey
+    offset: int = 0  # fields: n, failed
+
+
+def _blocks(length: int, max_blocks: int) -> list[range]:
+    size = max(1, math.ceil(length / max_blocks))
+    return [range(a, min(a + size, length)) for a in range(0, length, size)]
+
+
+def _edges(series: ScopeSeries, blocks: list[range], q: float) -> list[int]:
+    """The coarse bins that the resampled ``q`` percentile can fall in (plus one below)."""
+    k_first, pooled = _fold(series.pooled)
+    total = series.pooled.total
+    target = max(int(q / 100.0 * total + 0.5), 1)
+    k_hat = k_first + bisect_left(pooled, target)
+    frac = q / 100.0
+    d = []
+    for block in blocks:
+        c = sum(series.cum_at(i, k_hat) for i in block)
+        n = sum(series.latency_total(i) for i in block)
+        d.append(c - frac * n)
+    mean = sum(d) / len(d)
+    se = math.sqrt(sum((x - mean) ** 2 for x in d)) / total
+    lo = max(0.0, frac - SPAN_SE * se) * total - 1
+    hi = min(1.0, frac + SPAN_SE * se) * total + 1
+    last = len(pooled) - 1
+    i_lo = max(0, min(bisect_left(pooled, lo), last) - 1)
+    i_hi = min(bisect_left(pooled, hi), last)
+    chosen = set(range(i_lo, i_hi + 1))
+    if len(chosen) > MAX_EDGES:
+        chosen = {i_lo, i_hi, k_hat - k_first, max(k_hat - k_first - 1, 0)}
+        for j in range(MAX_EDGES - 2):
+            level = lo + (hi - lo) * (j + 1) / (MAX_EDGES - 1)
+            chosen.add(min(bisect_left(pooled, level), last))
+    return [k_first + i for i in sorted(chosen)]
+
+
+def _take(series: ScopeSeries, i: int, edges: list[int]) -> list[int]:
+    """Second ``i``'s cumulative counts at the given coarse bins (consecutive: sliced in C)."""
+    c = series.cum[i]
+    e = len(edges)
+    if not c:
+        return [0] * e
+    k0, length = series.k0[i], len(c)
+    if edges[-1] - edges[0] + 1 != e:
+        last = c[-1]
+        return [
+            int(c[j]) if 0 <= j < length else (0 if j < 0 else last)
+            for j in (k - k0 for k in edges)
+        ]
+    a = edges[0] - k0
+    if a >= length:
+        return [int(c[-1])] * e
+    if a + e <= 0:
+        return [0] * e
+    lead = max(0, -a)
+    mid = c[max(a, 0) : a + e].tolist()
+    return [0] * lead + mid + [int(c[-1])] * (e - lead - len(mid))
+
+
+def _quantile(fields: array, spec: _QuantileSpec) -> tuple[float, bool]:
+    """A resample's percentile (µs) from its packed counts; True when clamped to the edges."""
+    total = fields[spec.total_at]
+    if not total:
+        return math.nan, False
+    target = max(int(spec.q / 100.0 * total + 0.5), 1)
+    e = len(spec.edges)
+    cums = fields[spec.offset : spec.offset + e]
+    p = bisect_left(cums, target)
+    if p == 0:
+        return spec.values[0], True
+    if p == e:
+        return spec.values[-1], True
+    below, above = cums[p - 1], cums[p]
+    v0, v1 = spec.values[p - 1], spec.values[p]
+    return v0 * (v1 / v0) ** ((target - below) / (above - below)), False
+
+
+class _Side:
+    """One run's resampling units and packed counts for a set of metrics."""
+
+    def __init__(self, digest: SecondsDigest, settings: CompareSettings) -> None:
+        digest.finish()
+        self.digest = digest
+        self.blocks = _blocks(len(digest.seconds), settings.max_blocks)
+
+    def bootstrap(
+        self,
+        quantiles: list[_QuantileSpec],
+        rates: list[_RateSpec],
+        resamples: int,
+        rng: random.Random,
+    ) -> tuple[dict[tuple[ScopeKey, float], list[float]], dict[ScopeKey, list[float]], int]:
+        scopes = self.digest.scopes
+        width = 0
+        totals: dict[ScopeKey, int] = {}
+        for spec in quantiles:
+            series = scopes[spec.key]
+            spec.edges = _edges(series, self.blocks, spec.q)
+            spec.values = [_bin_value(k) for k in spec.edges]
+            if spec.key not in totals:
+                totals[spec.key] = width
+                width += 1
+            spec.total_at = totals[spec.key]
+            spec.offset = width
+            width += len(spec.edges)
+        for rate in rates:
+            rate.offset = width
+            width += 2
+        seconds_rows: list[list[int]] = []
+        biggest = 1
+        for i in range(len(self.digest.seconds)):
+            row: list[int] = [0] * width
+            for key, at in totals.items():
+                row[at] = scopes[key].latency_total(i)
+            for spec in quantiles:
+                series = scopes[spec.key]
+                row[spec.offset : spec.offset + len(spec.edges)] = _take(series, i, spec.edges)
+            for rate in rates:
+                series = scopes[rate.key]
+                row[rate.offset] = series.n[i]
+                row[rate.offset + 1] = series.failed[i]
+            biggest = max(biggest, max(row, default=0))
+            seconds_rows.append(row)
+        size = len(self.blocks[0]) if self.blocks else 1
+        code = "I" if biggest * size * len(self.blocks) < 2**32 else "Q"
+        nbytes = array(code).itemsize * width
+        per_second = [int.from_bytes(array(code, row).tobytes(), "little") for row in seconds_rows]
+        packed = [sum(per_second[i] for i in block) for block in self.blocks]
+        q_out: dict[tuple[ScopeKey, float], list[float]] = {(s.key, s.q): [] for s in quantiles}
+        r_out: dict[ScopeKey, list[float]] = {r.key: [] for r in rates}
+        clamped = 0
+        units = len(packed)
+        choices = rng.choices
+        for _ in range(resamples):
+            total = sum(choices(packed, k=units))
+            fields = array(code)
+            fields.frombytes(total.to_bytes(nbytes, "little"))
+            for spec in quantiles:
+                value, clamp = _quantile(fields, spec)
+                clamped += clamp
+                q_out[(spec.key, spec.q)].append(value)
+            for rate in rates:
+                n = fields[rate.offset]
+                r_out[rate.key].append(fields[rate.offset + 1] / n if n else math.nan)
+        return q_out, r_out, clamped
+
+
+# --- comparing --------------------------------------------------------------------------------
+
+
+def _interval(values: list[float], confidence: float) -> tuple[float | None, float | None]:
+    data = sorted(v for v in values if not math.isnan(v))
+    if not data:
+        return None, None
+    alpha = (1.0 - confidence) / 2.0
+
+    def at(p: float) -> float:
+        pos = p * (len(data) - 1)
+        i = int(pos)
+        j = min(i + 1, len(data) - 1)
+        return data[i] + (data[j] - data[i]) * (pos - i)
+
+    return at(alpha), at(1.0 - alpha)
+
+
+def _outcome(low: float | None, high: float | None, threshold: float) -> Outcome:
+    if low is None or high is None:
+        return Outcome.INSUFFICIENT
+    if low > threshold:
+        return Outcome.REGRESSION
+    if high < threshold:
+        return Outcome.NO_REGRESSION
+    return Outcome.INCONCLUSIVE
+
+
+def _as_digest(side: SecondsDigest | MergedStage | Iterable[Record]) -> SecondsDigest:
+    if isinstance(side, SecondsDigest):
+        return side
+    if hasattr(side, "shards") and hasattr(side, "aggregate"):
+        return SecondsDigest.from_merged(side)  # type: ignore[arg-type]
+    return SecondsDigest.from_records(side)  # type: ignore[arg-type]
+
+
+def _seconds_with(series: ScopeSeries | None, latency: bool) -> int:
+    if series is None:
+        return 0
+    if latency:
+        return sum(1 for c in series.cum if c)
+    return sum(1 for n in series.n if n)
+
+
+def _ms(us: float) -> float:
+    return us / 1000.0
+
+
+def compare(
+    current: SecondsDigest | MergedStage | Iterable[Record],
+    baseline: SecondsDigest | MergedStage | Iterable[Record],
+    settings: CompareSettings | None = None,
+    *,
+    baseline_label: str | None = None,
+) -> list[Comparison]:
+    """Every metric of every scope present on both sides, current vs baseline.
+
+    ``current`` and ``baseline`` are digests, merged stages or window records (of any shards).
+    Scopes seen on one side only are skipped (nothing to compare); the order is: HTTP overall,
+    HTTP per name (sorted), WebSocket overall, WebSocket per latency name.
+    """
+    settings = settings or CompareSettings()
+    cur, base = _Side(_as_digest(current), settings), _Side(_as_digest(baseline), settings)
+    keys = [k for k in cur.digest.scopes if k in base.digest.scopes]
+    if not settings.by_name:
+        keys = [k for k in keys if k[1] == ALL]
+    keys.sort(key=lambda k: (k[0] != HTTP, k[1] != ALL, k[1]))
+    wanted = set(settings.metrics)
+    if Metric.TAIL_RATIO in wanted:
+        wanted |= {Metric.P50, Metric.P99}
+
+    plan: list[tuple[ScopeKey, Metric]] = []
+    quantile_specs: dict[str, list[_QuantileSpec]] = {"cur": [], "base": []}
+    rate_specs: dict[str, list[_RateSpec]] = {"cur": [], "base": []}
+    for key in keys:
+        sides = {"cur": cur.digest.scopes[key], "base": base.digest.scopes[key]}
+        has_latency = all(s.pooled.total for s in sides.values())
+        has_rate = all(sum(s.n) for s in sides.values())
+        for metric in settings.metrics:
+            if metric is Metric.ERROR_RATE:
+                if has_rate:
+                    plan.append((key, metric))
+            elif has_latency:
+                plan.append((key, metric))
+        if has_latency:
+            for name, series in sides.items():
+                for metric, q in QUANTILES.items():
+                    if metric in wanted and series.pooled.total:
+                        quantile_specs[name].append(_QuantileSpec(key, q))
+        if has_rate and Metric.ERROR_RATE in wanted:
+            for name in sides:
+                rate_specs[name].append(_RateSpec(key))
+
+    b = settings.resamples
+    cur_q, cur_r, cur_clamped = cur.bootstrap(
+        quantile_specs["cur"], rate_specs["cur"], b, random.Random(f"{settings.seed}:current")
+    )
+    base_q, base_r, base_clamped = base.bootstrap(
+        quantile_specs["base"], rate_specs["base"], b, random.Random(f"{settings.seed}:baseline")
+    )
+    blocks_note = (
+        f"blocks of {len(cur.blocks[0]) if cur.blocks else 1} s / "
+        f"{len(base.blocks[0]) if base.blocks else 1} s"
+    )
+    clamp_share = (cur_clamped + base_clamped) / max(
+        1, b * (len(quantile_specs["cur"]) + len(quantile_specs["base"]))
+    )
+
+    out: list[Comparison] = []
+    for key, metric in plan:
+        c_series, b_series = cur.digest.scopes[key], base.digest.scopes[key]
+        is_rate = metric is Metric.ERROR_RATE
+        tail = metric in (Metric.P99, Metric.TAIL_RATIO)
+        minimum = settings.min_tail_samples if tail else settings.min_samples
+        if is_rate:
+            c_n, b_n = sum(c_series.n), sum(b_series.n)
+        else:
+            c_n, b_n = c_series.pooled.total, b_series.pooled.total
+        c_s, b_s = _seconds_with(c_series, not is_rate), _seconds_with(b_series, not is_rate)
+        common: dict[str, Any] = {
+            "metric": metric,
+            "source": key[0],
+            "scope": key[1],
+            "confidence": settings.confidence,
+            "baseline_samples": b_n,
+            "current_samples": c_n,
+            "baseline_seconds": b_s,
+            "current_seconds": c_s,
+            "resamples": b,
+            "baseline_label": baseline_label,
+        }
+        if is_rate:
+            b_val = sum(b_series.failed) / b_n
+            c_val = sum(c_series.failed) / c_n
+            change: float = c_val - b_val
+            boot = [c - x for c, x in zip(cur_r[key], base_r[key], strict=True)]
+            threshold = settings.error_rate_threshold
+            kind, unit = "absolute", "rate"
+            method = (
+                f"difference of rates; percentile {b}-resample bootstrap over seconds "
+                f"({blocks_note})"
+            )
+        else:
+            if metric is Metric.TAIL_RATIO:
+                bp = b_series.pooled.percentiles_us([50, 99])
+                cp = c_series.pooled.percentiles_us([50, 99])
+                b_val, c_val = bp[99] / max(bp[50], 1), cp[99] / max(cp[50], 1)
+                b_boot = [
+                    x / y for x, y in zip(base_q[(key, 99.0)], base_q[(key, 50.0)], strict=True)
+                ]
+                c_boot = [
+                    x / y for x, y in zip(cur_q[(key, 99.0)], cur_q[(key, 50.0)], strict=True)
+                ]
+                threshold, unit = settings.spread_threshold, "ratio"
+            else:
+                q = QUANTILES[metric]
+                b_val = _ms(b_series.pooled.percentiles_us([q])[q])
+                c_val = _ms(c_series.pooled.percentiles_us([q])[q])
+                b_boot, c_boot = base_q[(key, q)], cur_q[(key, q)]
+                threshold, unit = settings.latency_threshold, "ms"
+            change = c_val / b_val - 1.0 if b_val else math.nan
+            boot = [c / x - 1.0 for c, x in zip(c_boot, b_boot, strict=True)]
+            kind = "relative"
+            method = (
+                f"ratio of percentiles of merged histograms; percentile {b}-resample "
+                f"bootstrap over seconds ({blocks_note})"
+            )
+        if c_n < minimum or b_n < minimum or min(c_s, b_s) < settings.min_seconds:
+            out.append(
+                Comparison(
+                    **common,
+                    unit=unit,
+                    outcome=Outcome.INSUFFICIENT,
+                    baseline_value=round(b_val, 6),
+                    current_value=round(c_val, 6),
+                    change=None,
+                    change_kind=kind,
+                    ci_low=None,
+                    ci_high=None,
+                    threshold=threshold,
+                    method=method,
+                    note=f"needs {minimum} samples in {settings.min_seconds} s on each side",
+                )
+            )
+            continue
+        low, high = _interval(boot, settings.confidence)
+        note = None
+        if not is_rate and clamp_share > 0.01:
+            note = f"{clamp_share:.1%} of resampled percentiles fell outside the kept bins"
+        out.append(
+            Comparison(
+                **common,
+                unit=unit,
+                outcome=_outcome(low, high, threshold),
+                baseline_value=round(b_val, 6),
+                current_value=round(c_val, 6),
+                change=None if math.isnan(change) else round(change, 6),
+                change_kind=kind,
+                ci_low=None if low is None else round(low, 6),
+                ci_high=None if high is None else round(high, 6),
+                threshold=threshold,
+                method=method,
+                note=note,
+            )
+        )
+    return out
+
+
+def regressions(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    return [c for c in comparisons if c.outcome is Outcome.REGRESSION]

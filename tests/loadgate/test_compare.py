@@ -1,0 +1,171 @@
+"""Comparing a stage with its baseline from per-second windows: statistical behaviour at stated
+sample sizes and seeds, plus the digest's plumbing.
+
+The windows are real window records (the engine's ``Recorder`` → ``window_record``, HDR
+histograms encoded as the engine encodes them): four request names, 40 s per side, 40 requests
+per name per second (1,600 per name, 6,400 in all), latencies log-normal (median 100 ms,
+σ = 0.3), 0.5% failed. Repeated-run tests use B = 400 resamples to stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import orjson
+
+from loadgate.compare import (
+    CompareSettings,
+    Comparison,
+    Metric,
+    Outcome,
+    SecondsDigest,
+    compare,
+)
+from loadgate.engine.results import FORMAT, META, ResultsWriter
+from loadgate.engine.window import Recorder, window_record
+
+NAMES = [("GET", "/a"), ("POST", "/b"), ("GET", "/c"), ("PUT", "/d")]
+MU, SIGMA = -2.3, 0.3  # median 100 ms
+Q97 = 0.1003 * 1.7566  # exp(MU + 1.8808 * SIGMA): values above it are the top 3%
+FAST = CompareSettings(resamples=400)
+
+
+def side(
+    rng: random.Random,
+    *,
+    seconds: int = 40,
+    rps: int = 40,
+    slower: dict[str, float] | None = None,
+    errors: dict[str, float] | None = None,
+    tail: dict[str, float] | None = None,
+    t0: int = 1_000,
+) -> list[dict]:
+    """One run's window records (one record a second, as one shard writes them)."""
+    records = []
+    lognorm, uniform = rng.lognormvariate, rng.random
+    for t in range(t0, t0 + seconds):
+        rec = Recorder(t)
+        for method, name in NAMES:
+            factor = (slower or {}).get(name, 1.0)
+            error = (errors or {}).get(name, 0.005)
+            stretch = (tail or {}).get(name)
+            for _ in range(rps):
+                x = lognorm(MU, SIGMA) * factor
+                if stretch and x > Q97:
+                    x *= stretch
+                bad = uniform() < error
+                rec.http("s", method, name, 503 if bad else 200, x, bad)
+        records.append(window_record(rec.roll(t + 1), at=float(t - t0 + 1), gen={}, sys={}))
+    return records
+
+
+def by_key(results: list[Comparison]) -> dict[tuple[str, Metric], Comparison]:
+    return {(r.scope, r.metric): r for r in results}
+
+
+def test_same_release_is_no_regression_in_at_least_95_percent_of_40_runs() -> None:
+    """Identical distributions, 40 repetitions (seeds 100..139): a run with any regression
+    among its 25 comparisons is a false alarm; measured 0 of 40, bound 2 of 40 (5%)."""
+    false_alarms = 0
+    p95_no_regression = 0
+    for seed in range(100, 140):
+        rng = random.Random(seed)
+        results = compare(side(rng), side(rng, t0=5_000), FAST.model_copy(update={"seed": seed}))
+        assert len(results) == 25
+        false_alarms += any(r.outcome is Outcome.REGRESSION for r in results)
+        p95_no_regression += by_key(results)[("all", Metric.P95)].outcome is Outcome.NO_REGRESSION
+    print(f"false alarms {false_alarms}/40, overall p95 no_regression {p95_no_regression}/40")
+    assert false_alarms <= 2
+    assert p95_no_regression >= 38
+
+
+def test_real_regressions_found_and_small_changes_not() -> None:
+    """20 repetitions (seeds 200..219) of one current release against a healthy baseline:
+    /a +40% latency, /b +10%, /c values above the baseline's p97 doubled (p99 ×2, p50 and p95
+    unchanged), and every name +2 percentage points of errors (0.5% → 2.5%; 6,400 requests a
+    side). Measured: a_p95 19/20, c_p99 20/20, c_tail 20/20, errors 20/20; bound 16/20 (80%)
+    for detections and 0/20 for wrong regressions."""
+    hits = {"a_p95": 0, "c_p99": 0, "c_tail": 0, "errors": 0}
+    for seed in range(200, 220):
+        rng = random.Random(seed)
+        base = side(rng, t0=5_000)
+        current = side(
+            rng,
+            slower={"/a": 1.4, "/b": 1.1},
+            tail={"/c": 2.0},
+            errors=dict.fromkeys(("/a", "/b", "/c", "/d"), 0.025),
+        )
+        got = by_key(compare(current, base, FAST.model_copy(update={"seed": seed})))
+        hits["a_p95"] += got[("GET /a", Metric.P95)].outcome is Outcome.REGRESSION
+        hits["c_p99"] += got[("GET /c", Metric.P99)].outcome is Outcome.REGRESSION
+        hits["c_tail"] += got[("GET /c", Metric.TAIL_RATIO)].outcome is Outcome.REGRESSION
+        hits["errors"] += got[("all", Metric.ERROR_RATE)].outcome is Outcome.REGRESSION
+        for metric in (Metric.P50, Metric.P95, Metric.P99):
+            assert got[("POST /b", metric)].outcome is not Outcome.REGRESSION  # +10%
+            assert got[("PUT /d", metric)].outcome is not Outcome.REGRESSION
+        for name in ("GET /c", "PUT /d", "POST /b"):
+            assert got[(name, Metric.TAIL_RATIO)].outcome is not Outcome.REGRESSION or (
+                name == "GET /c"
+            )
+        assert got[("GET /c", Metric.P50)].outcome is not Outcome.REGRESSION
+        assert got[("GET /c", Metric.P95)].outcome is not Outcome.REGRESSION
+    print("detections of 20:", hits)
+    assert all(n >= 16 for n in hits.values()), hits
+
+
+def test_evidence_description_and_json() -> None:
+    rng = random.Random(7)
+    base, current = side(rng, t0=5_000), side(rng, slower={"/a": 1.4}, errors={"/d": 0.025})
+    got = by_key(compare(current, base, baseline_label="v41"))  # the defaults: B = 1,000
+    a95 = got[("GET /a", Metric.P95)]
+    assert a95.outcome is Outcome.REGRESSION and a95.resamples == 1000
+    assert a95.ci_low < a95.change < a95.ci_high and a95.ci_low > 0.3
+    assert (
+        a95.current_value / a95.baseline_value - 1 == a95.change
+        or abs(a95.current_value / a95.baseline_value - 1 - a95.change) < 1e-5
+    )
+    assert (a95.baseline_samples, a95.current_samples) == (1600, 1600)
+    assert (a95.baseline_seconds, a95.current_seconds) == (40, 40)
+    text = a95.describe()
+    assert text.startswith("GET /a p95 +") and "(95% CI +" in text and text.endswith("vs v41")
+    err = got[("PUT /d", Metric.ERROR_RATE)]
+    assert err.change_kind == "absolute" and err.threshold == 0.01
+    assert " pp (95% CI " in err.describe() and err.outcome is Outcome.REGRESSION
+    assert got[("all", Metric.P95)].describe().startswith("p95 ")
+    data = json.loads(a95.model_dump_json())
+    assert data["outcome"] == "regression" and data["metric"] == "p95"
+    assert Comparison.model_validate(data) == a95
+
+
+def test_tiny_samples_are_insufficient() -> None:
+    rng = random.Random(3)
+    results = compare(side(rng, seconds=5, rps=5), side(rng, seconds=5, rps=5, t0=5_000))
+    assert results and all(r.outcome is Outcome.INSUFFICIENT for r in results)
+    assert all(r.ci_low is None and r.change is None for r in results)
+    assert "too few samples (25 in 5 s" in by_key(results)[("GET /a", Metric.P95)].describe()
+    # enough requests but too few seconds
+    few = compare(side(rng, seconds=5, rps=100), side(rng, seconds=5, rps=100, t0=5_000))
+    assert all(r.outcome is Outcome.INSUFFICIENT for r in few)
+
+
+def test_seeded_digests_from_files_and_storage_give_the_same_intervals(tmp_path) -> None:
+    rng = random.Random(11)
+    base, current = side(rng, t0=5_000), side(rng, slower={"/a": 1.4})
+    folder = tmp_path / "stage"
+    for i, half in enumerate((current[0::2], current[1::2])):  # two shards of one stage
+        writer = ResultsWriter(folder / f"shard-{i}")
+        writer.write_meta({"format": FORMAT, "stage": "api", "shard": {"index": i, "count": 2}})
+        for rec in half:
+            writer.append_window(rec)
+        writer.close()
+    assert (folder / "shard-0" / META).is_file()
+    from_files = SecondsDigest.from_dirs([folder], workers=2)
+    stored = SecondsDigest.from_dict(orjson.loads(orjson.dumps(from_files.to_dict())))
+    one = compare(current, base, FAST)
+    two = compare(from_files, SecondsDigest.from_records(base), FAST)
+    three = compare(stored, base, FAST)
+    assert [r.model_dump() for r in one] == [r.model_dump() for r in two]
+    assert [r.model_dump() for r in one] == [r.model_dump() for r in three]
+    other_seed = compare(current, base, FAST.model_copy(update={"seed": 1}))
+    assert [r.ci_low for r in other_seed] != [r.ci_low for r in one]
