@@ -1,0 +1,160 @@
+"""Comparison benchmark: a stage of 20 shards × 45 minutes compared with its baseline's.
+
+Generates two stages of real shard results (``meta.json`` + ``windows.jsonl``, records made by
+the engine's ``Recorder`` → ``window_record``): the seed's API mix at 2,800 requests/s split over
+the shards, five request names, a few 4xx/5xx, log-normal latencies around 150 ms. The current
+release answers ``/api/v1/sessions/{id}`` 40% slower. Then times, in order:
+
+1. ``load_merged`` of each stage (the merge the gate does anyway: the reference figure);
+2. ``SecondsDigest.from_dirs`` of each stage (re-reads and decodes every window into per-second
+   folded histograms), and ``to_dict`` + JSON of the baseline's (a stored digest) and reading
+   it back;
+3. ``compare`` of the two digests (B = 1,000 resamples of both sides).
+
+"On top of the merge" is 2 (both digests) + 3, and with a stored baseline digest: the current
+digest + loading the stored one + 3.
+
+    .venv/bin/python bench/verdict/compare_bench.py [--shards 20] [--minutes 45] [--workers N]
+
+Prints the comparisons found and one JSON line with the figures. To keep generation short each
+shard reuses 240 distinct windows per stage (encoding is what is slow); every window is still
+read and decoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from loadgate.compare import CompareSettings, Outcome, SecondsDigest, compare
+from loadgate.engine.merge import load_merged
+from loadgate.engine.results import FORMAT, META, WINDOWS
+from loadgate.engine.window import Recorder, window_record
+
+NAMES = [
+    ("POST", "/api/v1/auth/login", 0.20, 201),
+    ("GET", "/api/v1/sessions/{id}", 0.40, 200),
+    ("POST", "/api/v1/sessions/{id}/snapshot", 0.15, 201),
+    ("GET", "/api/v1/sessions/{id}/devices", 0.15, 200),
+    ("POST", "/api/v1/auth/refresh", 0.10, 200),
+]
+SLOWER = "/api/v1/sessions/{id}"
+DISTINCT = 240
+
+
+def make_window(rng: random.Random, t: int, rps: float, slower: float) -> tuple[dict, int]:
+    rec = Recorder(t)
+    n = 0
+    for method, name, share, status in NAMES:
+        factor = slower if name == SLOWER else 1.0
+        for _ in range(int(rps * share + rng.random())):
+            roll = rng.random()
+            code = status if roll > 0.004 else (503 if roll < 0.002 else 404)
+            latency = rng.lognormvariate(-1.9, 0.6) * factor
+            rec.http("api_mix", method, name, code, latency, code >= 400)
+            n += 1
+    for _ in range(100 // 5):
+        rec.vu_started("api_mix")
+    win = rec.roll(t + 1)
+    gen = {"cpu": round(rng.uniform(0.2, 0.6), 3), "rss_mb": 80.0, "saturated": False}
+    return window_record(win, at=0.0, gen=gen, sys={"cpu_utilization": 0.5}), n
+
+
+def generate(root: Path, shards: int, seconds: int, seed: int, slower: float) -> int:
+    rng = random.Random(seed)
+    rps = 2800 / shards
+    t0 = 1_800_000_000 + seed * 100_000
+    total = 0
+    pool = [make_window(rng, t0, rps, slower) for _ in range(DISTINCT)]
+    for s in range(shards):
+        out = root / f"shard-{s}"
+        out.mkdir(parents=True)
+        meta = {
+            "format": FORMAT,
+            "stage": "api",
+            "plan": {"name": "bench"},
+            "shard": {"index": s, "count": shards},
+            "started_at": float(t0),
+            "ended_at": float(t0 + seconds),
+            "status": "completed",
+            "aborted": None,
+            "generator": {"limits": {"loop_lag_ms": 200, "cpu": 0.9, "max_fraction": 0.05}},
+        }
+        (out / META).write_bytes(orjson.dumps(meta))
+        with open(out / WINDOWS, "wb") as fh:
+            for i in range(seconds):
+                rec, n = pool[rng.randrange(DISTINCT)]
+                rec["t"], rec["at"] = t0 + i, float(i + 1)
+                fh.write(orjson.dumps(rec) + b"\n")
+                total += n
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shards", type=int, default=20)
+    ap.add_argument("--minutes", type=float, default=45)
+    ap.add_argument("--workers", type=int, help="digest processes (default: as the merge picks)")
+    ap.add_argument("--dir", help="where to generate (default: a temporary directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated results")
+    args = ap.parse_args()
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lg-compare-"))
+    seconds = int(args.minutes * 60)
+    figures: dict[str, object] = {"shards": args.shards, "seconds": seconds}
+    try:
+        t = time.perf_counter()
+        generate(root / "baseline", args.shards, seconds, seed=1, slower=1.0)
+        generate(root / "current", args.shards, seconds, seed=2, slower=1.4)
+        figures["generate_s"] = round(time.perf_counter() - t, 2)
+
+        t = time.perf_counter()
+        load_merged([root / "baseline"], workers=args.workers)
+        load_merged([root / "current"], workers=args.workers)
+        figures["merge_both_s"] = round(time.perf_counter() - t, 2)
+
+        t = time.perf_counter()
+        base = SecondsDigest.from_dirs([root / "baseline"], workers=args.workers)
+        digest_base_s = time.perf_counter() - t
+        t = time.perf_counter()
+        cur = SecondsDigest.from_dirs([root / "current"], workers=args.workers)
+        digest_cur_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        stored = orjson.dumps(base.to_dict())
+        store_s = time.perf_counter() - t
+        t = time.perf_counter()
+        base_again = SecondsDigest.from_dict(orjson.loads(stored))
+        load_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        results = compare(cur, base_again, CompareSettings(), baseline_label="baseline")
+        compare_s = time.perf_counter() - t
+        for r in results:
+            print(f"{r.outcome.value:14} {r.describe()}")
+        found = [r.describe() for r in results if r.outcome is Outcome.REGRESSION]
+        figures |= {
+            "digest_baseline_s": round(digest_base_s, 2),
+            "digest_current_s": round(digest_cur_s, 2),
+            "stored_digest_mb": round(len(stored) / 1e6, 1),
+            "store_digest_s": round(store_s, 2),
+            "load_digest_s": round(load_s, 2),
+            "compare_s": round(compare_s, 2),
+            "on_top_of_merge_s": round(digest_base_s + digest_cur_s + compare_s, 2),
+            "on_top_with_stored_baseline_s": round(digest_cur_s + load_s + compare_s, 2),
+            "regressions": found,
+        }
+        print(json.dumps(figures))
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
