@@ -27,6 +27,8 @@ WS_COUNTS = (
     "error_replies",
     "send_errors",
 )
+# per-scenario counts of a window record, summed under the same name
+COUNTED = ("iterations", "dropped", "interrupted", "iteration_errors", "http_cancelled")
 
 
 class HttpAgg:
@@ -116,6 +118,8 @@ class Aggregate:
         self.dropped: dict[str, int] = {}
         self.interrupted: dict[str, int] = {}
         self.iteration_errors: dict[str, int] = {}
+        self.http_cancelled: dict[str, int] = {}
+        self.vu_seconds: dict[str, float] = {}  # VU-seconds (older results have none)
         self.vus_t: dict[int, dict[str, list[int]]] = {}
         self.ws_open_t: dict[int, dict[str, list[int]]] = {}
         self.sys: dict[str, dict[int, float]] = {}
@@ -183,10 +187,13 @@ class Aggregate:
                 self._gauge(self.ws_open_t, t, scenario, ws["open"], ws.get("open_max", ws["open"]))
         for scenario, (now, peak) in rec.get("vus", {}).items():
             self._gauge(self.vus_t, t, scenario, now, peak)
-        for attr in ("iterations", "dropped", "interrupted", "iteration_errors"):
+        for attr in COUNTED:
             target = getattr(self, attr)
             for scenario, n in rec.get(attr, {}).items():
                 target[scenario] = target.get(scenario, 0) + n
+        vu_seconds = self.vu_seconds
+        for scenario, v in rec.get("vu_s", {}).items():
+            vu_seconds[scenario] = vu_seconds.get(scenario, 0.0) + v
         gen = rec.get("gen") or {}
         if self._histograms:
             self.lag.add_encoded(gen.get("lag"))
@@ -237,7 +244,7 @@ class Aggregate:
             for t, per in o_store.items():
                 for scenario, (now, peak) in per.items():
                     self._gauge(store, t, scenario, now, peak)
-        for attr in ("iterations", "dropped", "interrupted", "iteration_errors"):
+        for attr in (*COUNTED, "vu_seconds"):
             mine_c, theirs = getattr(self, attr), getattr(other, attr)
             for scenario, n in theirs.items():
                 mine_c[scenario] = mine_c.get(scenario, 0) + n

@@ -45,6 +45,8 @@ reader ignores a truncated last line)::
               msgs_out, error_replies, send_errors, connect_hist, latency: {name: hdr},
               open, open_max}}
     vus       {scenario: [active at the window's end, max during it]}
+    vu_s      {scenario: VU-seconds active during the window (the integral of the VU count)}
+    http_cancelled  {scenario: requests sent but stopped in flight (no answer, no error kind)}
     iterations, dropped, interrupted, iteration_errors    {scenario: count}
     gen       {lag_max_ms, lag (hdr), cpu (cores), rss_mb, saturated}
     sys       {system metric: value or null}

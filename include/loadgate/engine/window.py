@@ -8,12 +8,14 @@ returns it; :func:`window_record` turns a closed window into the JSON record wri
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
 from .histogram import encode, new_histogram, record_seconds
 
+_perf = time.perf_counter
 TRANSPORT_ERRORS = ("connect", "timeout", "closed", "protocol")
 ERROR_KINDS = ("connect", "timeout", "closed", "protocol", "4xx", "5xx")
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -74,12 +76,14 @@ class Window:
         "checks",
         "dropped",
         "http",
+        "http_cancelled",
         "interrupted",
         "iteration_errors",
         "iterations",
         "lag_hist",
         "lag_max_s",
         "t",
+        "vu_s",
         "vus",
         "ws",
         "ws_open",
@@ -97,6 +101,8 @@ class Window:
         self.lag_hist: HdrHistogram | None = None
         self.lag_max_s = 0.0
         self.vus: dict[str, list[int]] = {}  # scenario -> [at close, max in window]
+        self.vu_s: dict[str, float] = {}  # scenario -> VU-seconds active during the window
+        self.http_cancelled: dict[str, int] = {}  # requests sent, stopped before an answer
         self.ws_open: dict[str, list[int]] = {}
 
     def release(self) -> None:
@@ -124,6 +130,7 @@ class Recorder:
     def __init__(self, t: int) -> None:
         self.window = Window(t)
         self._vus: dict[str, int] = {}
+        self._vus_since: dict[str, float] = {}  # when each scenario's VU count last changed
         self._ws_open: dict[str, int] = {}
 
     # --- HTTP -----------------------------------------------------------------------------
@@ -152,6 +159,10 @@ class Recorder:
             if hist is None:
                 hist = stat.hist = new_histogram()
             record_seconds(hist, duration_s)
+
+    def http_cancelled(self, scenario: str) -> None:
+        """A request stopped in flight (the VU cancelled before any answer or transport error)."""
+        _bump(self.window.http_cancelled, scenario)
 
     def check(self, scenario: str, name: str, ok: bool) -> None:
         counts = self.window.checks.get((scenario, name))
@@ -207,10 +218,23 @@ class Recorder:
     # --- VUs and iterations -----------------------------------------------------------------
 
     def vu_started(self, scenario: str) -> None:
+        self._vu_time(scenario, _perf())
         self._gauge(self._vus, self.window.vus, scenario, 1)
 
     def vu_stopped(self, scenario: str) -> None:
+        self._vu_time(scenario, _perf())
         self._gauge(self._vus, self.window.vus, scenario, -1)
+
+    def _vu_time(self, scenario: str, now: float) -> None:
+        """Add the VU-seconds since the scenario's VU count last changed to the window (the
+        exact integral of active VUs over time, which a planned rate is computed from)."""
+        since = self._vus_since.get(scenario)
+        self._vus_since[scenario] = now
+        if since is not None:
+            active = self._vus.get(scenario, 0)
+            if active > 0:
+                vu_s = self.window.vu_s
+                vu_s[scenario] = vu_s.get(scenario, 0.0) + active * (now - since)
 
     def _gauge(
         self, live: dict[str, int], window: dict[str, list[int]], scenario: str, delta: int
@@ -251,6 +275,9 @@ class Recorder:
     def roll(self, next_t: int) -> Window:
         """Close the current window (gauges as they are now) and open the one for ``next_t``."""
         closed = self.window
+        now = _perf()
+        for scenario in self._vus_since:
+            self._vu_time(scenario, now)
         for scenario, value in self._vus.items():
             slot = closed.vus.setdefault(scenario, [value, value])
             slot[0] = value
@@ -317,6 +344,8 @@ def window_record(
         "checks": [[s, n, c[0], c[1]] for (s, n), c in win.checks.items()],
         "ws": ws,
         "vus": win.vus,
+        "vu_s": {scenario: round(v, 4) for scenario, v in win.vu_s.items()},
+        "http_cancelled": win.http_cancelled,
         "iterations": win.iterations,
         "dropped": win.dropped,
         "interrupted": win.interrupted,

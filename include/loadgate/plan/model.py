@@ -305,6 +305,10 @@ class Plan(_Model):
     system_metrics: dict[str, SystemMetric] = Field(default_factory=dict)
     load_levels: list[LoadLevel] = Field(default_factory=list)
     generator: GeneratorLimits = Field(default_factory=GeneratorLimits)
+    # The live rollback test's false-alarm budget per stage: the probability that a release
+    # whose rates are all at or below their thresholds is aborted by a rate criterion, over
+    # the whole stage, all its shards and all its live rate criteria (loadgate.sequential).
+    live_alpha: float = Field(default=0.01, gt=0, lt=1)
 
     def criteria_for(self, stage: str, levels: tuple[str, ...] = LEVELS) -> list[Criterion]:
         return [c for c in self.criteria if c.level in levels and c.applies_to(stage)]
