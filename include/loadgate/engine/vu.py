@@ -7,11 +7,11 @@ A scenario is a plain ``async def scenario(vu: VU) -> None``: one iteration. Wha
   returns a :class:`FailedResponse` (``status`` 0, ``error`` the kind) instead of raising.
   A response is *failed* when its status is not in ``expected`` (default: 200–399).
 - ``vu.ws.connect(path)`` opens a WebSocket whose messages, errors and closes are recorded.
-- ``await vu.sleep(s)`` sleeps ``s`` × the run's time scale (``interruptible=True`` returns
-  early, with False, when the VU is asked to stop: for loops that hold a connection).
+- ``await vu.sleep(s)`` sleeps ``s`` seconds (``interruptible=True`` returns early, with False,
+  when the VU is asked to stop: for loops that hold a connection).
 - ``vu.check(name, ok)`` counts a passed or failed check.
-- ``vu.every(s, fn)`` calls ``fn()`` every ``s`` × time scale seconds until the iteration ends (one
-  loop timer for the whole stage, see :mod:`loadgate.engine.schedule`), and ``await vu.hold()``
+- ``vu.every(s, fn)`` calls ``fn()`` every ``s`` seconds until the iteration ends (one loop
+  timer for the whole stage, see :mod:`loadgate.engine.schedule`), and ``await vu.hold()``
   waits until the VU is asked to stop or one of its WebSockets closes: with ``on_message``,
   the shape for a scenario that holds a connection and works from callbacks, with no task
   waking up for each send.
@@ -20,7 +20,13 @@ A scenario is a plain ``async def scenario(vu: VU) -> None``: one iteration. Wha
   methods of :class:`random.Random`, see :class:`VURandom`),
   ``vu.options`` (the scenario's plan options), ``vu.data`` (state kept across iterations),
   ``vu.stopping`` (a graceful stop was asked), ``vu.unique(prefix)`` (an id unique per run,
-  shard, VU and iteration).
+  shard, VU and iteration), ``vu.time_scale`` and ``vu.scale`` (the run's ``--time-scale`` and
+  ``--scale``, for a scenario that wants to know them).
+
+Pacing is the plan's: ``--time-scale`` compresses the stage's schedule (ramps, holds, durations,
+start times, graceful stops: :mod:`loadgate.plan.profile`) and never a user's sleeps or
+intervals, so each VU sends at the rate the plan says whatever the time scale, and the offered
+load follows the number of VUs.
 """
 
 from __future__ import annotations
@@ -208,6 +214,11 @@ class VUHttp:
         started = _perf()
         try:
             resp = await conn.request(method, path, timeout=timeout or rt.request_timeout, **kwargs)
+        except asyncio.CancelledError:
+            # stopped in flight (hard stop, or a graceful stop's grace ran out): sent, never
+            # answered; counted so that the offered rate includes it
+            rt.recorder.http_cancelled(vu.scenario)
+            raise
         except HttpError as exc:
             elapsed = _perf() - started
             rt.recorder.http(vu.scenario, method, name or path, 0, None, True, exc.kind)
@@ -431,6 +442,8 @@ class VU:
 
     @property
     def time_scale(self) -> float:
+        """The run's ``--time-scale`` (it shortens the schedule; nothing here multiplies a sleep
+        or an interval by it)."""
         return self._rt.time_scale
 
     @property
@@ -448,14 +461,14 @@ class VU:
         return f"{prefix}-{run}-{self._rt.shard_index}-{self.id}-{self.iteration}"
 
     def sleep(self, seconds: float, *, interruptible: bool = False) -> Awaitable[bool]:
-        """Sleep ``seconds`` × time scale (await it); True unless interrupted by a stop request.
+        """Sleep ``seconds`` (await it; the plan's pacing, whatever the time scale); True unless
+        interrupted by a stop request.
 
         A plain sleep is ``asyncio.sleep``'s own coroutine: no frame of ours stays with each of
         10,000 sleeping VUs."""
-        delay = seconds * self._rt.time_scale
         if not interruptible:
-            return asyncio.sleep(delay if delay > 0 else 0, True)
-        return self._sleep_interruptible(delay)
+            return asyncio.sleep(seconds if seconds > 0 else 0, True)
+        return self._sleep_interruptible(seconds)
 
     async def _sleep_interruptible(self, delay: float) -> bool:
         if self._stopping:
@@ -473,13 +486,11 @@ class VU:
     def every(
         self, seconds: float, callback: Callable[[], None], *, first: float | None = None
     ) -> Periodic:
-        """Call ``callback()`` every ``seconds`` × time scale (the first time after ``first``
-        × time scale, default one interval) until cancelled or the iteration ends. A callback
-        that raises is counted as an iteration error and not called again."""
-        scale = self._rt.time_scale
-        entry = self._rt.scheduler.every(
-            seconds * scale, callback, None if first is None else first * scale, self.scenario
-        )
+        """Call ``callback()`` every ``seconds`` (the first time after ``first`` seconds,
+        default one interval) until cancelled or the iteration ends; the plan's pacing, whatever
+        the time scale. A callback that raises is counted as an iteration error and not called
+        again."""
+        entry = self._rt.scheduler.every(seconds, callback, first, self.scenario)
         periodic = self._periodic
         if periodic is None:
             self._periodic = [entry]

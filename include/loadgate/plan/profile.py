@@ -2,10 +2,13 @@
 ``--shard`` applied.
 
 ``--scale S`` multiplies VUs, connections and arrival rates (a non-zero count stays at least 1).
-``--time-scale T`` multiplies every duration, start offset, interval and (in the VU context)
-think time: the run is the same run played T times as fast, so the number of iterations stays
-about the same and the request rate grows by 1/T. Pair a small T with a small S for smoke runs.
-Criteria windows are not scaled: they are measurement windows in real seconds.
+``--time-scale T`` compresses the schedule, never a user's pacing: it multiplies the durations
+of ramps, holds and stages, start offsets and graceful stops, and nothing else. Think times,
+heartbeat and update intervals stay as the plan says (``vu.sleep`` and ``vu.every`` are not
+scaled), and a constant-arrival-rate scenario keeps its rate (× S), so the request rate follows
+the number of users whatever T is; a shorter schedule only sends fewer requests in total (an
+arrival-rate scenario runs rate × S × duration × T iterations). Criteria windows are not
+scaled either: they are measurement windows in real seconds.
 
 Every profile answers ``target_at(t)``: how many VUs (connections) this shard should run ``t``
 seconds after the stage start, the shard's share of the scaled total at that moment; the shares
@@ -15,6 +18,7 @@ of all shards add up exactly to the total at every moment (see :mod:`loadgate.pl
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +41,10 @@ class Profile:
     graceful_stop: float
     shard: Shard
     rotate: int
+    # the plan's scenario function and options: the results carry them, so that a summary can
+    # read the scenario's declared pacing (loadgate.scenarios.declared_pacing) for its plan rate
+    exec_ref: str = field(default="", kw_only=True)
+    options: Mapping[str, Any] = field(default_factory=dict, kw_only=True, hash=False)
 
     @property
     def end(self) -> float:
@@ -67,6 +75,8 @@ class Profile:
             "graceful_stop_s": round(self.graceful_stop, 6),
             "peak_total": self.peak_total,
             "peak_this_shard": self.peak,
+            "exec": self.exec_ref,
+            "options": dict(self.options),
         }
 
 
@@ -220,6 +230,8 @@ def build_profile(
         "graceful_stop": scenario.graceful_stop * ts,
         "shard": shard,
         "rotate": rotate,
+        "exec_ref": scenario.exec,
+        "options": scenario.options,
     }
     if isinstance(scenario, RampingVUs):
         stages = tuple((s.duration * ts, scale_count(s.target, scale)) for s in scenario.stages)
@@ -244,7 +256,7 @@ def build_profile(
         )
     if isinstance(scenario, ConstantArrivalRate):
         duration = scenario.duration * ts
-        rate = scenario.rate / scenario.time_unit * scale / ts
+        rate = scenario.rate / scenario.time_unit * scale  # pacing: never × or / time scale
         pre = scale_count(scenario.pre_allocated_vus, scale)
         max_vus = max(pre, scale_count(scenario.max_vus or scenario.pre_allocated_vus, scale))
         return ArrivalProfile(

@@ -2,17 +2,27 @@
 
 A plan's ``exec`` names one as ``package.module:function`` or by a registered short name
 (:data:`REGISTRY`). :func:`scenario` marks what a function needs, so that a run that cannot
-work (no ``--users`` for a scenario that logs in) fails before any request is sent.
+work (no ``--users`` for a scenario that logs in) fails before any request is sent, and the
+pacing it follows, so that a summary can say what request rate the plan implies.
+
+Pacing, declared as ``@scenario(pacing=fn)``: ``fn(options) -> (requests_per_iteration,
+idle_seconds_per_iteration)``, the expected values for the plan's ``options`` (a request drawn
+with probability p counts p; a think time uniform in [a, b] counts (a + b) / 2). One VU then
+runs an iteration every ``idle + requests × latency`` seconds, whatever ``--time-scale`` is
+(it never scales pacing); :mod:`loadgate.engine.summary` turns this into the stage's planned
+rate with the latency it measured. A scenario without a declaration has no planned rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+# options -> (requests per iteration, idle seconds per iteration): expected values
+Pacing = Callable[[Mapping[str, Any]], tuple[float, float]]
 
 REGISTRY: dict[str, str] = {
     "basic.get": "loadgate.scenarios.basic:get",
@@ -27,11 +37,13 @@ class ScenarioError(ValueError):
     pass
 
 
-def scenario(*, needs_user: bool = False) -> Callable[[F], F]:
-    """Declare what a scenario function needs (``needs_user``: a seeded user per VU)."""
+def scenario(*, needs_user: bool = False, pacing: Pacing | None = None) -> Callable[[F], F]:
+    """Declare what a scenario function needs (``needs_user``: a seeded user per VU) and, if
+    known, its ``pacing`` (see the module's doc)."""
 
     def mark(fn: F) -> F:
         fn.needs_user = needs_user  # type: ignore[attr-defined]
+        fn.pacing = pacing  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -60,3 +72,31 @@ def resolve(exec_ref: str) -> Callable[..., Any]:
 
 def needs_user(fn: Callable[..., Any]) -> bool:
     return bool(getattr(fn, "needs_user", False))
+
+
+def declared_pacing(
+    fn: Callable[..., Any], options: Mapping[str, Any]
+) -> tuple[float, float] | None:
+    """(requests per iteration, idle seconds per iteration) the scenario declares for these
+    options; None when it declares none or its declaration does not fit the options."""
+    pacing = getattr(fn, "pacing", None)
+    if pacing is None:
+        return None
+    try:
+        requests, idle = pacing(options)
+        requests, idle = float(requests), float(idle)
+    except (TypeError, ValueError, KeyError):
+        return None
+    if not (requests >= 0 and idle >= 0) or requests == idle == 0:
+        return None
+    return requests, idle
+
+
+def pacing_of(exec_ref: str, options: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The declared pacing of the scenario an ``exec`` names (None when it cannot be imported
+    here or declares none)."""
+    try:
+        fn = resolve(exec_ref)
+    except ScenarioError:
+        return None
+    return declared_pacing(fn, options)

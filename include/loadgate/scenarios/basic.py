@@ -2,18 +2,27 @@
 
 ``get``: one GET of ``options.path`` (default ``/healthz``), named ``options.name`` (default the
 path), expecting ``options.expected`` (default 200-399), then think time uniform
-``options.think_time`` (default [0, 0]). With ``think_time: [0, 3]`` it is the seed pattern the
-engine's benchmarks use (one request, then 0-3 s).
+``options.think_time`` (default [0, 0]) in real seconds, whatever ``--time-scale`` is. With
+``think_time: [0, 3]`` it is the seed pattern the engine's benchmarks use (one request, then
+0-3 s): 1 request per iteration and 1.5 s idle, declared as its pacing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from loadgate.engine.vu import VU
 from loadgate.plan.durations import parse_duration
 from loadgate.scenarios import scenario
 
 
-@scenario()
+def _get_pacing(options: Mapping[str, Any]) -> tuple[float, float]:
+    low, high = options.get("think_time", (0, 0))
+    return 1.0, (parse_duration(low) + parse_duration(high)) / 2.0
+
+
+@scenario(pacing=_get_pacing)
 async def get(vu: VU) -> None:
     # the options, read once per VU (a closed loop runs this tens of thousands of times a second)
     spec = vu.data.get("basic.get")

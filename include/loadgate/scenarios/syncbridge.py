@@ -16,13 +16,19 @@ Options (plan ``options``, all with the seed's values as defaults):
 - ``session_state``: ``updates`` 10, ``update_interval`` 0.5 s, ``think_time`` [0, 2] s.
 - ``handoff``: ``think_time`` [0, 3] s.
 
-All sleeps and intervals are scaled by ``--time-scale`` (see :mod:`loadgate.engine.vu`).
+Sleeps and intervals are the plan's pacing, in real seconds: ``--time-scale`` shortens the
+stage's schedule (ramps, holds, durations) and never a think time, a heartbeat or an update
+interval (see :mod:`loadgate.engine.vu`), so each VU offers the load the seed describes. The
+request-response scenarios declare that pacing (``@scenario(pacing=...)``: expected requests
+and idle seconds per iteration) for the summary's planned request rate; ``websocket`` holds a
+connection and declares none (its sends are messages on timers, not requests).
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -137,6 +143,11 @@ def _think(vu: VU, default: tuple[float, float]) -> float:
     return vu.rng.uniform(parse_duration(low), parse_duration(high))
 
 
+def _mean_think(options: Mapping[str, Any], default: tuple[float, float]) -> float:
+    low, high = options.get("think_time", default)
+    return (parse_duration(low) + parse_duration(high)) / 2.0
+
+
 def _checks(vu: VU, label: str, resp: Any, status: int, slow_check: bool = True) -> None:
     vu.check(f"{label} status is {status}", resp.status == status)
     if slow_check:
@@ -151,7 +162,15 @@ def _checks(vu: VU, label: str, resp: Any, status: int, slow_check: bool = True)
 DEFAULT_MIX = {"login": 0.2, "get_session": 0.4, "snapshot": 0.15, "devices": 0.15, "refresh": 0.1}
 
 
-@scenario(needs_user=True)
+def _api_mix_pacing(options: Mapping[str, Any]) -> tuple[float, float]:
+    """Each request drawn with its probability: their sum per iteration, then the mean think
+    time. (The users file's tokens spare a first login; a refresh before expiry, once per token
+    lifetime, and a 401's retry are too rare to count.)"""
+    mix = {**DEFAULT_MIX, **options.get("mix", {})}
+    return sum(float(mix[k]) for k in DEFAULT_MIX), _mean_think(options, (0.0, 3.0))
+
+
+@scenario(needs_user=True, pacing=_api_mix_pacing)
 async def api_mix(vu: VU) -> None:
     """One iteration of the seed's API test: each request drawn independently, then think."""
     mix = {**DEFAULT_MIX, **vu.options.get("mix", {})}
@@ -271,9 +290,15 @@ async def websocket(vu: VU) -> None:
         )
 
     ws.on_message = on_message
-    vu.every(_seconds(vu, "heartbeat_interval", 30.0), heartbeat)
+    # the first send at a random point of its first interval (seeded per VU): the steady state
+    # of connections opened at any time. A compressed ramp opens them all within a second, and
+    # with a first send one whole interval later every heartbeat of the stage would fire in the
+    # same instant, and a hold shorter than the interval would send none at all.
+    beat = _seconds(vu, "heartbeat_interval", 30.0)
+    vu.every(beat, heartbeat, first=vu.rng.uniform(0.0, beat))
     if updater:
-        vu.every(_seconds(vu, "state_update_interval", 5.0), state_update)
+        every = _seconds(vu, "state_update_interval", 5.0)
+        vu.every(every, state_update, first=vu.rng.uniform(0.0, every))
     try:
         await vu.hold()
     finally:
@@ -283,7 +308,14 @@ async def websocket(vu: VU) -> None:
 # --- §3.3 session state and handoff ---------------------------------------------------------
 
 
-@scenario(needs_user=True)
+def _session_state_pacing(options: Mapping[str, Any]) -> tuple[float, float]:
+    """A create, ``updates`` updates and a snapshot; the update intervals and the think time."""
+    updates = int(options.get("updates", 10))
+    interval = parse_duration(options.get("update_interval", 0.5))
+    return updates + 2.0, updates * interval + _mean_think(options, (0.0, 2.0))
+
+
+@scenario(needs_user=True, pacing=_session_state_pacing)
 async def session_state(vu: VU) -> None:
     """Create a session of its own, update it 10 times 0.5 s apart, snapshot it, think."""
     opts = vu.options
@@ -320,7 +352,12 @@ async def session_state(vu: VU) -> None:
     await vu.sleep(_think(vu, (0.0, 2.0)))
 
 
-@scenario(needs_user=True)
+def _handoff_pacing(options: Mapping[str, Any]) -> tuple[float, float]:
+    """One handoff (and once per VU a read of the session, not counted), then think."""
+    return 1.0, _mean_think(options, (0.0, 3.0))
+
+
+@scenario(needs_user=True, pacing=_handoff_pacing)
 async def handoff(vu: VU) -> None:
     """Hand the VU's own session over between its two devices, alternating, then think.
 

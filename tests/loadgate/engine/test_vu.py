@@ -33,17 +33,17 @@ def _vu(rt: StageRuntime) -> VU:
     return VU(rt, scenario="s", vu_id=0, local_id=0, options={})
 
 
-def test_every_sends_on_the_scaled_interval_until_the_vu_is_stopped() -> None:
+def test_every_sends_on_the_plan_interval_until_the_vu_is_stopped() -> None:
     async def body() -> None:
         runner, _app, port = await start_ws_server()
         try:
-            rt = _runtime(port, time_scale=0.5)
+            rt = _runtime(port, time_scale=0.5)  # the schedule's scale: not the interval's
             vu = _vu(rt)
             ws = await vu.ws.connect("/echo")
             assert ws is not None
             echoes: list[object] = []
             ws.on_message = echoes.append
-            vu.every(0.1, lambda: ws.send_json({"n": len(echoes)}))  # every 0.05 s at 0.5
+            vu.every(0.05, lambda: ws.send_json({"n": len(echoes)}))  # every 0.05 s at any T
             loop = asyncio.get_running_loop()
             loop.call_later(0.33, vu.request_stop)
             t0 = loop.time()

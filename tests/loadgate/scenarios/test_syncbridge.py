@@ -4,30 +4,48 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from loadgate.engine.results import read_shard
+from tests.support.helpers import run_stage_args
 
 from ..conftest import (  # type: ignore[misc]
+    PLAN_FILE,
     api_counts,
     load_counts,
+    loadgate,
     run_plan_stage,
     service_by_class,
     summarize_json,
     summary_counts,
+    write_plan,
 )
 
 
-def _run(seeded, tmp_path, stage: str, scale: str, time_scale: str):
+def _run(seeded, tmp_path, stage: str, scale: str, time_scale: str, options=None):
+    """The real plan's ``stage`` (its scenarios' ``options`` updated, if given)."""
     before = api_counts(seeded.url)
     out = tmp_path / stage / "shard-0"
-    proc = run_plan_stage(seeded, stage, out, scale, time_scale, timeout=90, quiet=True)
+    if options is None:
+        proc = run_plan_stage(seeded, stage, out, scale, time_scale, timeout=90, quiet=True)
+    else:
+        data = yaml.safe_load(PLAN_FILE.read_text())
+        for scen in data["stages"][stage]["scenarios"].values():
+            scen["options"] = {**scen.get("options", {}), **options}
+        plan = write_plan(tmp_path, data)
+        args = run_stage_args(plan, stage, seeded.url, out, users=seeded.users_file, quiet=True)
+        proc = loadgate(*args, "--scale", scale, "--time-scale", time_scale, timeout=90)
     assert proc.returncode == 0, proc.stderr
     return summarize_json(out), load_counts(before, api_counts(seeded.url)), out
 
 
 def test_websocket_stage(seeded, tmp_path) -> None:
     """10 connections (one every 0.1 s at this scale) held with heartbeats; the first one
-    (1,000 of 10,000, scaled) sends state updates whose versions come from the acks."""
-    summary, sent, out = _run(seeded, tmp_path, "websocket", "0.001", "0.006")
+    (1,000 of 10,000, scaled) sends state updates whose versions come from the acks. The
+    time scale shortens the 15-minute hold to 5.4 s but never the plan's 30 s and 5 s
+    intervals, so the test asks for a heartbeat and an update every 0.5 s."""
+    pacing = {"heartbeat_interval": "0.5s", "state_update_interval": "0.5s"}
+    summary, sent, out = _run(seeded, tmp_path, "websocket", "0.001", "0.006", pacing)
     ws = summary["ws"]
     assert ws["connects"] == 10 and ws["connect_failed"] == 0 and ws["max_connections"] == 10
     assert ws["errors"] == 0 and ws["closed_unexpected"] == 0
