@@ -13,6 +13,14 @@ A criterion reads *insufficient* (never breached) while its denominator is below
 ``min_samples`` (so one failed request of two is no 50% error rate), and *unknown* when a
 system metric has no value (the target's metrics unreachable): breached only if the criterion
 says ``unknown: breach``.
+
+Live rate criteria (a metric of kind ``rate`` with a threshold strictly between 0 and 1) are not
+read as a point estimate: :class:`SlidingEvaluator` runs the sequential test of
+:mod:`loadgate.sequential` on each second's counts, which breaches only when the evidence says
+the true rate is past the threshold, with the stage's false-alarm probability (``alpha``, split
+over the shards and the live rate criteria) bounded however often it looks. The window's rate
+and samples are still reported, and ``min_samples`` is still a floor on the window's samples.
+Other live criteria (system gauges, latencies, counts) keep the point reading.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from loadgate.engine.aggregate import Aggregate
 from loadgate.plan.shard import scale_count
+from loadgate.sequential import DEFAULT_ALPHA, RateMonitor, split_alpha
 
 if TYPE_CHECKING:
     from loadgate.plan.model import Criterion, Plan
@@ -109,34 +118,40 @@ class CriterionResult:
     description: str = ""
     source: str = ""
     reference: float | None = None
+    # the sequential test of a live rate criterion (test "sequential"; "point" otherwise):
+    # ln of its e-value, the boundary ln(1/alpha) it breaches at, its alpha, and the evidence
+    # span: the last ``span_s`` seconds, from the stage's second ``since_s`` (1-based) where
+    # the strongest evidence starts, with its rate and requests
+    test: str = "point"
+    statistic: float | None = None
+    boundary: float | None = None
+    alpha: float | None = None
+    since_s: int | None = None
+    span_s: int | None = None
+    span_observed: float | None = None
+    span_samples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def is_rate(metric: str) -> bool:
+    spec = ENGINE_METRICS.get(metric)
+    return spec is not None and spec.kind == "rate"
 
 
 def _measure(crit: Criterion, agg: Aggregate, stat: str) -> tuple[float | None, int]:
     """(value, samples) of a criterion's metric over the aggregate; value None = no data."""
     scen, names = crit.scope.scenarios, crit.scope.names
     metric = crit.metric
-    if metric.startswith("http_") and metric != "http_reqs":
+    if is_rate(metric):
+        numerator, total = _rate_counts(crit, agg)
+        return (numerator / total if total else None), total
+    if metric == "http_req_duration":
         fig = agg.http_figures(scen, names)
-        if metric == "http_req_duration":
-            return _latency_value(fig.latency, stat), fig.latency.total
-        if not fig.requests:
-            return None, 0
-        numerator = {
-            "http_req_failed": fig.failed,
-            "http_5xx_rate": fig.by_class.get("5xx", 0),
-            "http_unavailable_rate": fig.unavailable,
-            "http_availability": fig.requests - fig.unavailable,
-        }[metric]
-        return numerator / fig.requests, fig.requests
+        return _latency_value(fig.latency, stat), fig.latency.total
     if metric == "http_reqs":
         return _count_value(agg.http_figures(scen, names).requests, agg, stat)
-    if metric == "checks_failed_rate":
-        passed, failed = agg.checks_figures(scen)
-        total = passed + failed
-        return (failed / total if total else None), total
     if metric in ("iterations", "dropped_iterations"):
         store = agg.iterations if metric == "iterations" else agg.dropped
         return _count_value(agg.count(store, scen), agg, stat)
@@ -144,12 +159,6 @@ def _measure(crit: Criterion, agg: Aggregate, stat: str) -> tuple[float | None, 
         return float(agg.vus_max(scen)), agg.windows
     if metric.startswith("ws_"):
         ws = agg.ws_figures(scen, names)
-        if metric == "ws_error_rate":
-            base = ws.error_base
-            return (ws.errors / base if base else None), base
-        if metric == "ws_connect_success_rate":
-            n = ws.attempts
-            return (ws.counts["connects"] / n if n else None), n
         if metric == "ws_connections":
             return float(ws.open_max), agg.windows
         if metric == "ws_connect_duration":
@@ -161,6 +170,30 @@ def _measure(crit: Criterion, agg: Aggregate, stat: str) -> tuple[float | None, 
         if metric == "ws_msgs_received":
             return _count_value(ws.counts["msgs_in"], agg, stat)
     return _system_value(agg.system_values(metric), stat)
+
+
+def _rate_counts(crit: Criterion, agg: Aggregate) -> tuple[int, int]:
+    """(numerator, denominator) of a rate metric over the aggregate."""
+    scen, names = crit.scope.scenarios, crit.scope.names
+    metric = crit.metric
+    if metric.startswith("http_"):
+        fig = agg.http_figures(scen, names)
+        numerator = {
+            "http_req_failed": fig.failed,
+            "http_5xx_rate": fig.by_class.get("5xx", 0),
+            "http_unavailable_rate": fig.unavailable,
+            "http_availability": fig.requests - fig.unavailable,
+        }[metric]
+        return numerator, fig.requests
+    if metric == "checks_failed_rate":
+        passed, failed = agg.checks_figures(scen)
+        return failed, passed + failed
+    ws = agg.ws_figures(scen, names)
+    if metric == "ws_error_rate":
+        return ws.errors, ws.error_base
+    if metric == "ws_connect_success_rate":
+        return ws.counts["connects"], ws.attempts
+    raise ValueError(f"{metric} is not a rate metric")
 
 
 def _latency_value(acc: Any, stat: str) -> float | None:
@@ -293,26 +326,105 @@ def window_seconds(crit: Criterion) -> int:
     return max(1, math.ceil(crit.window - 1e-9))
 
 
-class SlidingEvaluator:
-    """The live reading: each criterion over its own last ``window`` seconds of records."""
+DEFAULT_HORIZON_S = 3600
 
-    def __init__(self, criteria: Sequence[Criterion], scale: float = 1.0) -> None:
+
+def is_sequential(crit: Criterion) -> bool:
+    """A live criterion read by the sequential test: a rate with an absolute threshold strictly
+    between 0 and 1 (``> 0`` stays a point reading: one failure is certain evidence)."""
+    return (
+        is_rate(crit.metric)
+        and crit.relative_to is None
+        and crit.op in (">", ">=", "<", "<=")
+        and 0.0 < crit.threshold < 1.0
+    )
+
+
+class _Sequential:
+    """One live rate criterion's test: it reads the criterion's failures (its numerator, or
+    the complement for ``<``: availability below 99% is unavailability above 1%)."""
+
+    def __init__(self, crit: Criterion, alpha: float, horizon: int) -> None:
+        self.crit = crit
+        self.upper = crit.op in (">", ">=")
+        p0 = crit.threshold if self.upper else 1.0 - crit.threshold
+        self.monitor = RateMonitor(p0, alpha, horizon)
+
+    def push(self, agg: Aggregate) -> None:
+        numerator, total = _rate_counts(self.crit, agg)
+        failures = numerator if self.upper else total - numerator
+        self.monitor.update(failures, total)
+
+    def read(self, point: CriterionResult) -> CriterionResult:
+        """The window's point reading with the sequential decision and evidence in it."""
+        ev = self.monitor.evidence()
+        point.test = "sequential"
+        point.statistic = round(ev.statistic, 4) if ev.seconds else None
+        point.boundary = round(ev.boundary, 4)
+        point.alpha = ev.alpha
+        point.since_s = ev.since
+        point.span_s = None if ev.since is None else ev.seconds - ev.since + 1
+        rate = ev.span_rate
+        if rate is not None and not self.upper:
+            rate = 1.0 - rate
+        point.span_observed = None if rate is None else round(rate, 6)
+        point.span_samples = ev.span_trials
+        if point.status in ("pass", "breach"):  # enough samples in the window (the floor)
+            point.breached = ev.breached
+            point.status = "breach" if ev.breached else "pass"
+        return point
+
+
+class SlidingEvaluator:
+    """The live reading: each criterion over its own last ``window`` seconds of records, and
+    each rate criterion (:func:`is_sequential`) by the sequential test over every second of the
+    stage so far, at false-alarm probability ``alpha / (shards * rate criteria)``.
+
+    ``alpha`` is the stage's false-alarm budget, ``shards`` the number of shards that run the
+    same test, ``horizon_s`` the stage's planned length in seconds (longer stages stay valid at
+    a little more evidence per second past it). Push one record per second, then evaluate."""
+
+    def __init__(
+        self,
+        criteria: Sequence[Criterion],
+        scale: float = 1.0,
+        *,
+        alpha: float = DEFAULT_ALPHA,
+        shards: int = 1,
+        horizon_s: int = DEFAULT_HORIZON_S,
+    ) -> None:
         self.criteria = list(criteria)
         self.scale = scale
         longest = max((window_seconds(c) for c in self.criteria), default=1)
         self._records: deque[dict[str, Any]] = deque(maxlen=longest)
         self._histograms = any(_needs_histograms(c) for c in self.criteria)
+        rate = [c for c in self.criteria if is_sequential(c)]
+        self.alpha = alpha
+        self.alpha_each = split_alpha(alpha, shards, len(rate))
+        self._sequential = {
+            i: _Sequential(c, self.alpha_each, horizon_s)
+            for i, c in enumerate(self.criteria)
+            if is_sequential(c)
+        }
 
     def push(self, record: dict[str, Any]) -> None:
         self._records.append(record)
+        if self._sequential:
+            agg = Aggregate(histograms=False).add_records((record,))
+            for seq in self._sequential.values():
+                seq.push(agg)
 
     def evaluate(self) -> list[CriterionResult]:
-        by_window: dict[int, list[Criterion]] = {}
-        for crit in self.criteria:
-            by_window.setdefault(window_seconds(crit), []).append(crit)
-        out: list[CriterionResult] = []
+        by_window: dict[int, list[int]] = {}
+        for i, crit in enumerate(self.criteria):
+            by_window.setdefault(window_seconds(crit), []).append(i)
+        out: list[tuple[int, CriterionResult]] = []
         records = list(self._records)
-        for seconds, crits in by_window.items():
+        for seconds, indexes in by_window.items():
             agg = Aggregate(histograms=self._histograms).add_records(records[-seconds:])
-            out.extend(evaluate(crits, agg, window=f"last {seconds}s", scale=self.scale))
-        return out
+            crits = [self.criteria[i] for i in indexes]
+            results = evaluate(crits, agg, window=f"last {seconds}s", scale=self.scale)
+            for i, result in zip(indexes, results, strict=True):
+                seq = self._sequential.get(i)
+                out.append((i, seq.read(result) if seq else result))
+        return [result for _, result in sorted(out, key=lambda pair: pair[0])]

@@ -171,9 +171,100 @@ def test_sliding_window_forgets() -> None:
         }
     )
     ev = SlidingEvaluator(plan.criteria)
-    ev.push(_record(1, ok=10, fail5=10))
+    # half of 40 requests failed: evidence enough for the sequential test in one second
+    ev.push(_record(1, ok=20, fail5=20))
     assert ev.evaluate()[0].breached
     for t in (2, 3, 4):
-        ev.push(_record(t, ok=20))
+        ev.push(_record(t, ok=40))
     [r] = ev.evaluate()
-    assert not r.breached and r.samples == 60 and r.window == "last 3s"
+    assert not r.breached and r.samples == 120 and r.window == "last 3s"
+    assert r.observed == 0.0
+
+
+def _rollback(**fields):
+    crit = {
+        "id": "e",
+        "level": "rollback",
+        "metric": "http_req_failed",
+        "breach": "> 5%",
+        "window": "30s",
+        "min_samples": 100,
+    }
+    return _plan({**crit, **fields}).criteria
+
+
+def test_live_rate_is_a_sequential_test_not_a_point_estimate() -> None:
+    """A 2% release's unlucky second (7 failures in 127 requests: 5.5%) is no evidence that the
+    true rate is above 5%: the point reading breaches, the live sequential test does not."""
+    ev = SlidingEvaluator(_rollback(), shards=5, horizon_s=2700)
+    ev.push(_record(1, ok=120, fail5=7))
+    [r] = ev.evaluate()
+    assert r.observed == pytest.approx(7 / 127, abs=1e-6) and r.samples == 127
+    assert (r.status, r.breached, r.test) == ("pass", False, "sequential")
+    assert r.alpha == pytest.approx(0.01 / 5) and r.boundary == pytest.approx(6.2146, abs=1e-3)
+    assert r.statistic is not None and r.statistic < r.boundary
+    [point] = evaluate(_rollback(), _agg(_record(1, ok=120, fail5=7)))
+    assert point.breached and point.test == "point"  # the gate's reading is unchanged
+
+
+def test_live_rate_breaches_on_a_sustained_fault_with_its_evidence() -> None:
+    ev = SlidingEvaluator(_rollback(), shards=5, horizon_s=2700)
+    for t in range(1, 11):  # ten healthy seconds at 1%
+        ev.push(_record(t, ok=99, fail5=1))
+        assert not ev.evaluate()[0].breached
+    seconds = 0
+    for t in range(11, 20):  # then 20% of 100 requests a second
+        ev.push(_record(t, ok=80, fail5=20))
+        seconds += 1
+        if ev.evaluate()[0].breached:
+            break
+    [r] = ev.evaluate()
+    assert r.breached and r.status == "breach" and seconds <= 3
+    assert r.statistic is not None and r.statistic >= r.boundary
+    assert r.since_s == 11 and r.span_observed == pytest.approx(0.2, abs=1e-6)  # the fault's start
+    assert r.span_samples == 100 * seconds
+
+
+def test_min_samples_stays_a_floor_of_the_live_test() -> None:
+    ev = SlidingEvaluator(_rollback(min_samples=500), horizon_s=60)
+    for t in range(1, 4):
+        ev.push(_record(t, ok=50, fail5=50))
+    [r] = ev.evaluate()
+    assert r.statistic is not None and r.statistic > r.boundary  # overwhelming evidence ...
+    assert (r.status, r.breached, r.samples) == ("insufficient", False, 300)  # ... too few
+
+
+def test_alpha_is_split_over_shards_and_live_rate_criteria() -> None:
+    crits = _plan(
+        {"id": "a", "level": "rollback", "metric": "http_req_failed", "breach": "> 5%"},
+        {"id": "b", "level": "rollback", "metric": "http_unavailable_rate", "breach": "> 10%"},
+        {"id": "c", "level": "rollback", "metric": "http_req_failed", "breach": "> 0"},
+        {"id": "d", "level": "rollback", "metric": "vus", "breach": "> 100"},
+    ).criteria
+    ev = SlidingEvaluator(crits, alpha=0.02, shards=5, horizon_s=100)
+    assert ev.alpha_each == pytest.approx(0.002)  # 0.02 / (5 shards x 2 rate criteria)
+    ev.push(_record(1, ok=10, fail5=1))
+    tests = {r.id: r.test for r in ev.evaluate()}
+    assert tests == {"a": "sequential", "b": "sequential", "c": "point", "d": "point"}
+    results = {r.id: r for r in ev.evaluate()}
+    assert results["c"].breached  # "> 0": one failure is certain evidence
+
+
+def test_a_lower_bound_on_a_rate_tests_its_complement() -> None:
+    crits = _plan(
+        {
+            "id": "avail",
+            "level": "rollback",
+            "metric": "http_availability",
+            "breach": "< 90%",
+            "window": "10s",
+        }
+    ).criteria
+    ev = SlidingEvaluator(crits, horizon_s=60)
+    ev.push(_record(1, ok=95, fail5=5))
+    [r] = ev.evaluate()
+    assert not r.breached and r.observed == pytest.approx(0.95)
+    for t in range(2, 5):
+        ev.push(_record(t, ok=50, fail5=50))
+    [r] = ev.evaluate()
+    assert r.breached and r.span_observed is not None and r.span_observed < 0.9

@@ -4,8 +4,11 @@
 target allowed, abort marker absent) before a single request is sent; :func:`run_stage` then
 runs the stage on uvloop and returns its outcome. Once a second, at each wall-clock second, the
 current window is closed, written to ``windows.jsonl``, and the stage's rollback criteria are
-evaluated over their sliding windows; a breach stops every VU at once, writes the abort marker
-and ends the stage with the abort code. The marker of another shard does the same here.
+evaluated: rate criteria by the sequential test of :mod:`loadgate.sequential` (false-alarm
+probability at most the plan's ``live_alpha`` over the stage, split over its shards and live
+rate criteria), the others over their sliding windows; a breach stops every VU at once, writes
+the abort marker with its evidence and ends the stage with the abort code. The marker of
+another shard does the same here.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from loadgate.criteria import ENGINE_METRICS, CriterionResult, SlidingEvaluator
+from loadgate.criteria import ENGINE_METRICS, CriterionResult, SlidingEvaluator, is_sequential
 from loadgate.metrics.base import MetricsSource, NullSource
 from loadgate.plan.model import Criterion, Plan
 from loadgate.plan.profile import Profile, stage_profiles
 from loadgate.plan.shard import Shard
 from loadgate.scenarios import ScenarioError, needs_user, resolve
+from loadgate.sequential import split_alpha
 from loadgate.storage import as_path
 
 from .abort import AbortMarker, read_marker
@@ -112,6 +116,7 @@ class AlreadyAborted(Exception):
                 "status": "aborted",
                 "exit_code": EXIT_ABORTED,
                 "aborted": {
+                    **{k: v for k, v in self.marker.items() if k in EVIDENCE_KEYS},
                     "criterion": self.marker.get("criterion"),
                     "observed": self.marker.get("observed"),
                     "at_s": 0.0,
@@ -233,6 +238,65 @@ class SystemSampler:
         return dict.fromkeys(self.names)
 
 
+EVIDENCE_KEYS = (
+    "criterion", "metric", "stat", "op", "threshold", "observed", "samples", "window",
+    "test", "statistic", "boundary", "alpha", "confidence", "stage_alpha", "since_s",
+    "window_observed", "window_samples", "criterion_window", "min_samples",
+)  # fmt: skip
+
+
+def abort_evidence(
+    result: CriterionResult, stage_alpha: float, min_samples: int = 0
+) -> dict[str, Any]:
+    """What a breached live criterion puts in the abort record (meta.json and the marker).
+
+    A sequential breach: ``observed`` and ``samples`` are the rate and requests over the
+    evidence span (``window``: the last N seconds, from the stage's second ``since_s``, where
+    the fault most likely started); ``statistic`` is ln of the test's e-value, ``boundary`` the
+    ln(1 / ``alpha``) it reached, ``alpha`` this test's share of the stage's ``stage_alpha``
+    and ``confidence`` 1 - ``alpha``. ``window_observed`` and ``window_samples`` are the
+    criterion's own sliding window ``criterion_window`` (``min_samples`` is its floor). A
+    point breach: the window's value, as before.
+    """
+    out: dict[str, Any] = {
+        "criterion": result.id,
+        "metric": result.metric,
+        "stat": result.stat,
+        "op": result.op,
+        "threshold": result.threshold,
+        "observed": result.observed,
+        "samples": result.samples,
+        "window": result.window,
+        "test": result.test,
+    }
+    if result.test == "sequential" and result.alpha is not None:
+        out.update(
+            observed=result.span_observed,
+            samples=result.span_samples,
+            window=f"last {result.span_s}s" if result.span_s else result.window,
+            since_s=result.since_s,
+            statistic=result.statistic,
+            boundary=result.boundary,
+            alpha=result.alpha,
+            confidence=round(1.0 - result.alpha, 9),
+            stage_alpha=stage_alpha,
+            window_observed=result.observed,
+            window_samples=result.samples,
+            criterion_window=result.window,
+            min_samples=min_samples,
+        )
+    return out
+
+
+def stage_horizon(profiles: dict[str, Profile]) -> int:
+    """The stage's planned length in seconds on this shard (graceful stops included)."""
+    end = 0.0
+    for p in profiles.values():
+        stop = max(p.graceful_stop, float(getattr(p, "graceful_ramp_down", 0.0)))
+        end = max(end, p.end + stop)
+    return max(1, math.ceil(end))
+
+
 class _StageRun:
     def __init__(self, prep: Prepared) -> None:
         self.prep = prep
@@ -243,7 +307,13 @@ class _StageRun:
         self.aborted: dict[str, Any] | None = None
         self.runs: list[ScenarioRun] = []
         self.scenario_tasks: list[asyncio.Task[None]] = []
-        self.evaluator = SlidingEvaluator(prep.live_criteria, scale=self.cfg.scale)
+        self.evaluator = SlidingEvaluator(
+            prep.live_criteria,
+            scale=self.cfg.scale,
+            alpha=self.cfg.plan.live_alpha,
+            shards=self.cfg.shard.count,
+            horizon_s=stage_horizon(prep.profiles),
+        )
         self.proc = ProcessSampler()
         self.windows = 0
         self.saturated_windows = 0
@@ -355,7 +425,7 @@ class _StageRun:
         self.exit_code = EXIT_ABORTED
         self.aborted = info
         if not info.get("by_marker"):
-            marker = {k: info[k] for k in ("criterion", "observed", "at_s", "shard")}
+            marker = {k: v for k, v in info.items() if k != "by_marker"}
             self.marker.write({"stage": self.cfg.stage, "at": time.time(), **marker})
         self.hard_stop()
 
@@ -378,16 +448,10 @@ class _StageRun:
         breached: list[CriterionResult] = [r for r in results if r.breached]
         if breached:
             first = breached[0]
+            floor = next((c.min_samples for c in self.prep.live_criteria if c.id == first.id), 0)
             self.abort(
                 {
-                    "criterion": first.id,
-                    "metric": first.metric,
-                    "stat": first.stat,
-                    "op": first.op,
-                    "threshold": first.threshold,
-                    "observed": first.observed,
-                    "window": first.window,
-                    "samples": first.samples,
+                    **abort_evidence(first, self.evaluator.alpha, floor),
                     "at_s": round(time.time() - self.start_wall, 3),
                     "shard": str(self.cfg.shard),
                     "by_marker": False,
@@ -398,8 +462,10 @@ class _StageRun:
         marker = self.marker.poll()
         if marker is None or self.status != "running":
             return
+        evidence = {k: v for k, v in marker.items() if k in EVIDENCE_KEYS}
         self.abort(
             {
+                **evidence,
                 "criterion": marker.get("criterion"),
                 "observed": marker.get("observed"),
                 "at_s": round(time.time() - self.start_wall, 3),
@@ -531,4 +597,11 @@ def describe_load(prep: Prepared) -> list[str]:
     lines.append(
         "  live rollback criteria: " + (", ".join(c.id for c in prep.live_criteria) or "none")
     )
+    rates = [c.id for c in prep.live_criteria if is_sequential(c)]
+    if rates:
+        each = split_alpha(cfg.plan.live_alpha, cfg.shard.count, len(rates))
+        lines.append(
+            f"  sequential test of {', '.join(rates)}: false-alarm probability "
+            f"{cfg.plan.live_alpha:g} per stage ({each:.2g} per shard and criterion)"
+        )
     return lines
