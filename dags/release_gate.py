@@ -18,13 +18,18 @@ the HarmonyFlow SyncBridge test of 10,000 concurrent connections).
    on the worker; with `backend=kubernetes`, `shard_pods` renders one pod per shard and
    `load_pods` (a KubernetesPodOperator mapped over them) runs them instead. The engine checks
    the immediate-rollback criteria every second and stops a stage within seconds of a breach;
-   each gate merges the shards' results with system metrics and decides **pass**,
-   **investigate** or **rollback**. A rollback verdict skips the remaining stages.
+   each gate merges the shards' results with system metrics, compares the stage with the last
+   good release (intervals, not single numbers) and decides **pass**, **investigate**,
+   **rollback**, **inconclusive** (too little evidence: `rerun` runs the stage once more and
+   decides on both attempts), **invalid** (the test cannot vouch for its numbers) or
+   **error**. A rollback or error verdict skips the remaining stages.
 4. **Rollback**: only on a rollback verdict; runs the configured action and verifies health.
 5. **Post-test**, whatever happened (`post_test`): `collect_logs`, `cleanup_pods` (every pod of
    the run, by label), `build_report` (report.md, report.html, report.json, junit.xml under
-   `<artifacts_root>/<run id>/`) and `notify` (Slack, or the run's `notifications.jsonl`).
-   `finalize` fails the run when the verdict is rollback.
+   `<artifacts_root>/<run id>/`), `record_history` (the verdict and key figures appended to
+   the release history, where later runs find their baseline) and `notify` (Slack, or the
+   run's `notifications.jsonl`).
+   `finalize` fails the run when the verdict is rollback, invalid or error.
 
 ## Triggers
 
@@ -81,12 +86,13 @@ def release_gate() -> None:
         previous = stage_tasks(run, stage, upstream=previous)
 
     rolled_back = tasks.rollback(run)
-    with TaskGroup(group_id="post_test", tooltip="always: logs, pods, report, message"):
+    with TaskGroup(group_id="post_test", tooltip="always: logs, pods, report, history, message"):
         logs = tasks.collect_logs(run)
         cleanup = tasks.cleanup_pods(run)
         report = tasks.build_report(run)
+        recorded = tasks.record_history(run)
         told = tasks.notify(run)
-    chain(previous, rolled_back, logs, cleanup, report, told, tasks.finalize(run))
+    chain(previous, rolled_back, logs, cleanup, report, recorded, told, tasks.finalize(run))
 
 
 release_gate()

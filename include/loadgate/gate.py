@@ -14,16 +14,16 @@ Percentiles are computed once, on the merged histograms (``loadgate.engine.summa
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
-from loadgate.criteria import CriterionResult, evaluate_stage
+from loadgate.baseline import read_against_baseline
+from loadgate.criteria import CriterionResult, evaluate
 from loadgate.engine.aggregate import Aggregate
 from loadgate.engine.merge import MergedStage, load_merged
 from loadgate.engine.results import ResultsError
 from loadgate.engine.summary import SATURATED_MESSAGE, summarize
-from loadgate.pipeline import Run
+from loadgate.pipeline import MAX_ATTEMPTS, Run, stage_folder
 from loadgate.plan.shard import scale_count
 from loadgate.rollback import wait_healthy
 from loadgate.verdicts import Verdict
@@ -91,6 +91,16 @@ def verdict_of(results: list[CriterionResult], aborted: dict[str, Any] | None) -
     if breached & {"investigate", "acceptance"}:
         return Verdict.INVESTIGATE
     return Verdict.PASS
+
+
+def too_little_evidence(run: Run, results: list[CriterionResult]) -> list[str]:
+    """The must-have criteria that gathered too little data to be decided."""
+    needed = {c.id: c.min_samples for c in run.plan.criteria if c.must_have}
+    return [
+        f"{r.id} has {r.samples} samples, fewer than the {needed[r.id]} it needs"
+        for r in results
+        if r.id in needed and r.status == "insufficient"
+    ]
 
 
 def invalid_causes(merged: MergedStage, summary: dict[str, Any]) -> list[str]:
@@ -197,54 +207,41 @@ def expected_figures(run: Run, stage: str) -> dict[str, str]:
     return out
 
 
-def _comparable(run: Run, other: dict[str, Any]) -> bool:
-    mine, theirs = run.config, other.get("config") or {}
-    return all(
-        theirs.get(key) == getattr(mine, key)
-        for key in ("target_url", "plan", "scale", "time_scale")
-    )
+def _attempts(run: Run, stage: str, attempt: int) -> list[dict[str, Any]]:
+    """The decisions of the attempts before ``attempt``, the first kept as it was decided."""
+    if attempt == 1:
+        return []
+    earlier = run.gate(stage) or {}
+    history = list(earlier.get("attempts") or [])
+    if not history:  # the first attempt's own decision: keep its file, list its outcome
+        run.artifacts.write_json(f"gates/{stage}.attempt-1.json", earlier)
+        history.append(
+            {
+                "attempt": 1,
+                "verdict": earlier.get("verdict"),
+                "reasons": earlier.get("reasons", []),
+                "requests": (earlier.get("summary") or {}).get("requests"),
+            }
+        )
+    return history
 
 
-def baselines(run: Run, stage: str) -> tuple[dict[str, float], str | None]:
-    """The previous passing run's absolute values of the ``relative_to: baseline`` criteria.
+def decide(run: Run, stage: str, attempt: int = 1) -> dict[str, Any]:
+    """Read the stage's shard results and write ``gates/<stage>.json``; returns it.
 
-    Only a run of the same plan against the same target at the same scale and time scale is
-    comparable; the newest such run whose gate passed this stage is the baseline.
+    ``attempt`` 2 decides on the pooled evidence of both attempts (the first was
+    inconclusive); the first attempt's decision stays in ``gates/<stage>.attempt-1.json``.
     """
-    best: tuple[str, dict[str, Any], str] | None = None
-    for gate_file in run.artifacts.root.parent.glob(f"*/gates/{stage}.json"):
-        folder = gate_file.parent.parent
-        if folder.name == run.artifacts.root.name:
-            continue
-        try:
-            other = json.loads((folder / "run.json").read_text())
-            previous = json.loads(gate_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if previous.get("verdict") != "pass" or not _comparable(run, other):
-            continue
-        when = other.get("prepared_at", "")
-        if best is None or when > best[0]:
-            best = (when, previous, other.get("run_id", folder.name))
-    if best is None:
-        return {}, None
-    values = {
-        c["id"]: (c["observed"] + 1.0) * c["reference"]
-        for c in best[1].get("criteria", [])
-        if c.get("reference") and c.get("observed") is not None
-    }
-    return values, best[2]
-
-
-def decide(run: Run, stage: str) -> dict[str, Any]:
-    """Read the stage's shard results and write ``gates/<stage>.json``; returns it."""
-    folder = run.artifacts.path("stages", stage)
+    attempts = _attempts(run, stage, attempt)
+    folders = [stage_folder(run, stage, a) for a in range(1, attempt + 1)]
     try:
-        merged = load_merged([folder])
+        merged = load_merged(folders)
     except (ResultsError, FileNotFoundError, OSError) as exc:
         gate = {
             "stage": stage,
-            "verdict": "error",
+            "attempt": attempt,
+            "attempts": attempts,
+            "verdict": Verdict.ERROR,
             "reasons": [f"no results: {exc}"],
             "criteria": [],
             "summary": None,
@@ -253,13 +250,16 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
         run.timeline(f"gate {stage}: error (no results)")
         return gate
     summary = summarize(merged)
-    base, base_run = baselines(run, stage)
-    results = evaluate_stage(
-        run.plan, stage, merged.aggregate, baselines=base, scale=run.config.scale
-    )
+    absolute = [c for c in run.plan.criteria_for(stage) if not c.relative_to]
+    results = evaluate(absolute, merged.aggregate, scale=run.config.scale)
+    versus = read_against_baseline(run, stage, merged)
+    results += versus.criteria
     verdict = verdict_of(results, merged.aborted)
     relative = {c.id for c in run.plan.criteria if c.relative_to}
     reasons = [_reason(r, r.id in relative) for r in results if r.breached]
+    if versus.findings and verdict == Verdict.PASS:
+        verdict = Verdict.INVESTIGATE
+    reasons += versus.findings
     if merged.aborted:
         ab = merged.aborted
         reasons.insert(
@@ -287,9 +287,26 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
     if summary["requests"] == 0 and not summary["ws"]["connects"] and verdict == Verdict.PASS:
         verdict = Verdict.ERROR
         reasons.append("the stage sent no request and opened no connection")
+    unsure = too_little_evidence(run, results) + versus.inconclusive
+    if unsure and verdict == Verdict.PASS:
+        verdict = Verdict.INCONCLUSIVE
+        again = "re-run once" if attempt < MAX_ATTEMPTS else "after the re-run, still"
+        reasons += [f"inconclusive ({again}): {m}" for m in unsure]
     by_second = records_by_second(merged)
     gate = {
         "stage": stage,
+        "attempt": attempt,
+        "attempts": [
+            *attempts,
+            {
+                "attempt": attempt,
+                "verdict": verdict,
+                "reasons": reasons,
+                "requests": summary["requests"],
+            },
+        ]
+        if attempts
+        else [],
         "verdict": verdict,
         "reasons": reasons,
         "aborted": merged.aborted,
@@ -311,8 +328,9 @@ def decide(run: Run, stage: str) -> dict[str, Any]:
             if (vals := merged.aggregate.system_values(name))
         },
         "expected": expected_figures(run, stage),
-        "baseline_run": base_run,
+        "baseline_run": versus.baseline.run_id if versus.baseline else None,
+        "baseline": versus.as_dict(),
     }
     run.artifacts.write_json(f"gates/{stage}.json", gate)
-    run.timeline(f"gate {stage}: {verdict}")
+    run.timeline(f"gate {stage}: {verdict}" + (f" (attempt {attempt})" if attempt > 1 else ""))
     return gate

@@ -233,9 +233,10 @@ def run_selector(run_id: str) -> str:
     return f"{APP_LABEL}={APP},{RUN_LABEL}={run_label(run_id)}"
 
 
-def _pod_name(stage: str, label: str, shard: int) -> str:
+def _pod_name(stage: str, label: str, shard: int, attempt: int = 1) -> str:
     stage_part = re.sub(r"[^a-z0-9-]+", "-", stage.lower()).strip("-")[:20] or "stage"
-    return f"loadgate-{stage_part}-{label[:8]}-{shard}"
+    again = "" if attempt == 1 else f"-a{attempt}"
+    return f"loadgate-{stage_part}-{label[:8]}{again}-{shard}"
 
 
 # --- pods -----------------------------------------------------------------------------------------
@@ -394,19 +395,21 @@ def shard_pod(
     key: str,
     settings: PodSettings,
     out: str | None = None,
+    attempt: int = 1,
 ) -> dict[str, Any]:
     """The pod of shard ``shard``/``shards`` of ``stage``: the local backend's command line.
 
     ``key`` is the stage execution's engine run key (:func:`loadgate.local_backend.run_key`),
     the same for every shard of one execution. ``out`` defaults to the shard's folder under the
-    run root, as the local backend uses.
+    run root, as the local backend uses (``attempt`` 2: the re-run's folder).
     """
     from loadgate.local_backend import engine_argv
+    from loadgate.pipeline import stage_folder
 
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
     if out is None:
-        out = str(run.artifacts.path("stages", stage, f"shard-{shard}"))
+        out = str(stage_folder(run, stage, attempt) / f"shard-{shard}")
     argv = ["loadgate", *engine_argv(run, stage, shard, shards, out, key)]
     leaked = [a for a in argv if _SECRET_FLAG.match(a)]
     if leaked:
@@ -414,7 +417,7 @@ def shard_pod(
     label = run_label(run.run_id)
     duration = run.plan.stages[stage].duration * run.config.time_scale
     return pod_manifest(
-        name=_pod_name(stage, label, shard),
+        name=_pod_name(stage, label, shard, attempt),
         argv=argv,
         settings=settings,
         labels={
@@ -435,14 +438,17 @@ def shard_pod(
 
 
 def stage_pods(
-    run: Run, stage: str, settings: PodSettings, *, key: str | None = None
+    run: Run, stage: str, settings: PodSettings, *, key: str | None = None, attempt: int = 1
 ) -> list[dict[str, Any]]:
     """Every shard's pod of one execution of ``stage`` (one engine run key for all)."""
     from loadgate.local_backend import run_key
 
     key = key or run_key(run.run_id)
     shards = run.shards(stage)
-    return [shard_pod(run, stage, i, shards, key=key, settings=settings) for i in range(shards)]
+    return [
+        shard_pod(run, stage, i, shards, key=key, settings=settings, attempt=attempt)
+        for i in range(shards)
+    ]
 
 
 def to_v1pod(manifest: Mapping[str, Any]) -> Any:

@@ -98,14 +98,16 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_stage_local(
-    run: pipeline.Run, stage: str, emit: Callable[[str], None] = print
+    run: pipeline.Run, stage: str, emit: Callable[[str], None] = print, attempt: int = 1
 ) -> dict[str, Any]:
-    """Run every shard of ``stage`` concurrently and wait for all; a fresh start on a rerun."""
-    folder = pipeline.clear_stage(run, stage)
+    """Run every shard of ``stage`` concurrently and wait for all; a fresh start on a rerun.
+    ``attempt`` 2 is the re-run an inconclusive gate asks for (its own folder)."""
+    folder = pipeline.clear_stage(run, stage, attempt)
     local = run.artifacts.is_local
     logs = Path(str(folder)) if local else Path(tempfile.mkdtemp(prefix=f"loadgate-{stage}-"))
     shards = run.shards(stage)
-    run.timeline(f"stage {stage} started: {shards} shard(s)")
+    what = stage if attempt == 1 else f"{stage} (attempt {attempt})"
+    run.timeline(f"stage {what} started: {shards} shard(s)")
     loadgate = [sys.executable, "-m", "loadgate"]
     key = run_key(run.run_id)
     procs: list[subprocess.Popen[bytes]] = []
@@ -137,17 +139,17 @@ def run_stage_local(
             pump.join(timeout=5)
         if not local:
             for log_file in sorted(logs.glob("*/engine.log")):
-                rel = f"stages/{stage}/{log_file.parent.name}/engine.log"
-                run.artifacts.write_bytes(rel, log_file.read_bytes())
+                target = folder / log_file.parent.name / "engine.log"
+                target.write_bytes(log_file.read_bytes())
             shutil.rmtree(logs, ignore_errors=True)
     aborted = any(code == EXIT_ABORTED for code in codes)
     errors = [i for i, code in enumerate(codes) if code not in (EXIT_COMPLETED, EXIT_ABORTED)]
     run.timeline(
-        f"stage {stage} ended: exit codes {codes}"
-        + (" (aborted by a criterion)" if aborted else "")
+        f"stage {what} ended: exit codes {codes}" + (" (aborted by a criterion)" if aborted else "")
     )
     return {
         "stage": stage,
+        "attempt": attempt,
         "shards": shards,
         "exit_codes": codes,
         "aborted": aborted,

@@ -26,6 +26,7 @@ from typing import Any
 from upath import UPath
 
 from loadgate import checklist as cl
+from loadgate import history
 from loadgate.artifacts import RunArtifacts
 from loadgate.metrics.prometheus import PrometheusSource
 from loadgate.notify import Notifier, final_message, gate_message, start_message
@@ -315,8 +316,10 @@ def collect_logs(run: Run) -> dict[str, Any]:
     copied: dict[str, Any] = {"generator": [], "target": None}
     stages_dir = run.artifacts.path("stages")
     if stages_dir.exists():
-        for log_file in sorted(stages_dir.glob("*/*/engine.log")):
-            rel = f"logs/generator/{log_file.parent.parent.name}-{log_file.parent.name}.log"
+        found = [*stages_dir.glob("*/*/engine.log"), *stages_dir.glob("*/attempt-*/*/engine.log")]
+        for log_file in sorted(found):
+            where = log_file.parent.relative_to(stages_dir).parts
+            rel = f"logs/generator/{'-'.join(where)}.log"
             run.artifacts.write_bytes(rel, log_file.read_bytes())
             copied["generator"].append(rel)
     if run.config.target_log:
@@ -360,6 +363,37 @@ def make_report(run: Run) -> dict[str, Any]:
     return {"verdict": record["verdict"], "reasons": record["reasons"], **paths}
 
 
+def history_key(run: Run) -> str:
+    """Where this run's release history is kept: per target and plan (a profile, later)."""
+    return history.history_key(run.config.target_url, run.config.plan)
+
+
+def record_history(run: Run) -> history.HistoryEntry | None:
+    """Append the run's verdict and key figures to the history (once: a rerun of the task finds
+    the entry there). A dry run, or a run whose checklist stopped it, gated no release."""
+    verdict, _ = run_verdict(run)
+    if verdict == Verdict.DRY_RUN or not any(run.gate(s) for s in run.config.stages):
+        return None
+    root, key = run.config.artifacts_root, history_key(run)
+    if history.exists(root, key) and any(
+        e.run_id == run.run_id for e in history.entries(root, key)
+    ):
+        return None
+    entry = history.entry_from_gates(
+        run_id=run.run_id,
+        verdict=str(verdict),
+        plan=run.config.plan,
+        scale=run.config.scale,
+        time_scale=run.config.time_scale,
+        run_root=str(run.artifacts.root),
+        gates={s: g for s in run.config.stages if (g := run.gate(s))},
+        release=run.config.release or None,
+    )
+    history.append(root, key, entry)
+    run.timeline(f"history: {verdict} recorded under {key}")
+    return entry
+
+
 def notify_gate(run: Run, notifier: Notifier, stage: str) -> str:
     gate = run.gate(stage)
     if gate is None:
@@ -398,12 +432,44 @@ def notify_final(run: Run, notifier: Notifier) -> str:
     )
 
 
-def clear_stage(run: Run, stage: str) -> UPath:
-    """A rerun of a stage starts clean: its earlier results, abort marker and gate are removed."""
-    folder = run.artifacts.path("stages", stage)
+# A stage whose gate is inconclusive runs once more and is decided on both attempts' pooled
+# evidence; the second attempt's shards write under the stage's folder, apart from the first.
+MAX_ATTEMPTS = 2
+
+
+def stage_folder(run: Run, stage: str, attempt: int = 1) -> UPath:
+    """Where ``attempt`` of ``stage`` writes its shards: ``stages/<stage>`` for the first,
+    ``stages/<stage>/attempt-<n>`` for a re-run."""
+    if attempt == 1:
+        return run.artifacts.path("stages", stage)
+    return run.artifacts.path("stages", stage, f"attempt-{attempt}")
+
+
+def clear_stage(run: Run, stage: str, attempt: int = 1) -> UPath:
+    """A rerun of a stage starts clean: its earlier results, abort marker and gate are removed
+    (a first attempt's rerun also removes the later attempts)."""
+    folder = stage_folder(run, stage, attempt)
     remove_tree(folder)
-    gate = run.artifacts.path("gates", f"{stage}.json")
-    if gate.exists():
-        gate.unlink()
+    if attempt == 1:
+        for name in (f"{stage}.json", f"{stage}.attempt-1.json"):
+            gate = run.artifacts.path("gates", name)
+            if gate.exists():
+                gate.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def attempt_skip_reason(run: Run, stage: str, attempt: int) -> str | None:
+    """Why ``attempt`` (a re-run) of ``stage`` sends no load, or None when it is to run: only an
+    inconclusive gate of the attempt before it calls for one."""
+    if attempt == 1:
+        return stage_skip_reason(run, stage)
+    if attempt > MAX_ATTEMPTS:
+        return f"stage {stage} runs at most {MAX_ATTEMPTS} times"
+    reason = stage_skip_reason(run, stage)
+    if reason:
+        return reason
+    gate = run.gate(stage) or {}
+    if gate.get("verdict") != Verdict.INCONCLUSIVE or gate.get("attempt", 1) != attempt - 1:
+        return f"the {stage} gate decided {gate.get('verdict', 'nothing')}: no re-run is needed"
+    return None

@@ -128,10 +128,13 @@ def seed_users(run_record: dict[str, Any] | None) -> dict[str, Any]:
     return {**result.as_dict(), "users_file": str(run.users_file())}
 
 
-def _stage_run(run_record: dict[str, Any] | None, stage: str, backend: str) -> pipeline.Run:
-    """The run, if ``stage`` is to send load on ``backend`` now; skips this task otherwise."""
+def _stage_run(
+    run_record: dict[str, Any] | None, stage: str, backend: str, attempt: int
+) -> pipeline.Run:
+    """The run, if ``attempt`` of ``stage`` is to send load on ``backend`` now; skips this task
+    otherwise."""
     run = _run(run_record)
-    reason = pipeline.stage_skip_reason(run, stage)
+    reason = pipeline.attempt_skip_reason(run, stage, attempt)
     if reason is None and run.config.backend != backend:
         reason = f"the {run.config.backend} backend runs this stage"
     if reason:
@@ -140,33 +143,36 @@ def _stage_run(run_record: dict[str, Any] | None, stage: str, backend: str) -> p
 
 
 @task(trigger_rule="all_done", retries=0)
-def run_stage(run_record: dict[str, Any] | None, stage: str) -> dict[str, Any]:
+def run_stage(run_record: dict[str, Any] | None, stage: str, attempt: int = 1) -> dict[str, Any]:
     """One load stage: the engine's shards as local processes, progress streamed to this log."""
-    run = _stage_run(run_record, stage, "local")
-    outcome = run_stage_local(run, stage, log.info)
+    run = _stage_run(run_record, stage, "local", attempt)
+    outcome = run_stage_local(run, stage, log.info, attempt=attempt)
     if outcome["errors"]:
         raise AirflowFailException(f"stage {stage}: engine error in {outcome['errors']}")
     return outcome
 
 
 @task(trigger_rule="all_done", retries=0)
-def stage_pods(run_record: dict[str, Any] | None, stage: str) -> list[dict[str, Any]]:
+def stage_pods(
+    run_record: dict[str, Any] | None, stage: str, attempt: int = 1
+) -> list[dict[str, Any]]:
     """The Kubernetes backend: one pod per shard, for the mapped KubernetesPodOperator."""
-    run = _stage_run(run_record, stage, "kubernetes")
-    pipeline.clear_stage(run, stage)
-    pods = k8s.stage_pods(run, stage, run.config.kubernetes)
+    run = _stage_run(run_record, stage, "kubernetes", attempt)
+    pipeline.clear_stage(run, stage, attempt)
+    pods = k8s.stage_pods(run, stage, run.config.kubernetes, attempt=attempt)
     run.timeline(f"stage {stage} started: {len(pods)} pod(s) in {run.config.kubernetes.namespace}")
     return pods
 
 
 @task(trigger_rule="all_done", retries=1)
-def gate(run_record: dict[str, Any] | None, stage: str) -> dict[str, Any]:
-    """Merge the stage's shards, read system metrics, evaluate the plan's criteria: verdict."""
+def gate(run_record: dict[str, Any] | None, stage: str, attempt: int = 1) -> dict[str, Any]:
+    """Merge the stage's shards, read system metrics, evaluate the plan's criteria: verdict.
+    Attempt 2 (a re-run after an inconclusive gate) decides on both attempts' evidence."""
     run = _run(run_record)
-    reason = pipeline.stage_skip_reason(run, stage)
+    reason = pipeline.attempt_skip_reason(run, stage, attempt)
     if reason:
         raise AirflowSkipException(reason)
-    result = gates.decide(run, stage)
+    result = gates.decide(run, stage, attempt)
     log.info("gate %s: %s", stage, result["verdict"])
     for reason in result["reasons"]:
         log.info("  %s", reason)
@@ -233,6 +239,18 @@ def build_report(run_record: dict[str, Any] | None) -> dict[str, Any]:
     report = pipeline.make_report(_run(run_record))
     log.info("verdict: %s; report: %s", report["verdict"], report["html"])
     return report
+
+
+@task(trigger_rule="all_done", retries=1)
+def record_history(run_record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's verdict and key figures, appended to the release history (later runs take
+    their baseline from it; ``loadgate history KEY`` lists it)."""
+    run = _run(run_record)
+    entry = pipeline.record_history(run)
+    if entry is None:
+        raise AirflowSkipException("nothing to record: no release was gated, or it is recorded")
+    log.info("history %s: %s recorded", pipeline.history_key(run), entry.verdict)
+    return {"key": pipeline.history_key(run), "verdict": entry.verdict}
 
 
 @task(trigger_rule="all_done", retries=2)

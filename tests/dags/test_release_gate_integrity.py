@@ -44,6 +44,7 @@ CLOSING_TASKS = (
     "post_test.collect_logs",
     "post_test.cleanup_pods",
     "post_test.build_report",
+    "post_test.record_history",
     "post_test.notify",
     "finalize",
 )
@@ -79,21 +80,31 @@ def test_tasks_follow_the_execution_plan(probe) -> None:
         "seed_users",
         "api.load_test",
         "api.gate",
+        "api.rerun.load_test",
+        "api.rerun.gate",
         "websocket.load_test",
         "websocket.gate",
+        "websocket.rerun.load_test",
+        "websocket.rerun.gate",
         "session.load_test",
         "session.gate",
+        "session.rerun.load_test",
+        "session.rerun.gate",
         *CLOSING_TASKS,
     ]
     assert set(plan) <= set(probe["tasks"])
     for a, b in itertools.pairwise(plan):
         assert (a, b) in edges, f"{a} should come right before {b}"
-    for always in (*CLOSING_TASKS, "api.gate", "websocket.load_test", "session.shard_pods"):
-        assert probe["trigger_rules"][always] == "all_done"
-    # the Kubernetes path of each stage: pods rendered, the operator mapped over them
+    always = (*CLOSING_TASKS, "api.gate", "websocket.load_test", "session.rerun.shard_pods")
+    for task_id in always:
+        assert probe["trigger_rules"][task_id] == "all_done"
+    # the Kubernetes path of each stage: pods rendered, the operator mapped over them; the
+    # re-run (inconclusive gate) on both backends after the first gate
     for stage in STAGES:
-        assert (f"{stage}.shard_pods", f"{stage}.load_pods") in edges
-        assert (f"{stage}.load_pods", f"{stage}.gate") in edges
+        for attempt in (f"{stage}.", f"{stage}.rerun."):
+            assert (f"{attempt}shard_pods", f"{attempt}load_pods") in edges
+            assert (f"{attempt}load_pods", f"{attempt}gate") in edges
+        assert (f"{stage}.gate", f"{stage}.rerun.shard_pods") in edges
 
 
 def test_the_grid_reads_like_the_plan(probe) -> None:
@@ -109,7 +120,8 @@ def test_the_grid_reads_like_the_plan(probe) -> None:
     }
     for stage in STAGES:
         inside = {t for t in probe["tasks"] if t.startswith(f"{stage}.")}
-        assert inside == {f"{stage}.{t}" for t in ("load_test", "shard_pods", "load_pods", "gate")}
+        one = ("load_test", "shard_pods", "load_pods", "gate")
+        assert inside == {f"{stage}.{t}" for t in one} | {f"{stage}.rerun.{t}" for t in one}
     assert probe["display_name"] == "Release gate"
 
 

@@ -1,0 +1,174 @@
+"""A stage against the same stage of the last good release, and what that means for its gate.
+
+The baseline is the run the release history names (:func:`loadgate.history.baseline`: the
+pinned run, else the newest passing run of the same target, plan and scale). Each gate stores
+its stage's per-second digest beside its decision (``gates/<stage>.digest.json``), so a later
+run reads its baseline's seconds without decoding the baseline's windows again.
+
+:func:`loadgate.compare.compare` gives every comparison with its interval. Here they become
+evidence for the verdict:
+
+- the plan's ``relative_to: baseline`` criteria (p95 degradation > 30%, overall or of named
+  requests) are read from the matching comparison: breached on a regression (the interval
+  wholly above the threshold), inconclusive when the interval straddles it, "no data" with
+  too few samples, passed when the interval is wholly below;
+- any other regression (a request's p99, the spread p99/p50, an error rate up by more than a
+  percentage point) is a finding: the stage is at least ``investigate``;
+- an inconclusive comparison that decides a criterion, or the stage's overall error rate, makes
+  a stage that would pass ``inconclusive`` (re-run once, then decided on the pooled evidence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from loadgate import history
+from loadgate.compare import (
+    ALL,
+    HTTP,
+    WS,
+    CompareSettings,
+    Comparison,
+    Metric,
+    Outcome,
+    SecondsDigest,
+    compare,
+)
+from loadgate.criteria import CriterionResult
+from loadgate.engine.merge import MergedStage
+from loadgate.pipeline import Run, history_key
+from loadgate.plan.model import Criterion
+from loadgate.storage import as_path
+
+
+def digest_name(stage: str) -> str:
+    return f"gates/{stage}.digest.json"
+
+
+@dataclass
+class BaselineReading:
+    """What the comparison with the baseline says about one stage."""
+
+    baseline: history.HistoryEntry | None
+    comparisons: list[Comparison] = field(default_factory=list)
+    criteria: list[CriterionResult] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # regressions beyond the criteria
+    inconclusive: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str | None:
+        if self.baseline is None:
+            return None
+        return self.baseline.release or self.baseline.run_id
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.baseline.run_id if self.baseline else None,
+            "release": self.baseline.release if self.baseline else None,
+            "comparisons": [
+                c.model_dump(mode="json") | {"text": c.describe()} for c in self.comparisons
+            ],
+            "findings": self.findings,
+            "inconclusive": self.inconclusive,
+        }
+
+
+def _source_and_scope(crit: Criterion) -> tuple[str, str]:
+    source = WS if crit.metric.startswith("ws_") else HTTP
+    names = crit.scope.names or []
+    return source, names[0] if len(names) == 1 else ALL
+
+
+def _metric_of(crit: Criterion) -> Metric | None:
+    try:
+        return Metric(crit.stat or "p95")
+    except ValueError:
+        return None
+
+
+def _criterion_result(crit: Criterion, found: Comparison | None) -> CriterionResult:
+    status, breached, observed = "no baseline", False, None
+    if found is not None:
+        observed = found.change
+        status = {
+            Outcome.REGRESSION: "breach",
+            Outcome.NO_REGRESSION: "pass",
+            Outcome.INCONCLUSIVE: "inconclusive",
+            Outcome.INSUFFICIENT: "insufficient",
+        }[found.outcome]
+        breached = found.outcome is Outcome.REGRESSION
+    return CriterionResult(
+        id=crit.id,
+        level=crit.level,
+        metric=crit.metric,
+        stat=crit.stat or "p95",
+        op=crit.op,
+        threshold=crit.threshold,
+        observed=None if observed is None else round(observed, 6),
+        breached=breached,
+        status=status,
+        samples=found.current_samples if found else 0,
+        window="stage vs baseline",
+        description=crit.description or (found.describe() if found else ""),
+        source=crit.source,
+        reference=found.baseline_value if found else None,
+    )
+
+
+def _settings(relative: list[Criterion]) -> CompareSettings:
+    """The plan's degradation threshold (the first relative criterion's; +30% by default)."""
+    if relative:
+        return CompareSettings(latency_threshold=relative[0].threshold)
+    return CompareSettings()
+
+
+def _read_digest(root: str, stage: str) -> SecondsDigest | None:
+    base = as_path(root)
+    stored = base / digest_name(stage)
+    try:
+        if stored.exists():
+            return SecondsDigest.from_dict(orjson.loads(stored.read_bytes()))
+        folder = base / "stages" / stage
+        return SecondsDigest.from_dirs([folder]) if folder.exists() else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def read_against_baseline(run: Run, stage: str, merged: MergedStage) -> BaselineReading:
+    """Store this stage's digest, find the baseline and compare (see the module doc)."""
+    digest = SecondsDigest.from_merged(merged)
+    run.artifacts.write_bytes(digest_name(stage), orjson.dumps(digest.to_dict()))
+    relative = [c for c in run.plan.criteria_for(stage) if c.relative_to == "baseline"]
+    entry = history.baseline(
+        run.config.artifacts_root,
+        history_key(run),
+        plan=run.config.plan,
+        scale=run.config.scale,
+        exclude_run=run.run_id,
+    )
+    reading = BaselineReading(entry)
+    base = _read_digest(entry.run_root, stage) if entry is not None else None
+    if base is None:
+        reading.criteria = [_criterion_result(c, None) for c in relative]
+        return reading
+    reading.comparisons = compare(digest, base, _settings(relative), baseline_label=reading.label)
+    by_key = {(c.source, c.scope, c.metric): c for c in reading.comparisons}
+    judged: set[tuple[str, str, Metric]] = set()  # comparisons a criterion reads
+    for crit in relative:
+        source, scope = _source_and_scope(crit)
+        metric = _metric_of(crit)
+        found = by_key.get((source, scope, metric)) if metric else None
+        reading.criteria.append(_criterion_result(crit, found))
+        if found is not None:
+            judged.add((source, scope, found.metric))
+    decisive = judged | {(HTTP, ALL, Metric.ERROR_RATE)}
+    for comp in reading.comparisons:
+        key = (comp.source, comp.scope, comp.metric)
+        if comp.outcome is Outcome.REGRESSION and key not in judged:
+            reading.findings.append(f"regression: {comp.describe()}")
+        elif comp.outcome is Outcome.INCONCLUSIVE and key in decisive:
+            reading.inconclusive.append(f"{comp.describe()}: the interval straddles the threshold")
+    return reading
