@@ -201,6 +201,8 @@ class Criterion(_Model):
     baseline supplied at evaluation (previous release), else ``reference``.
     ``scaled: true`` marks a threshold that is an amount of load (10,000 connections): it is
     multiplied by the run's ``--scale`` when evaluated, as the load itself was.
+    ``must_have: true`` (Kayenta's mustHaveData): too little data for it makes its stage
+    inconclusive (re-run once, then decided on the pooled evidence) instead of "no data".
     """
 
     id: str
@@ -218,6 +220,7 @@ class Criterion(_Model):
     reference: float | None = None
     unknown: Literal["ignore", "breach"] = "ignore"
     scaled: bool = False
+    must_have: bool = False
 
     @field_validator("id")
     @classmethod
