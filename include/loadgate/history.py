@@ -208,14 +208,14 @@ def stage_figures(gate: dict[str, Any]) -> StageFigures:
     def peak(name: str) -> float | None:
         return _number((system.get(name) or {}).get("max"))
 
-    achieved = _number(rates.get("achieved_rps"))
+    achieved = _number(rates.get("achieved"))
     if achieved is None:
         achieved = _number(summary.get("rps"))
     connections = ws.get("max_connections")
     return StageFigures(
         verdict=str(gate.get("verdict", "error")),
         requests=int(summary.get("requests") or 0),
-        offered_rps=_number(rates.get("offered_rps")),
+        offered_rps=_number(rates.get("offered")),
         achieved_rps=achieved,
         p50_ms=_number(summary.get("p50_ms")),
         p95_ms=_number(summary.get("p95_ms")),

@@ -104,7 +104,7 @@ def test_entry_from_gate_results() -> None:
             "max_vus": 20,
             "ws": {"max_connections": 0},
             "system": {"cpu_utilization": {"max": 0.7}, "memory_utilization": {"max": 0.4}},
-            "rates": {"offered_rps": 21.0, "achieved_rps": 19.5},
+            "rates": {"offered": 21.0, "achieved": 19.5},
         },
     }
     entry = entry_from_gates(
