@@ -354,7 +354,32 @@ def report_record(run: Run) -> dict[str, Any]:
         "rollback": run.artifacts.read_json("rollback.json"),
         "timeline": run.artifacts.read_jsonl("timeline.jsonl"),
         "dry_run_load": run.record.get("load") if run.config.dry_run else None,
+        "history": release_trend(run, verdict),
     }
+
+
+def release_trend(run: Run, verdict: Verdict, last: int = 10) -> list[dict[str, Any]]:
+    """The last releases of this target and plan, this run last (for the report's trend)."""
+    root, key = run.config.artifacts_root, history_key(run)
+    earlier = history.entries(root, key) if history.exists(root, key) else []
+    earlier = [e for e in earlier if e.run_id != run.run_id][-(last - 1) :]
+    if verdict == Verdict.DRY_RUN or not any(run.gate(s) for s in run.config.stages):
+        return [e.model_dump(mode="json") for e in earlier]
+    return [e.model_dump(mode="json") for e in [*earlier, history_entry(run, verdict)]]
+
+
+def history_entry(run: Run, verdict: Verdict) -> history.HistoryEntry:
+    """This run's verdict and key figures, as the history keeps them."""
+    return history.entry_from_gates(
+        run_id=run.run_id,
+        verdict=str(verdict),
+        plan=run.config.plan,
+        scale=run.config.scale,
+        time_scale=run.config.time_scale,
+        run_root=str(run.artifacts.root),
+        gates={s: g for s in run.config.stages if (g := run.gate(s))},
+        release=run.config.release or None,
+    )
 
 
 def make_report(run: Run) -> dict[str, Any]:
@@ -379,16 +404,7 @@ def record_history(run: Run) -> history.HistoryEntry | None:
         e.run_id == run.run_id for e in history.entries(root, key)
     ):
         return None
-    entry = history.entry_from_gates(
-        run_id=run.run_id,
-        verdict=str(verdict),
-        plan=run.config.plan,
-        scale=run.config.scale,
-        time_scale=run.config.time_scale,
-        run_root=str(run.artifacts.root),
-        gates={s: g for s in run.config.stages if (g := run.gate(s))},
-        release=run.config.release or None,
-    )
+    entry = history_entry(run, verdict)
     history.append(root, key, entry)
     run.timeline(f"history: {verdict} recorded under {key}")
     return entry

@@ -137,3 +137,48 @@ def test_four_files_with_measured_values(tmp_path) -> None:
     api = next(s for s in suites if s.get("name") == "api")
     assert api.get("failures") == "2" and api.get("tests") == "4"
     assert api.find("testcase[@name='cpu']/skipped") is not None
+
+
+def test_rates_baseline_attempts_and_history_are_reported(tmp_path) -> None:
+    stage = {
+        "verdict": "investigate",
+        "reasons": ["regression: GET /a p95 +40% (95% CI +35%…+46%) vs v41"],
+        "summary": {
+            "requests": 4000,
+            "rates": {"planned": 20.0, "offered": 19.5, "achieved": 19.4, "by_scenario": {}},
+        },
+        "attempts": [
+            {"attempt": 1, "verdict": "inconclusive", "requests": 2000},
+            {"attempt": 2, "verdict": "investigate", "requests": 4000},
+        ],
+        "baseline": {
+            "run_id": "run-41",
+            "release": "v41",
+            "comparisons": [
+                {"scope": "all", "outcome": "no_regression", "text": "p95 +3% (95% CI -2%…+8%)"},
+                {"scope": "GET /a", "outcome": "regression", "text": "GET /a p95 +40% (…)"},
+                {"scope": "GET /b", "outcome": "no_regression", "text": "GET /b p95 +1% (…)"},
+            ],
+        },
+    }
+    record = {
+        **RECORD,
+        "verdict": "investigate",
+        "stages": {"api": stage},
+        "history": [
+            {"run_id": "run-41", "release": "v41", "stages": {"api": {"verdict": "pass"}}},
+            {"run_id": "r1", "release": "v2", "stages": {"api": {"verdict": "investigate"}}},
+        ],
+    }
+    paths = build_report(RunArtifacts(tmp_path, "r1"), record)
+    md = Path(paths["markdown"]).read_text()
+    assert "| Planned request rate (the plan's pacing) | 20.00 req/s |" in md
+    assert "| Offered request rate | 19.50 req/s |" in md
+    assert "| 2 | ⚠️ INVESTIGATE | 4,000 |" in md
+    assert "Compared with v41 (`run-41`)" in md
+    assert "GET /a p95 +40%" in md and "GET /b p95" not in md  # a clear per-name one is not shown
+    assert "| **this run** v2 | api | ⚠️ INVESTIGATE |" in md
+    data = json.loads(Path(paths["json"]).read_text())
+    assert data["stages"]["api"]["rates"]["offered"] == 19.5
+    assert data["stages"]["api"]["baseline"]["release"] == "v41"
+    assert [h["run_id"] for h in data["history"]] == ["run-41", "r1"]
