@@ -66,9 +66,9 @@ when its log-likelihood ratio ``S_n`` over the ``n`` post-fault requests passes
 ln((1-p1)/(1-p0))`` (the drift; positive for ``p`` above ``p0`` by enough) and ``V = p (1-p)
 ln(p1 (1-p0) / (p0 (1-p1)))**2``, so about ``h_j / D`` requests suffice, and
 :func:`detection_bound` gives the ``n`` that the normal approximation says suffices with
-probability ``1 - beta``. For 10% against 5% (``D`` = 0.0207 nats per request at ``p1 =
-10%``) and ``alpha`` = 0.001 over a 44-minute stage that is about 790 requests; for 20%,
-about 150. The sum over other start seconds and alternatives only adds evidence.
+probability ``1 - beta``. For 10% against 5% (``D`` about 0.02 nats per request) and ``alpha``
+= 0.001 over a 44-minute stage that is about 790 requests at the median and 1,780 at 99%; for
+20%, 120 and 265. The sum over other start seconds and alternatives only adds evidence.
 
 Why not a confidence bound on the sliding window: an exact (Clopper-Pearson) lower bound on the
 window's rate, with alpha split over the stage's looks, is valid too, but a fault that starts
