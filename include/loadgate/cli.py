@@ -55,10 +55,11 @@ results (--out DIR): meta.json (rewritten at the end) and windows.jsonl (one lin
 ($LOADGATE_RESULTS_DIR or the system's temporary folder) and shipped by a background thread:
 meta.json at the start and the end, the windows as segments windows/000001.jsonl, … every
 --upload-every seconds (a killed generator loses at most those) and a last one at the end.
---time-scale T multiplies every duration, offset, interval and think time: the same run played
-1/T times as fast (about the same iterations, so 1/T times the request rate; pair it with a
-small --scale). The abort marker is DIR/../ABORT unless --abort-dir is given (on S3 created by
-a conditional PUT: the first abort wins); every shard looks for it once a second.
+--time-scale T multiplies durations, start offsets and graceful stops only: think times,
+intervals and arrival rates stay the plan's, so the request rate follows the VUs (a shorter run
+sends fewer requests, never faster ones). The abort marker is DIR/../ABORT unless --abort-dir
+is given (on S3 created by a conditional PUT: the first abort wins); every shard looks for it
+once a second.
 AWS credentials for s3:// come from the environment (AWS_ACCESS_KEY_ID, …, AWS_ENDPOINT_URL).
 """
 )
@@ -341,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", type=_positive_float, default=1.0, help="VUs, connections, rates ×S"
     )
     run.add_argument(
-        "--time-scale", type=_positive_float, default=1.0, help="durations and think times ×T"
+        "--time-scale",
+        type=_positive_float,
+        default=1.0,
+        help="durations ×T (never think times or rates)",
     )
     run.add_argument(
         "--users", help="seeded users, JSON Lines (email, password, sessionId, ...); or s3://"

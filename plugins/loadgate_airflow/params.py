@@ -83,8 +83,10 @@ def release_gate_params(stages: Sequence[str]) -> dict[str, Param]:
             maximum=10,
             title="Time scale",
             section=LOAD,
-            description="Multiplies every duration (1 = the plan's 44-minute API test; 0.05 "
-            "plays it in about 2 minutes).",
+            description="Shortens the schedule only (ramps, holds, stage durations, start "
+            "times; 1 = the plan's 44-minute API test, 0.05 plays it in about 2 minutes); users "
+            "keep the plan's think times and intervals, so the request rate follows the number "
+            "of users and a shorter run sends fewer requests, never faster ones.",
         ),
         "stages": Param(
             list(stages),
