@@ -18,8 +18,10 @@ def airflow_ui(tmp_path_factory):
     airflow.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Closed with its module: Playwright's sync API holds an event loop on the main thread
+    while it is open, and the tests of other modules run their own (asyncio.run)."""
     with chromium() as b:
         yield b
 
