@@ -7,6 +7,8 @@ Each fault shows the way the real failure would:
 - ``error_rate``: that fraction of API requests is answered 500/503 inside the request path,
   so it is counted as 5xx in ``syncbridge_http_requests_total``.
 - ``latency_ms`` / ``latency_jitter_ms``: each API request waits latency ± jitter (uniform).
+- ``tail_rate`` / ``tail_ms``: that fraction of API requests (each drawn independently) waits
+  ``tail_ms`` more, on top of any latency: a slow tail (p99 up) with the median unchanged.
 - ``ws_drop_rate``: on that fraction of inbound WebSocket messages the connection is aborted
   (no close frame; the client sees 1006), counted in ``syncbridge_websocket_dropped_total``.
 - ``heartbeat_delay_ms``: heartbeat acks are sent that much later.
@@ -46,6 +48,8 @@ _NUMERIC: dict[str, tuple[float, float]] = {
     "error_rate": (0.0, 1.0),
     "latency_ms": (0.0, 120_000.0),
     "latency_jitter_ms": (0.0, 120_000.0),
+    "tail_rate": (0.0, 1.0),
+    "tail_ms": (0.0, 120_000.0),
     "ws_drop_rate": (0.0, 1.0),
     "heartbeat_delay_ms": (0.0, 120_000.0),
     "memory_growth_mb_per_s": (0.0, 1024.0),
@@ -69,6 +73,8 @@ class Faults:
     error_rate: float = 0.0
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
+    tail_rate: float = 0.0
+    tail_ms: float = 0.0
     ws_drop_rate: float = 0.0
     heartbeat_delay_ms: float = 0.0
     memory_growth_mb_per_s: float = 0.0
@@ -78,7 +84,23 @@ class Faults:
 
     @property
     def http_active(self) -> bool:
-        return self.error_rate > 0 or self.latency_ms > 0 or self.latency_jitter_ms > 0
+        return (
+            self.error_rate > 0
+            or self.latency_ms > 0
+            or self.latency_jitter_ms > 0
+            or (self.tail_rate > 0 and self.tail_ms > 0)
+        )
+
+    def delay_ms(self, rng: Any) -> float:
+        """How long one faulted API request waits: latency ± jitter, plus ``tail_ms`` for a
+        ``tail_rate`` fraction of requests (``rng``: ``random`` or a ``random.Random``)."""
+        delay = 0.0
+        if self.latency_ms or self.latency_jitter_ms:
+            jitter = self.latency_jitter_ms
+            delay = self.latency_ms + rng.uniform(-jitter, jitter)
+        if self.tail_rate and self.tail_ms and rng.random() < self.tail_rate:
+            delay += self.tail_ms
+        return delay
 
     def applies_to(self, route: str) -> bool:
         if route not in _API_ROUTE_SET:

@@ -349,3 +349,97 @@ def test_pool_exhaustion_times_out_as_storage_error(start_syncbridge, tmp_path):
     assert statuses.count(200) == 100  # queued, not failed: the pool waits up to 5 s
     got = api.get(SESSION, token=tok).json()
     assert got["version"] == 101
+
+
+def _timed_gets(api: Api, path: str, tok: str, n: int) -> list[float]:
+    took = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        assert api.get(path, token=tok).status_code == 200
+        took.append(time.perf_counter() - t0)
+    return took
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def test_tail_fault_slows_that_fraction_of_requests_and_leaves_the_median(svc):
+    """A slow tail seen from outside: about tail_rate of real requests are tail_ms slower, the
+    others (and so the median) are as before the fault."""
+    api = Api(svc.url)
+    tok = _user_with_session(api)
+    before = _timed_gets(api, SESSION, tok, 100)
+    assert _median(before) < 0.05
+    tail_s = 0.25  # far above any unfaulted request's time on loopback
+    assert svc.set_faults({"tail_rate": 0.1, "tail_ms": tail_s * 1000}) == {
+        "tail_rate": 0.1,
+        "tail_ms": 250.0,
+    }
+    took = _timed_gets(api, SESSION, tok, 400)
+    slow = [t for t in took if t >= tail_s]
+    # binomial(400, 0.1): mean 40, sd 6; +-4 sd (the service draws with its own unseeded RNG)
+    assert 16 <= len(slow) <= 64, len(slow)
+    fast = [t for t in took if t < tail_s]
+    # the fast ones are unchanged: nothing between an ordinary request and the tail
+    assert max(fast) < tail_s - 0.1, max(fast)
+    assert _median(took) < _median(before) + 0.03, (_median(before), _median(took))
+    # the tail is tail_ms on top of an ordinary request, not a timeout or an error
+    assert all(t < tail_s + 0.2 for t in slow), max(slow)
+    text = scrape(api)
+    assert metric(text, "syncbridge_faults_active", fault="tail_rate") == 1
+    assert metric(text, "syncbridge_faults_active", fault="tail_ms") == 1
+    svc.set_faults({})
+    assert max(_timed_gets(api, SESSION, tok, 50)) < tail_s
+
+
+def test_tail_fault_honours_routes_and_adds_to_latency(svc):
+    api = Api(svc.url)
+    tok = _user_with_session(api)
+    svc.set_faults(
+        {"latency_ms": 30, "tail_rate": 1.0, "tail_ms": 100, "routes": ["/api/v1/sessions/{id}"]}
+    )
+    faulted = _timed_gets(api, SESSION, tok, 10)
+    assert min(faulted) >= 0.125  # 30 ms + 100 ms, every request (tail_rate 1)
+    other = _timed_gets(api, SESSION + "/devices", tok, 10)
+    assert max(other) < 0.1  # another route: untouched
+    t0 = time.perf_counter()
+    assert api.get("/healthz").status_code == 200
+    assert time.perf_counter() - t0 < 0.09  # health is never faulted
+
+
+def test_tail_fault_validation(svc):
+    api = Api(svc.url)
+    adm = svc.admin_token
+    for body in (
+        {"tail_rate": 1.5},
+        {"tail_rate": -0.1},
+        {"tail_rate": "0.1"},
+        {"tail_ms": -1},
+        {"tail_ms": 200_000},
+        {"tail_ms": True},
+    ):
+        r = api.put("/admin/faults", body, token=adm)
+        assert r.status_code == 400, body
+        assert "tail_" in r.json()["error"]
+    assert svc.get_faults() == {}
+
+
+def test_tail_delay_draws_with_the_given_rng():
+    import random
+
+    from syncbridge.faults import parse_faults
+
+    faults = parse_faults(
+        {"latency_ms": 20, "latency_jitter_ms": 2, "tail_rate": 0.05, "tail_ms": 40}
+    )
+    assert faults.http_active
+    delays = [faults.delay_ms(random.Random(7)) for _ in range(3)]
+    assert delays[0] == delays[1] == delays[2]  # the same seed, the same draw
+    rng = random.Random(1234)
+    drawn = [faults.delay_ms(rng) for _ in range(20_000)]
+    slow = sum(1 for d in drawn if d >= 58)
+    assert all(18 <= d <= 22 or 58 <= d <= 62 for d in drawn)
+    # binomial(20000, 0.05): mean 1000, sd 31
+    assert 876 <= slow <= 1124, slow
+    assert not parse_faults({"tail_rate": 0.5}).http_active  # no tail_ms: nothing to wait
