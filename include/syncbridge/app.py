@@ -171,11 +171,9 @@ class Service:
         try:
             faults = self.faults.current
             if faults.http_active and faults.applies_to(route):
-                if faults.latency_ms or faults.latency_jitter_ms:
-                    jitter = faults.latency_jitter_ms
-                    delay = faults.latency_ms + random.uniform(-jitter, jitter)
-                    if delay > 0:
-                        await asyncio.sleep(delay / 1000)
+                delay = faults.delay_ms(random)
+                if delay > 0:
+                    await asyncio.sleep(delay / 1000)
                 if faults.error_rate and random.random() < faults.error_rate:
                     status = 503 if random.random() < 0.5 else 500
                     raise ApiError(status, "injected fault: service error")
