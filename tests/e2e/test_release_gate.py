@@ -1,6 +1,6 @@
 """The real release_gate DAG (``airflow dags test``) against the real reference service.
 
-Tiny scale (a few users, the plan played at 1/100 of its length), but every part is real:
+Tiny scale (20 users, the plan played at 1/100 of its length), but every part is real:
 Airflow, the engine's processes, the service, the files, Slack through a local stand-in.
 """
 
@@ -52,7 +52,7 @@ def run_gate(home: Path, svc, tmp_path: Path, slack: SlackStandIn | None = None,
     full = {
         "target_url": svc.url,
         "release": "v2",
-        "scale": 0.001,  # 10 users: far from the reference service's limits on 2 cores
+        "scale": 0.002,  # 20 users: far from the reference service's limits on 2 cores
         "time_scale": 0.01,
         "artifacts_root": str(tmp_path / "artifacts"),
         "target_log": str(svc.log_path),
@@ -220,7 +220,7 @@ def test_healthy_release_passes_with_artifacts_on_s3(
     conf = {
         "target_url": svc.url,
         "release": "v2",
-        "scale": 0.001,
+        "scale": 0.002,
         "time_scale": 0.01,
         "shards": 2,
         "artifacts_root": s3.url("gate-runs"),

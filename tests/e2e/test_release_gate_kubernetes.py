@@ -60,7 +60,7 @@ def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
     full = {
         "target_url": svc.url,
         "release": "v2",
-        "scale": 0.001,
+        "scale": 0.002,
         "time_scale": 0.01,
         "stages": ["api", "session"],
         "shards": 2,
