@@ -9,6 +9,8 @@ Each fault shows the way the real failure would:
 - ``latency_ms`` / ``latency_jitter_ms``: each API request waits latency ± jitter (uniform).
 - ``tail_rate`` / ``tail_ms``: that fraction of API requests (each drawn independently) waits
   ``tail_ms`` more, on top of any latency: a slow tail (p99 up) with the median unchanged.
+  ``tail_routes`` scopes it on its own (absent: ``routes``), so that one endpoint can be made
+  slower than the others while all keep a base latency (``tail_rate`` 1: every request).
 - ``ws_drop_rate``: on that fraction of inbound WebSocket messages the connection is aborted
   (no close frame; the client sees 1006), counted in ``syncbridge_websocket_dropped_total``.
 - ``heartbeat_delay_ms``: heartbeat acks are sent that much later.
@@ -81,6 +83,7 @@ class Faults:
     crash_after_s: float | None = None
     storage_failure_rate: float = 0.0
     routes: frozenset[str] | None = None
+    tail_routes: frozenset[str] | None = None
 
     @property
     def http_active(self) -> bool:
@@ -91,14 +94,34 @@ class Faults:
             or (self.tail_rate > 0 and self.tail_ms > 0)
         )
 
-    def delay_ms(self, rng: Any) -> float:
-        """How long one faulted API request waits: latency ± jitter, plus ``tail_ms`` for a
-        ``tail_rate`` fraction of requests (``rng``: ``random`` or a ``random.Random``)."""
+    def tail_applies_to(self, route: str) -> bool:
+        if route not in _API_ROUTE_SET:
+            return False
+        scope = self.tail_routes if self.tail_routes is not None else self.routes
+        return scope is None or route in scope
+
+    def touches(self, route: str) -> bool:
+        """Some HTTP fault applies to ``route``."""
+        return self.applies_to(route) or (
+            self.tail_rate > 0 and self.tail_ms > 0 and self.tail_applies_to(route)
+        )
+
+    def delay_ms(self, rng: Any, route: str | None = None) -> float:
+        """How long one API request of ``route`` waits: latency ± jitter, plus ``tail_ms`` for a
+        ``tail_rate`` fraction of requests (``rng``: ``random`` or a ``random.Random``;
+        ``route`` None: as if every fault applied)."""
         delay = 0.0
-        if self.latency_ms or self.latency_jitter_ms:
+        if (self.latency_ms or self.latency_jitter_ms) and (
+            route is None or self.applies_to(route)
+        ):
             jitter = self.latency_jitter_ms
             delay = self.latency_ms + rng.uniform(-jitter, jitter)
-        if self.tail_rate and self.tail_ms and rng.random() < self.tail_rate:
+        if (
+            self.tail_rate
+            and self.tail_ms
+            and (route is None or self.tail_applies_to(route))
+            and rng.random() < self.tail_rate
+        ):
             delay += self.tail_ms
         return delay
 
@@ -118,9 +141,9 @@ class Faults:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "routes":
+            if f.name in ("routes", "tail_routes"):
                 if value is not None:
-                    out["routes"] = sorted(value)
+                    out[f.name] = sorted(value)
             elif f.name == "crash_after_s":
                 if value is not None:
                     out[f.name] = value
@@ -133,10 +156,11 @@ def parse_faults(obj: Any) -> Faults:
     """Validate a decoded JSON fault set; raise FaultError with a clear message."""
     if not isinstance(obj, dict):
         raise FaultError("faults must be a JSON object")
-    unknown = sorted(set(obj) - set(_NUMERIC) - {"routes"})
+    unknown = sorted(set(obj) - set(_NUMERIC) - {"routes", "tail_routes"})
     if unknown:
         raise FaultError(
-            f"unknown fault keys: {', '.join(unknown)}; known: {', '.join(FAULT_NAMES)}, routes"
+            f"unknown fault keys: {', '.join(unknown)}; "
+            f"known: {', '.join(FAULT_NAMES)}, routes, tail_routes"
         )
     values: dict[str, Any] = {}
     for name, (lo, hi) in _NUMERIC.items():
@@ -149,16 +173,18 @@ def parse_faults(obj: Any) -> Faults:
         if math.isnan(value) or not lo <= value <= hi:
             raise FaultError(f"{name} must be between {lo:g} and {hi:g}")
         values[name] = value
-    if obj.get("routes") is not None:
-        routes = obj["routes"]
+    for key in ("routes", "tail_routes"):
+        if obj.get(key) is None:
+            continue
+        routes = obj[key]
         if not isinstance(routes, list) or not all(isinstance(r, str) for r in routes):
-            raise FaultError("routes must be a list of route templates")
+            raise FaultError(f"{key} must be a list of route templates")
         bad = sorted(set(routes) - _API_ROUTE_SET)
         if bad:
             raise FaultError(
-                f"unknown routes: {', '.join(bad)}; API routes: {', '.join(API_ROUTES)}"
+                f"unknown {key}: {', '.join(bad)}; API routes: {', '.join(API_ROUTES)}"
             )
-        values["routes"] = frozenset(routes)
+        values[key] = frozenset(routes)
     return Faults(**values)
 
 

@@ -443,3 +443,24 @@ def test_tail_delay_draws_with_the_given_rng():
     # binomial(20000, 0.05): mean 1000, sd 31
     assert 876 <= slow <= 1124, slow
     assert not parse_faults({"tail_rate": 0.5}).http_active  # no tail_ms: nothing to wait
+
+
+def test_tail_routes_slow_one_endpoint_over_a_base_latency(svc):
+    """Every API route keeps a base latency; tail_routes with tail_rate 1 adds to one only."""
+    api = Api(svc.url)
+    tok = _user_with_session(api)
+    svc.set_faults(
+        {
+            "latency_ms": 40,
+            "tail_rate": 1.0,
+            "tail_ms": 100,
+            "tail_routes": ["/api/v1/sessions/{id}/devices"],
+        }
+    )
+    assert svc.get_faults()["tail_routes"] == ["/api/v1/sessions/{id}/devices"]
+    base = _timed_gets(api, SESSION, tok, 10)
+    slowed = _timed_gets(api, SESSION + "/devices", tok, 10)
+    assert min(base) >= 0.038 and max(base) < 0.125, base
+    assert min(slowed) >= 0.138, slowed
+    bad = api.put("/admin/faults", {"tail_routes": ["/healthz"]}, token=svc.admin_token)
+    assert bad.status_code == 400 and "tail_routes" in bad.json()["error"]
