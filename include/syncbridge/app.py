@@ -170,11 +170,15 @@ class Service:
         route = resource.canonical if resource is not None else "unmatched"
         try:
             faults = self.faults.current
-            if faults.http_active and faults.applies_to(route):
-                delay = faults.delay_ms(random)
+            if faults.http_active and faults.touches(route):
+                delay = faults.delay_ms(random, route)
                 if delay > 0:
                     await asyncio.sleep(delay / 1000)
-                if faults.error_rate and random.random() < faults.error_rate:
+                if (
+                    faults.error_rate
+                    and faults.applies_to(route)
+                    and random.random() < faults.error_rate
+                ):
                     status = 503 if random.random() < 0.5 else 500
                     raise ApiError(status, "injected fault: service error")
             resp = await handler(request)

@@ -80,6 +80,10 @@ def openapi_spec(release: str) -> dict[str, Any]:
             "properties": {
                 **{name: {"type": "number", "minimum": 0} for name in FAULT_NAMES},
                 "routes": {"type": "array", "items": {"type": "string", "enum": list(API_ROUTES)}},
+                "tail_routes": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": list(API_ROUTES)},
+                },
             },
         },
     }
