@@ -81,9 +81,10 @@ def test_twenty_percent_5xx_is_rolled_back_with_its_evidence(seeded, tmp_path: P
     seeded.service.set_faults({"error_rate": 0.2})
     codes, metas = _shards(seeded, tmp_path, _plan(tmp_path, "30s", 2), 2)
     assert codes == [3, 3]
-    own = [m["aborted"] for m in metas if not m["aborted"]["by_marker"]]
-    assert own, metas
-    ab = own[0]
+    marker = json.loads((tmp_path / "results" / "api" / "ABORT").read_text())
+    # the shard that wrote the marker (the other may have breached on its own a moment later)
+    aborts = [m["aborted"] for m in metas]
+    [ab] = [a for a in aborts if a["shard"] == marker["shard"] and not a["by_marker"]]
     assert ab["criterion"] == "error-rate-rollback" and ab["test"] == "sequential"
     assert ab["at_s"] <= 3.0 and ab["threshold"] == 0.05
     assert ab["observed"] > 0.1 and ab["samples"] >= 50 and ab["window"].startswith("last ")
@@ -92,7 +93,6 @@ def test_twenty_percent_5xx_is_rolled_back_with_its_evidence(seeded, tmp_path: P
     assert ab["confidence"] == 1 - ab["alpha"]
     assert ab["window_samples"] >= ab["min_samples"] == 100
     assert ab["criterion_window"] == "last 30s"
-    marker = json.loads((tmp_path / "results" / "api" / "ABORT").read_text())
     for key in ("criterion", "observed", "samples", "statistic", "boundary", "alpha", "window"):
         assert marker[key] == ab[key], key
     for meta in metas:  # every shard stopped within seconds, not the stage's 30 s
