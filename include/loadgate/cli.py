@@ -168,8 +168,9 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         if not args.dry_run:
             exc.write_results()
         return EXIT_ABORTED
+    if args.dry_run or not args.quiet:
+        print("\n".join(describe_load(prepared)), flush=True)
     if args.dry_run:
-        print("\n".join(describe_load(prepared)))
         print("dry run: nothing sent")
         return 0
     outcome = run_stage(cfg, prepared)

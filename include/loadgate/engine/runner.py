@@ -582,7 +582,10 @@ def run_stage(cfg: StageConfig, prepared: Prepared | None = None) -> StageOutcom
 
 
 def describe_load(prep: Prepared) -> list[str]:
-    """Lines for a dry run: who gets how much load."""
+    """Who gets how much load, and the request rate the plan's pacing implies (printed at the
+    start of a stage, and alone by a dry run)."""
+    from .summary import describe_pacing
+
     cfg = prep.cfg
     lines = [
         f"stage {cfg.stage} of plan {cfg.plan.name}: shard {cfg.shard}, scale {cfg.scale:g}, "
@@ -594,6 +597,7 @@ def describe_load(prep: Prepared) -> list[str]:
             f"  {name}: {d['executor']} peak {d['peak_this_shard']} of {d['peak_total']} "
             f"VUs on this shard, from {d['start_s']:g}s for {d['duration_s']:g}s"
         )
+        lines.append(f"    {describe_pacing(profile)}")
     lines.append(
         "  live rollback criteria: " + (", ".join(c.id for c in prep.live_criteria) or "none")
     )
