@@ -214,16 +214,28 @@ def _baseline_section(stage: Mapping[str, Any]) -> list[str]:
     if not base.get("run_id"):
         return ["_No baseline: no earlier passing run of this target, plan and scale._", ""]
     who = base.get("release") or base.get("run_id")
+
+    def value(c: Mapping[str, Any], side: str) -> str:
+        unit = {"ms": "ms", "rate": "%"}.get(c.get("unit", ""), "")
+        v = c.get(f"{side}_value")
+        return fmt(v, unit) if unit else ("—" if v is None else f"{v:.2f}")
+
     rows = [
-        [c.get("text"), c.get("outcome", "").replace("_", " ")]
+        [
+            c.get("text"),
+            value(c, "baseline"),
+            value(c, "current"),
+            c.get("outcome", "").replace("_", " "),
+        ]
         for c in comparisons
         if c.get("scope") == "all" or c.get("outcome") in ("regression", "inconclusive")
     ]
+    header = ["Change (confidence interval)", str(who), "This release", "Outcome"]
     return [
         f"Compared with {who} (`{base.get('run_id')}`), from both runs' seconds "
         f"({len(comparisons)} comparisons; per-request ones shown when not clear):",
         "",
-        _table(["Change (confidence interval)", "Outcome"], rows) if rows else "_None._",
+        _table(header, rows) if rows else "_None._",
         "",
     ]
 

@@ -155,7 +155,14 @@ def test_rates_baseline_attempts_and_history_are_reported(tmp_path) -> None:
             "run_id": "run-41",
             "release": "v41",
             "comparisons": [
-                {"scope": "all", "outcome": "no_regression", "text": "p95 +3% (95% CI -2%…+8%)"},
+                {
+                    "scope": "all",
+                    "outcome": "no_regression",
+                    "text": "p95 +3% (95% CI -2%…+8%)",
+                    "unit": "ms",
+                    "baseline_value": 20.0,
+                    "current_value": 20.6,
+                },
                 {"scope": "GET /a", "outcome": "regression", "text": "GET /a p95 +40% (…)"},
                 {"scope": "GET /b", "outcome": "no_regression", "text": "GET /b p95 +1% (…)"},
             ],
@@ -176,6 +183,7 @@ def test_rates_baseline_attempts_and_history_are_reported(tmp_path) -> None:
     assert "| Offered request rate | 19.50 req/s |" in md
     assert "| 2 | ⚠️ INVESTIGATE | 4,000 |" in md
     assert "Compared with v41 (`run-41`)" in md
+    assert "| p95 +3% (95% CI -2%…+8%) | 20.0 ms | 20.6 ms | no regression |" in md
     assert "GET /a p95 +40%" in md and "GET /b p95" not in md  # a clear per-name one is not shown
     assert "| **this run** v2 | api | ⚠️ INVESTIGATE |" in md
     data = json.loads(Path(paths["json"]).read_text())
