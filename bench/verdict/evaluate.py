@@ -532,7 +532,7 @@ def case_saturated(
     out = []
     plan = saturated_plan(work / "saturated.yaml", vus, duration, think_ms)
     for i in range(runs):
-        log(f"saturated {i + 1}/{runs}: one shard, {vus} closed-loop VUs, no think time")
+        log(f"saturated {i + 1}/{runs}: one shard, {vus} closed-loop VUs, think 0-{think_ms:g} ms")
         svc = start_syncbridge(work / f"svc-sat-{i + 1}")
         try:
             r = gate_run(
@@ -560,7 +560,7 @@ def _dist(values: list[float]) -> str:
     if not values:
         return "—"
     v = sorted(values)
-    q = statistics.quantiles(v, n=20) if len(v) >= 2 else [v[0]] * 19
+    q = statistics.quantiles(v, n=20, method="inclusive") if len(v) >= 2 else [v[0]] * 19
     return f"min {v[0]:.2f} / p50 {statistics.median(v):.2f} / p95 {q[18]:.2f} / max {v[-1]:.2f} s"
 
 
@@ -581,8 +581,15 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         rs = results["healthy"]
         for ts in sorted({r["time_scale"] for r in rs}):
             sub = [r for r in rs if r["time_scale"] == ts]
-            ratios = [v for r in sub for v in r["offered_vs_planned"].values()]
-            fig = f"offered/planned {min(ratios):.3f}–{max(ratios):.3f}" if ratios else "no rates"
+            per: dict[str, list[float]] = {}
+            for r in sub:
+                for stage, v in r["offered_vs_planned"].items():
+                    per.setdefault(stage, []).append(v)
+            fig = "offered/planned " + (
+                ", ".join(f"{st} {min(v):.2f}–{max(v):.2f}" for st, v in per.items()) or "—"
+            )
+            stages = sorted({st for r in sub for st in r["stages"]})
+            fig += f" (stages: {', '.join(stages)})"
             rows.append(
                 f"| healthy, scale 0.002, time_scale {ts:g} | {len(sub)} | {verdicts(sub)} | "
                 f"{fig} | {met(sub)} |"
@@ -662,7 +669,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--saturated-runs", type=int, default=3)
     ap.add_argument("--saturated-think-ms", type=float, default=2.0, help="think time 0..this")
     ap.add_argument("--keep", action="store_true", help="keep the runs' artifacts")
+    ap.add_argument(
+        "--table", metavar="JSON", help="print the table of a results file, run nothing"
+    )
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())["results"]))
+        return 0
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(cases) - set(CASES)
     if unknown:
