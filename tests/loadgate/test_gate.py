@@ -20,8 +20,8 @@ def make_run(svc, tmp_path, run_id="manual__2026-01-01T00:00:00+00:00", **params
         {
             "target_url": svc.url,
             "release": "v1",
-            "scale": 0.0003,  # 3 users
-            "time_scale": 0.004,  # the 44-minute API test in about 11 s
+            "scale": 0.002,  # 20 users: enough requests for the must-have criteria (100)
+            "time_scale": 0.006,  # the 44-minute API test in about 16 s
             "stages": ["api"],
             "shards": 1,
             "artifacts_root": str(tmp_path / "artifacts"),

@@ -122,6 +122,8 @@ def test_metrics_exposition(api: Api):
         "memory_growth_mb_per_s",
         "crash_after_s",
         "storage_failure_rate",
+        "tail_rate",
+        "tail_ms",
     }
 
 
