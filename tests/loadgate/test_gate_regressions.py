@@ -23,7 +23,7 @@ from loadgate import gate, pipeline
 from loadgate.local_backend import run_stage_local
 from loadgate.runconfig import build_run_config
 from loadgate.verdicts import Verdict
-from tests.support.helpers import one_stage_plan, scenario
+from tests.support.helpers import one_stage_plan, scenario, shipped_criteria
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -55,21 +55,7 @@ CRITERIA = [
         "relative_to": "baseline",
         "min_samples": 100,
     },
-    {
-        "id": "api-error-rate",
-        "level": "acceptance",
-        "metric": "http_req_failed",
-        "breach": ">= 1%",
-        "min_samples": 100,
-    },
-    {
-        "id": "error-rate-rollback",
-        "level": "rollback",
-        "metric": "http_req_failed",
-        "breach": "> 5%",
-        "window": "30s",
-        "min_samples": 100,
-    },
+    *shipped_criteria("api-error-rate", "error-rate-rollback", stages=None),
 ]
 
 

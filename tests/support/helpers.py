@@ -18,6 +18,20 @@ def ramp(*stages: tuple[float | str, int]) -> list[dict[str, Any]]:
     return [{"duration": duration, "target": target} for duration, target in stages]
 
 
+def shipped_criteria(*ids: str, **changes: Any) -> list[dict[str, Any]]:
+    """The shipped plan's criteria ``ids``, as data, each with ``changes`` applied (e.g.
+    ``stages=None`` to apply it to any stage of a test plan)."""
+    import yaml
+
+    from loadgate.runconfig import resolve_plan_path
+
+    by_id = {
+        c["id"]: c
+        for c in yaml.safe_load(resolve_plan_path("harmonyflow-10k").read_text())["criteria"]
+    }
+    return [{k: v for k, v in {**by_id[i], **changes}.items() if v is not None} for i in ids]
+
+
 def one_stage_plan(
     scenarios: dict[str, Any],
     *,

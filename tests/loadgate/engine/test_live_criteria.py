@@ -7,28 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.support.helpers import one_stage_plan, scenario
+from tests.support.helpers import one_stage_plan, scenario, shipped_criteria
 
 from ..conftest import loadgate, loadgate_bg, write_plan  # type: ignore[misc]
 
-ROLLBACK = [  # the real plan's live rate criteria of the API stage
-    {
-        "id": "error-rate-rollback",
-        "level": "rollback",
-        "metric": "http_req_failed",
-        "breach": "> 5%",
-        "window": "30s",
-        "min_samples": 100,
-    },
-    {
-        "id": "service-unavailable",
-        "level": "rollback",
-        "metric": "http_unavailable_rate",
-        "breach": "> 10%",
-        "window": "10s",
-        "min_samples": 50,
-    },
-]
+# the real plan's live rate criteria of the API stage
+ROLLBACK = shipped_criteria("error-rate-rollback", "service-unavailable", stages=None)
 
 
 def _plan(tmp_path: Path, duration: str, shards: int) -> Path:
