@@ -29,7 +29,7 @@ Results go to ``bench/results/verdict-<time>.json`` (with the seeds and run ids 
 table to stdout. Everything is bounded: every stage has a planned length, the engine stops
 itself, each wait here has a deadline.
 
-    .venv/bin/python bench/verdict/evaluate.py                 # all cases (about 40 minutes)
+    .venv/bin/python bench/verdict/evaluate.py                 # all cases (about 50 minutes)
     .venv/bin/python bench/verdict/evaluate.py --quick         # one or two runs per case
     .venv/bin/python bench/verdict/evaluate.py --cases errors2,regressions --runs 3
 """
