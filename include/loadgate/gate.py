@@ -4,7 +4,8 @@
   breached over the whole stage.
 - ``investigate``: an investigate criterion is breached, or an acceptance target is missed.
 - ``invalid``: the test cannot vouch for its numbers (:func:`invalid_causes`): the generator
-  saturated, an open-model scenario dropped iterations, a shard's results are incomplete.
+  saturated, an open-model scenario dropped iterations, the offered load fell short of the
+  plan's, a shard's results are incomplete.
 - ``error``: the stage produced no usable results (no shard wrote any, an engine error):
   not the release's fault, but not a pass either.
 - ``pass``: none of the above. (Outcomes: :class:`loadgate.verdicts.Verdict`.)
@@ -82,6 +83,23 @@ def target_events(merged: MergedStage) -> list[str]:
 # An open-model stage that could not start this fraction of its iterations measured a lighter
 # load than planned, and its latencies miss the requests never sent (coordinated omission).
 DROPPED_TOLERANCE = 0.01
+# Offered below this fraction of the plan's pacing (over the users that ran, at the latency
+# measured): the generator did not send the load the plan asks for. Healthy runs offer within
+# 10% of it at every time scale (bench/verdict/README.md).
+OFFERED_TOLERANCE = 0.8
+
+
+def short_of_plan(summary: dict[str, Any]) -> str | None:
+    """Why the offered load fell short of the plan's, or None."""
+    rates = summary.get("rates") or {}
+    ratio = rates.get("offered_vs_planned")
+    if ratio is None or ratio >= OFFERED_TOLERANCE:
+        return None
+    return (
+        f"the generator offered {rates['offered']:.2f} requests/s where the plan's pacing asks "
+        f"for {rates['planned']:.2f} ({ratio:.0%}; below {OFFERED_TOLERANCE:.0%}): it did not "
+        "send the load the verdict would speak of"
+    )
 
 
 def verdict_of(results: list[CriterionResult], aborted: dict[str, Any] | None) -> Verdict:
@@ -120,6 +138,9 @@ def invalid_causes(merged: MergedStage, summary: dict[str, Any]) -> list[str]:
             "VU): the offered load fell short of the plan and the latencies miss the requests "
             "never sent"
         )
+    short = short_of_plan(summary)
+    if short:
+        causes.append(short)
     if merged.status in ("incomplete", "terminated"):
         missing = ", ".join(merged.incomplete) or merged.status
         causes.append(f"a shard's results are incomplete ({missing}): the stage is not whole")

@@ -199,3 +199,19 @@ def test_still_too_little_evidence_after_the_rerun_stays_inconclusive(
     pipeline.clear_stage(run, "api")
     assert not pipeline.stage_folder(run, "api", 2).exists()
     assert run.gate("api") is None
+
+
+@pytest.mark.parametrize(
+    ("rates", "short"),
+    [
+        ({"planned": 20.0, "offered": 19.0, "offered_vs_planned": 0.95}, False),
+        ({"planned": 20.0, "offered": 16.0, "offered_vs_planned": 0.8}, False),
+        ({"planned": 20.0, "offered": 15.0, "offered_vs_planned": 0.75}, True),
+        ({"planned": None, "offered": 15.0, "offered_vs_planned": None}, False),
+    ],
+)
+def test_offered_load_short_of_the_plan_is_a_cause_of_invalid(rates, short) -> None:
+    cause = gate.short_of_plan({"rates": rates})
+    assert (cause is not None) is short
+    if short:
+        assert "15.00 requests/s" in cause and "20.00" in cause
