@@ -2,7 +2,11 @@
 
 - ``rollback``: the engine aborted the stage on an immediate-rollback criterion, or one is
   breached over the whole stage.
-- ``investigate``: an investigate criterion is breached, or an acceptance target is missed.
+- ``investigate``: an investigate criterion is breached, an acceptance target is missed, or
+  the comparison with the last good release shows a regression (:mod:`loadgate.baseline`).
+- ``inconclusive``: a must-have criterion gathered too few samples, or a comparison that
+  decides a criterion straddles its threshold: the stage is run once more (``attempt`` 2) and
+  decided on both attempts' evidence.
 - ``invalid``: the test cannot vouch for its numbers (:func:`invalid_causes`): the generator
   saturated, an open-model scenario dropped iterations, the offered load fell short of the
   plan's, a shard's results are incomplete.
