@@ -15,7 +15,9 @@ evidence for the verdict:
 - any other regression (a request's p99, the spread p99/p50, an error rate up by more than a
   percentage point) is a finding: the stage is at least ``investigate``;
 - an inconclusive comparison that decides a criterion, or the stage's overall error rate, makes
-  a stage that would pass ``inconclusive`` (re-run once, then decided on the pooled evidence).
+  a stage that would pass ``inconclusive`` (re-run once, then decided on the pooled evidence)
+  when this run has fewer samples than the baseline; when the baseline is the thinner side a
+  re-run cannot settle it, and it is reported without a verdict.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class BaselineReading:
     criteria: list[CriterionResult] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)  # regressions beyond the criteria
     inconclusive: list[str] = field(default_factory=list)
+    thin_baseline: list[str] = field(default_factory=list)  # reported, no verdict
 
     @property
     def label(self) -> str | None:
@@ -73,6 +76,7 @@ class BaselineReading:
             ],
             "findings": self.findings,
             "inconclusive": self.inconclusive,
+            "thin_baseline": self.thin_baseline,
         }
 
 
@@ -147,6 +151,7 @@ def read_against_baseline(run: Run, stage: str, merged: MergedStage) -> Baseline
         history_key(run),
         plan=run.config.plan,
         scale=run.config.scale,
+        time_scale=run.config.time_scale,
         exclude_run=run.run_id,
     )
     reading = BaselineReading(entry)
@@ -170,5 +175,13 @@ def read_against_baseline(run: Run, stage: str, merged: MergedStage) -> Baseline
         if comp.outcome is Outcome.REGRESSION and key not in judged:
             reading.findings.append(f"regression: {comp.describe()}")
         elif comp.outcome is Outcome.INCONCLUSIVE and key in decisive:
-            reading.inconclusive.append(f"{comp.describe()}: the interval straddles the threshold")
+            if comp.current_samples < comp.baseline_samples:  # more of this run can settle it
+                reading.inconclusive.append(
+                    f"{comp.describe()}: the interval straddles the threshold"
+                )
+            else:  # the baseline's side is the thin one: re-running this stage cannot help
+                reading.thin_baseline.append(
+                    f"{comp.describe()}: undecided, the baseline has fewer samples "
+                    f"({comp.baseline_samples:,} vs {comp.current_samples:,})"
+                )
     return reading

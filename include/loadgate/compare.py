@@ -40,8 +40,9 @@ default +30%, the plan's ``relative_to: baseline`` criteria; error rate: absolut
 - ``regression``: the interval's lower bound is above the threshold;
 - ``no_regression``: its upper bound is below the threshold;
 - ``inconclusive``: the interval straddles the threshold;
-- ``insufficient``: either side has fewer samples than ``min_samples`` (100; p99 and the tail
-  ratio: ``min_tail_samples``, 500) or fewer seconds with samples than ``min_seconds`` (10).
+- ``insufficient``: either side has fewer samples than the metric needs (error rate and p50:
+  ``min_samples``, 100; a percentile: at least ``beyond`` (15) samples beyond it, so p95 300
+  and p99 and the tail ratio 1,500) or fewer seconds with samples than ``min_seconds`` (10).
 
 Under identical releases the true change is 0, so a false regression needs an interval wholly
 above +30%: far rarer than the nominal 2.5% of a one-sided bound at 0.
@@ -120,8 +121,21 @@ class CompareSettings(BaseModel):
     min_tail_samples: int = Field(500, ge=1, description="the same for p99 and the tail ratio")
     min_seconds: int = Field(10, ge=1, description="seconds with samples per side")
     max_blocks: int = Field(600, ge=10, description="resampling units per side at most")
+    beyond: int = Field(
+        15, ge=1, description="samples a percentile needs beyond it (p95: 300, p99: 1,500)"
+    )
     metrics: tuple[Metric, ...] = tuple(Metric)
     by_name: bool = True
+
+    def minimum_for(self, metric: Metric) -> int:
+        """Samples each side needs for ``metric``: a percentile read from a handful of samples
+        beyond it is no estimate a bootstrap can put an interval on, so p95 needs ``beyond`` /
+        5% and p99 (and the p99/p50 spread) ``beyond`` / 1%."""
+        if metric is Metric.ERROR_RATE:
+            return self.min_samples
+        q = 99.0 if metric is Metric.TAIL_RATIO else QUANTILES[metric]
+        floor = self.min_tail_samples if metric in (Metric.P99, Metric.TAIL_RATIO) else 0
+        return max(self.min_samples, floor, math.ceil(self.beyond / (1 - q / 100) - 1e-9))
 
 
 class Comparison(BaseModel):
@@ -736,8 +750,7 @@ def compare(
     for key, metric in plan:
         c_series, b_series = cur.digest.scopes[key], base.digest.scopes[key]
         is_rate = metric is Metric.ERROR_RATE
-        tail = metric in (Metric.P99, Metric.TAIL_RATIO)
-        minimum = settings.min_tail_samples if tail else settings.min_samples
+        minimum = settings.minimum_for(metric)
         if is_rate:
             c_n, b_n = sum(c_series.n), sum(b_series.n)
         else:

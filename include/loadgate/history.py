@@ -9,7 +9,7 @@ so any number of runs may append at once, locally or on a store::
 
 Listing sorts by the time in the name (then the run id), oldest first. The baseline of a run
 is the pinned entry if one is pinned, else the newest entry of the same plan and scale whose
-verdict is ``pass``, the run itself excluded.
+verdict is ``pass`` (of the same time scale where one exists), the run itself excluded.
 """
 
 from __future__ import annotations
@@ -174,21 +174,26 @@ def baseline(
     *,
     plan: str,
     scale: float,
+    time_scale: float | None = None,
     exclude_run: str | None = None,
 ) -> HistoryEntry | None:
-    """The pinned entry, else the newest passing entry of the same plan and scale."""
+    """The pinned entry, else the newest passing entry of the same plan and scale, of the same
+    ``time_scale`` where one exists: a run as long as this one gathered as much evidence, so a
+    short run's handful of samples never sets a long run's baseline while a comparable one
+    exists."""
     found = entries(root, key)
     pin_id = pinned(root, key)
     if pin_id is not None and pin_id != exclude_run:
         for entry in reversed(found):
             if entry.run_id == pin_id:
                 return entry
-    for entry in reversed(found):
-        if entry.run_id == exclude_run:
-            continue
-        if entry.verdict == "pass" and entry.plan == plan and entry.scale == scale:
-            return entry
-    return None
+    passing = [
+        e
+        for e in reversed(found)
+        if e.run_id != exclude_run and e.verdict == "pass" and e.plan == plan and e.scale == scale
+    ]
+    same_length = [e for e in passing if time_scale is not None and e.time_scale == time_scale]
+    return (same_length or passing or [None])[0]
 
 
 # --- an entry from a run's gates ----------------------------------------------------------------

@@ -169,3 +169,15 @@ def test_seeded_digests_from_files_and_storage_give_the_same_intervals(tmp_path)
     assert [r.model_dump() for r in one] == [r.model_dump() for r in three]
     other_seed = compare(current, base, FAST.model_copy(update={"seed": 1}))
     assert [r.ci_low for r in other_seed] != [r.ci_low for r in one]
+
+
+def test_a_percentile_needs_samples_beyond_it() -> None:
+    """p95 read from a few hundred samples rests on a handful beyond it: no interval is put on
+    it (a healthy release once read p95 +693% against such a baseline)."""
+    settings = CompareSettings()
+    assert settings.minimum_for(Metric.ERROR_RATE) == 100
+    assert settings.minimum_for(Metric.P50) == 100
+    assert settings.minimum_for(Metric.P95) == 300
+    assert settings.minimum_for(Metric.P99) == 1500
+    assert settings.minimum_for(Metric.TAIL_RATIO) == 1500
+    assert CompareSettings(beyond=5).minimum_for(Metric.P95) == 100

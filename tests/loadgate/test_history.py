@@ -20,7 +20,12 @@ RUNS = ("good", "pinned-run", "bad")
 
 
 def _entry(
-    run: str, minutes: int, verdict: str = "pass", plan: str = "p", scale: float = 0.1
+    run: str,
+    minutes: int,
+    verdict: str = "pass",
+    plan: str = "p",
+    scale: float = 0.1,
+    time_scale: float = 1.0,
 ) -> HistoryEntry:
     return HistoryEntry(
         run_id=run,
@@ -29,7 +34,7 @@ def _entry(
         recorded_at=T0 + timedelta(minutes=minutes),
         plan=plan,
         scale=scale,
-        time_scale=1.0,
+        time_scale=time_scale,
         run_root=f"/runs/{run}",
     )
 
@@ -89,6 +94,19 @@ def test_baseline_is_newest_pass_of_same_plan_and_scale_unless_pinned(root) -> N
         history.pin(root, KEY, "no-such-run")
     assert history.unpin(root, KEY) and not history.unpin(root, KEY)
     assert history.baseline(root, KEY, plan="p", scale=0.1, exclude_run="current").run_id == "good"
+
+
+def test_baseline_prefers_a_run_as_long_as_this_one(tmp_path) -> None:
+    """A short run's handful of samples does not set a long run's baseline while a passing run
+    of the same time scale exists; without one, any passing run of the plan and scale does."""
+    root = str(tmp_path / "artifacts")
+    history.append(root, KEY, _entry("long", 1, time_scale=0.1))
+    history.append(root, KEY, _entry("short", 2, time_scale=0.005))
+    pick = history.baseline(root, KEY, plan="p", scale=0.1, time_scale=0.1)
+    assert pick is not None and pick.run_id == "long"
+    assert history.baseline(root, KEY, plan="p", scale=0.1, time_scale=0.005).run_id == "short"
+    assert history.baseline(root, KEY, plan="p", scale=0.1, time_scale=0.02).run_id == "short"
+    assert history.baseline(root, KEY, plan="p", scale=0.1).run_id == "short"
 
 
 def test_entry_from_gate_results() -> None:
