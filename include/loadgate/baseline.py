@@ -1,7 +1,8 @@
 """A stage against the same stage of the last good release, and what that means for its gate.
 
 The baseline is the run the release history names (:func:`loadgate.history.baseline`: the
-pinned run, else the newest passing run of the same target, plan and scale). Each gate stores
+pinned run, else the newest passing run of the same target, plan and scale, of the same time
+scale where one exists). Each gate stores
 its stage's per-second digest beside its decision (``gates/<stage>.digest.json``), so a later
 run reads its baseline's seconds without decoding the baseline's windows again.
 

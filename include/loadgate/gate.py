@@ -88,8 +88,9 @@ def target_events(merged: MergedStage) -> list[str]:
 # load than planned, and its latencies miss the requests never sent (coordinated omission).
 DROPPED_TOLERANCE = 0.01
 # Offered below this fraction of the plan's pacing (over the users that ran, at the latency
-# measured): the generator did not send the load the plan asks for. Healthy runs offer within
-# 10% of it at every time scale (bench/verdict/README.md).
+# measured): the generator did not send the load the plan asks for. Healthy runs measured
+# 0.93-1.25 of it (above 1 in time-compressed stages, where each VU's first iteration sends
+# before it thinks: bench/verdict/README.md); only falling short makes a stage invalid.
 OFFERED_TOLERANCE = 0.8
 
 
