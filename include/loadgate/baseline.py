@@ -15,10 +15,14 @@ evidence for the verdict:
   too few samples, passed when the interval is wholly below;
 - any other regression (a request's p99, the spread p99/p50, an error rate up by more than a
   percentage point) is a finding: the stage is at least ``investigate``;
+- every interval is widened by the spread between healthy runs, estimated from the same
+  figure of the newest passing runs in the history (:func:`loadgate.compare.between_runs`;
+  each gate stores its stage's figures per scope for this, ``baseline.figures``);
 - an inconclusive comparison that decides a criterion, or the stage's overall error rate, makes
   a stage that would pass ``inconclusive`` (re-run once, then decided on the pooled evidence)
-  when this run has fewer samples than the baseline; when the baseline is the thinner side a
-  re-run cannot settle it, and it is reported without a verdict.
+  when this run has fewer samples than the baseline; when the baseline is the thinner side, or
+  the spread between runs rather than this pair's noise sets the interval, a re-run cannot
+  settle it, and it is reported without a verdict.
 """
 
 from __future__ import annotations
@@ -38,7 +42,10 @@ from loadgate.compare import (
     Metric,
     Outcome,
     SecondsDigest,
+    between_runs,
     compare,
+    figures,
+    scope_label,
 )
 from loadgate.criteria import CriterionResult
 from loadgate.engine.merge import MergedStage
@@ -61,6 +68,8 @@ class BaselineReading:
     findings: list[str] = field(default_factory=list)  # regressions beyond the criteria
     inconclusive: list[str] = field(default_factory=list)
     thin_baseline: list[str] = field(default_factory=list)  # reported, no verdict
+    noisy: list[str] = field(default_factory=list)  # undecided: runs vary too much; reported
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)  # this run's, per scope
 
     @property
     def label(self) -> str | None:
@@ -78,6 +87,8 @@ class BaselineReading:
             "findings": self.findings,
             "inconclusive": self.inconclusive,
             "thin_baseline": self.thin_baseline,
+            "noisy": self.noisy,
+            "figures": self.figures,
         }
 
 
@@ -142,25 +153,50 @@ def _read_digest(root: str, stage: str) -> SecondsDigest | None:
         return None
 
 
+def _earlier_values(
+    earlier: list[history.HistoryEntry], stage: str, comp: Comparison
+) -> list[float]:
+    """The earlier passing runs' values of ``comp``'s metric and scope, newest first."""
+    label = scope_label((comp.source, comp.scope))
+    out = []
+    for entry in earlier:
+        figures_ = entry.stages.get(stage)
+        value = (figures_.scopes.get(label) or {}).get(comp.metric) if figures_ else None
+        if isinstance(value, int | float):
+            out.append(float(value))
+    return out
+
+
 def read_against_baseline(run: Run, stage: str, merged: MergedStage) -> BaselineReading:
     """Store this stage's digest, find the baseline and compare (see the module doc)."""
     digest = SecondsDigest.from_merged(merged)
     run.artifacts.write_bytes(digest_name(stage), orjson.dumps(digest.to_dict()))
     relative = [c for c in run.plan.criteria_for(stage) if c.relative_to == "baseline"]
+    root, key = run.config.artifacts_root, history_key(run)
     entry = history.baseline(
-        run.config.artifacts_root,
-        history_key(run),
+        root,
+        key,
         plan=run.config.plan,
         scale=run.config.scale,
         time_scale=run.config.time_scale,
         exclude_run=run.run_id,
     )
-    reading = BaselineReading(entry)
+    reading = BaselineReading(entry, figures=figures(digest))
     base = _read_digest(entry.run_root, stage) if entry is not None else None
     if base is None:
         reading.criteria = [_criterion_result(c, None) for c in relative]
         return reading
-    reading.comparisons = compare(digest, base, _settings(relative), baseline_label=reading.label)
+    settings = _settings(relative)
+    earlier = history.passing_runs(
+        history.entries(root, key),
+        plan=run.config.plan,
+        scale=run.config.scale,
+        exclude_run=run.run_id,
+    )[: settings.max_runs]
+    reading.comparisons = [
+        between_runs(comp, _earlier_values(earlier, stage, comp), settings)
+        for comp in compare(digest, base, settings, baseline_label=reading.label)
+    ]
     by_key = {(c.source, c.scope, c.metric): c for c in reading.comparisons}
     judged: set[tuple[str, str, Metric]] = set()  # comparisons a criterion reads
     for crit in relative:
@@ -176,7 +212,12 @@ def read_against_baseline(run: Run, stage: str, merged: MergedStage) -> Baseline
         if comp.outcome is Outcome.REGRESSION and key not in judged:
             reading.findings.append(f"regression: {comp.describe()}")
         elif comp.outcome is Outcome.INCONCLUSIVE and key in decisive:
-            if comp.current_samples < comp.baseline_samples:  # more of this run can settle it
+            if comp.widened:  # the next run would vary as much: a re-run cannot help
+                reading.noisy.append(
+                    f"{comp.describe()}: undecided, healthy runs vary this much between runs "
+                    f"(spread of {comp.between_runs} passing runs)"
+                )
+            elif comp.current_samples < comp.baseline_samples:  # more of this run can settle it
                 reading.inconclusive.append(
                     f"{comp.describe()}: the interval straddles the threshold"
                 )

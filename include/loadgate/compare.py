@@ -46,6 +46,15 @@ default +30%, the plan's ``relative_to: baseline`` criteria; error rate: absolut
 
 Under identical releases the true change is 0, so a false regression needs an interval wholly
 above +30%: far rarer than the nominal 2.5% of a one-sided bound at 0.
+
+That interval knows the noise within the two runs, not how much two healthy runs of the same
+release differ (the machine's neighbours, a mix percentile sitting on the boundary between
+request kinds): measured on the reference service, a p95 of a few milliseconds read 7–32 ms over
+eight healthy runs. :func:`between_runs` widens a comparison by that spread, estimated from the
+same figure (:func:`figures`) of earlier passing runs (Keptn compares with several earlier
+results): under a healthy release the log-ratio of two runs' values has a standard deviation
+of √2·s (s the spread of the log values over ``n`` runs), so the interval on each side is at
+least the Student's t prediction half-width t(n − 1)·√2·s. Error rates spread absolutely.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ import heapq
 import math
 import multiprocessing
 import random
+import statistics
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
@@ -126,6 +136,10 @@ class CompareSettings(BaseModel):
     )
     metrics: tuple[Metric, ...] = tuple(Metric)
     by_name: bool = True
+    min_runs: int = Field(
+        4, ge=3, description="earlier passing runs needed to estimate the spread between runs"
+    )
+    max_runs: int = Field(10, ge=3, description="the newest passing runs that estimate it")
 
     def minimum_for(self, metric: Metric) -> int:
         """Samples each side needs for ``metric``: a percentile read from a handful of samples
@@ -162,6 +176,9 @@ class Comparison(BaseModel):
     method: str
     baseline_label: str | None = None
     note: str | None = None
+    between_runs: int = 0  # earlier passing runs that estimated the spread between runs
+    between_sd: float | None = None  # that spread (log scale for relative changes)
+    widened: bool = False  # the spread between runs, not this pair's noise, set the interval
 
     @property
     def label(self) -> str:
@@ -190,7 +207,7 @@ class Comparison(BaseModel):
 
             return (
                 f"{self.label} {show(self.change)} pp ({conf} CI {show(self.ci_low)}…"
-                f"{show(self.ci_high)} pp){versus}"
+                f"{show(self.ci_high)} pp{self._runs_note()}){versus}"
             )
 
         def pct(v: float | None) -> str:
@@ -198,8 +215,11 @@ class Comparison(BaseModel):
 
         return (
             f"{self.label} {pct(self.change)} ({conf} CI {pct(self.ci_low)}…"
-            f"{pct(self.ci_high)}){versus}"
+            f"{pct(self.ci_high)}{self._runs_note()}){versus}"
         )
+
+    def _runs_note(self) -> str:
+        return f", widened by the spread of {self.between_runs} runs" if self.widened else ""
 
 
 # --- per-second digests -----------------------------------------------------------------------
@@ -847,3 +867,85 @@ def compare(
 
 def regressions(comparisons: Sequence[Comparison]) -> list[Comparison]:
     return [c for c in comparisons if c.outcome is Outcome.REGRESSION]
+
+
+# --- the spread between runs --------------------------------------------------------------------
+
+
+def scope_label(key: ScopeKey) -> str:
+    """``("http", "all")`` → ``"http all"``: how :func:`figures` names a scope."""
+    return f"{key[0]} {key[1]}"
+
+
+def figures(digest: SecondsDigest) -> dict[str, dict[str, float]]:
+    """Each scope's whole-stage values of the compared metrics (latencies in ms): what the
+    release history keeps of a run, so that later runs can see how much healthy runs vary."""
+    out: dict[str, dict[str, float]] = {}
+    for key, series in sorted(digest.scopes.items()):
+        row: dict[str, float] = {}
+        if series.pooled.total:
+            p = series.pooled.percentiles_us([50.0, 95.0, 99.0])
+            row[Metric.P50] = round(_ms(p[50.0]), 6)
+            row[Metric.P95] = round(_ms(p[95.0]), 6)
+            row[Metric.P99] = round(_ms(p[99.0]), 6)
+            row[Metric.TAIL_RATIO] = round(p[99.0] / max(p[50.0], 1), 6)
+        n = sum(series.n)
+        if n:
+            row[Metric.ERROR_RATE] = round(sum(series.failed) / n, 8)
+        if row:
+            out[scope_label(key)] = {str(k): v for k, v in row.items()}
+    return out
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile, by the Cornish-Fisher expansion in 1/df (Abramowitz & Stegun
+    26.7.5): within 1% of the exact value for df ≥ 3 at the usual confidences."""
+    if df < 1:
+        raise ValueError("df must be at least 1")
+    z = statistics.NormalDist().inv_cdf(p)
+    z3, z5, z7, z9 = z**3, z**5, z**7, z**9
+    return (
+        z
+        + (z3 + z) / (4 * df)
+        + (5 * z5 + 16 * z3 + 3 * z) / (96 * df**2)
+        + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * df**3)
+        + (79 * z9 + 776 * z7 + 1482 * z5 - 1920 * z3 - 945 * z) / (92160 * df**4)
+    )
+
+
+def between_runs(
+    comp: Comparison, earlier: Sequence[float], settings: CompareSettings | None = None
+) -> Comparison:
+    """``comp`` with its interval widened to the spread of ``earlier`` passing runs' values of
+    the same metric and scope (see the module doc); unchanged with fewer than ``min_runs`` of
+    them or without an interval."""
+    settings = settings or CompareSettings()
+    if comp.change is None or comp.ci_low is None or comp.ci_high is None:
+        return comp
+    relative = comp.change_kind == "relative"
+    values = [math.log(v) for v in earlier if v > 0] if relative else list(earlier)
+    values = values[: settings.max_runs]
+    if len(values) < settings.min_runs or (relative and comp.ci_low <= -1):
+        return comp
+    sd = statistics.stdev(values)
+    half = t_quantile((1 + comp.confidence) / 2, len(values) - 1) * math.sqrt(2) * sd
+
+    def to(v: float) -> float:
+        return math.log1p(v) if relative else v
+
+    def back(v: float) -> float:
+        return math.expm1(v) if relative else v
+
+    centre, low, high = to(comp.change), to(comp.ci_low), to(comp.ci_high)
+    widened = centre - half < low or centre + half > high
+    low, high = min(low, centre - half), max(high, centre + half)
+    return comp.model_copy(
+        update={
+            "ci_low": round(back(low), 6),
+            "ci_high": round(back(high), 6),
+            "outcome": _outcome(back(low), back(high), comp.threshold),
+            "between_runs": len(values),
+            "between_sd": round(sd, 6),
+            "widened": widened,
+        }
+    )

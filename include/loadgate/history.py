@@ -70,6 +70,9 @@ class StageFigures(BaseModel):
     peak_connections: int | None = None
     cpu_peak: float | None = None
     memory_peak: float | None = None
+    # per scope ("http all", "http GET /x", "ws heartbeat"): p50/p95/p99 (ms), tail_ratio and
+    # error_rate, from which later runs estimate how much healthy runs vary
+    scopes: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
 class HistoryEntry(BaseModel):
@@ -187,13 +190,20 @@ def baseline(
         for entry in reversed(found):
             if entry.run_id == pin_id:
                 return entry
-    passing = [
+    passing = passing_runs(found, plan=plan, scale=scale, exclude_run=exclude_run)
+    same_length = [e for e in passing if time_scale is not None and e.time_scale == time_scale]
+    return (same_length or passing or [None])[0]
+
+
+def passing_runs(
+    found: list[HistoryEntry], *, plan: str, scale: float, exclude_run: str | None = None
+) -> list[HistoryEntry]:
+    """The passing entries of ``plan`` at ``scale`` among ``found``, newest first."""
+    return [
         e
         for e in reversed(found)
         if e.run_id != exclude_run and e.verdict == "pass" and e.plan == plan and e.scale == scale
     ]
-    same_length = [e for e in passing if time_scale is not None and e.time_scale == time_scale]
-    return (same_length or passing or [None])[0]
 
 
 # --- an entry from a run's gates ----------------------------------------------------------------
@@ -217,6 +227,7 @@ def stage_figures(gate: dict[str, Any]) -> StageFigures:
     if achieved is None:
         achieved = _number(summary.get("rps"))
     connections = ws.get("max_connections")
+    scopes = (gate.get("baseline") or {}).get("figures") or {}
     return StageFigures(
         verdict=str(gate.get("verdict", "error")),
         requests=int(summary.get("requests") or 0),
@@ -230,6 +241,7 @@ def stage_figures(gate: dict[str, Any]) -> StageFigures:
         peak_connections=connections if isinstance(connections, int) and connections else None,
         cpu_peak=peak("cpu_utilization"),
         memory_peak=peak("memory_utilization"),
+        scopes=scopes if isinstance(scopes, dict) else {},
     )
 
 

@@ -231,12 +231,16 @@ def _baseline_section(stage: Mapping[str, Any]) -> list[str]:
         if c.get("scope") == "all" or c.get("outcome") in ("regression", "inconclusive")
     ]
     header = ["Change (confidence interval)", str(who), "This release", "Outcome"]
+    undecided = [*(base.get("thin_baseline") or []), *(base.get("noisy") or [])]
     return [
         f"Compared with {who} (`{base.get('run_id')}`), from both runs' seconds "
         f"({len(comparisons)} comparisons; per-request ones shown when not clear):",
         "",
         _table(header, rows) if rows else "_None._",
         "",
+        *(["Undecided, and not held against the release:", ""] if undecided else []),
+        *[f"- {line}" for line in undecided],
+        *([""] if undecided else []),
     ]
 
 

@@ -84,6 +84,31 @@ def test_rerun_replaces_results_and_uses_the_previous_run_as_baseline(
     assert degradation["reference"] == pytest.approx(first_p95, rel=0.02)
     comparisons = decided["baseline"]["comparisons"]
     assert comparisons and all(c["baseline_label"] == "v1" for c in comparisons)
+    # the history keeps each scope's figures, from which later runs learn the spread between
+    # runs: with four more passing runs whose p50 varied 0.5–4 ms, any p50 change is undecided
+    # (shown, held against nobody, no re-run), never a regression (p50: the stage's ~150
+    # requests are too few for a p95 interval)
+    from loadgate import history
+
+    recorded = history.entries(first.config.artifacts_root, pipeline.history_key(first))[-1]
+    figures = recorded.stages["api"].scopes["http all"]
+    assert figures["p95"] == pytest.approx(first_p95, rel=0.02)
+    assert set(figures) == {"p50", "p95", "p99", "tail_ratio", "error_rate"}
+    for i, p50 in enumerate((0.5, 4.0, 0.8, 3.0)):
+        noisy = recorded.model_copy(deep=True)
+        noisy.run_id, noisy.recorded_at = f"old-{i}", recorded.recorded_at.replace(year=2025)
+        noisy.stages["api"].scopes["http all"]["p50"] = p50
+        history.append(first.config.artifacts_root, pipeline.history_key(first), noisy)
+    decided = gate.decide(second, "api")
+    p50 = next(
+        c
+        for c in decided["baseline"]["comparisons"]
+        if c["scope"] == "all" and c["metric"] == "p50" and c["source"] == "http"
+    )
+    assert p50["between_runs"] == 5 and p50["widened"], p50
+    assert p50["outcome"] == "inconclusive" and p50["ci_low"] < 0.3 < p50["ci_high"]
+    assert decided["verdict"] == "pass", decided["reasons"]
+    assert not any(line.startswith("p50 ") for line in decided["baseline"]["inconclusive"])
 
 
 def test_no_results_is_an_error_not_a_pass(start_syncbridge, tmp_path) -> None:

@@ -124,6 +124,7 @@ def test_entry_from_gate_results() -> None:
             "system": {"cpu_utilization": {"max": 0.7}, "memory_utilization": {"max": 0.4}},
             "rates": {"offered": 21.0, "achieved": 19.5},
         },
+        "baseline": {"figures": {"http all": {"p95": 210.5, "error_rate": 0.004}}},
     }
     entry = entry_from_gates(
         run_id="r",
@@ -148,7 +149,9 @@ def test_entry_from_gate_results() -> None:
         0.7,
         0.4,
     )
+    assert api.scopes == {"http all": {"p95": 210.5, "error_rate": 0.004}}  # for the spread
     assert entry.stages["websocket"].verdict == "error" and entry.stages["websocket"].requests == 0
+    assert entry.stages["websocket"].scopes == {}
     assert HistoryEntry.model_validate_json(entry.model_dump_json()) == entry
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import yaml
@@ -11,6 +12,7 @@ from tests.support.helpers import run_stage_args
 
 from ..conftest import (  # type: ignore[misc]
     PLAN_FILE,
+    _post,
     api_counts,
     load_counts,
     loadgate,
@@ -86,3 +88,35 @@ def test_session_stage(seeded, tmp_path) -> None:
     meta = json.loads((out / "meta.json").read_text())
     assert meta["scenarios"]["handoff"]["start_s"] == 0.72  # 2 minutes × 0.006
     assert summary["max_vus"] == 12  # 10 session-state VUs + 2 handoff VUs
+
+
+def test_a_second_execution_with_the_same_users_file_is_not_failed_by_spent_refresh_tokens(
+    seeded, tmp_path
+) -> None:
+    """The service rotates refresh tokens (one use each): the second execution of the API
+    stage with the same users file (a re-run, a rerun from the UI) finds the file's refresh
+    tokens spent. That 401 is the test's own state, not the release's failure: every VU
+    refreshes on every iteration here, and neither execution has a failed request."""
+    mix = {"mix": {"login": 0, "get_session": 0, "snapshot": 0, "devices": 0, "refresh": 1}}
+    users = [json.loads(line) for line in seeded.users_file.read_text().splitlines()]
+    for user in users:  # the users file as seeding writes it: with each user's tokens
+        tokens = _post(
+            f"{seeded.url}/api/v1/auth/login",
+            {"email": user["email"], "password": user["password"]},
+        )
+        user.update(accessToken=tokens["accessToken"], refreshToken=tokens["refreshToken"])
+    with_tokens = tmp_path / "users-with-tokens.jsonl"
+    with_tokens.write_text("".join(json.dumps(u) + "\n" for u in users))
+    seeded = dataclasses.replace(seeded, users_file=with_tokens)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first, sent_first, _ = _run(seeded, tmp_path / "one", "api", "0.001", "0.003", mix)
+    second, sent_second, _ = _run(seeded, tmp_path / "two", "api", "0.001", "0.003", mix)
+    refresh = ("POST", "/api/v1/auth/refresh")
+    assert first["failed"] == 0 and second["failed"] == 0, (first["by_name"], second["by_name"])
+    login_ok = ("POST", "/api/v1/auth/login", "200")
+    assert sent_first.get((*refresh, "401"), 0) == 0 and login_ok not in sent_first
+    # each of the 10 VUs met its spent file token once, logged in and refreshed its own
+    assert sent_second.get((*refresh, "401"), 0) == 10
+    assert sent_second.get(login_ok, 0) == 10
+    assert sent_second.get((*refresh, "200"), 0) > 10
