@@ -7,11 +7,14 @@ the HarmonyFlow SyncBridge test of 10,000 concurrent connections).
 
 ## Execution plan
 
-1. **Preparation**: `prepare` resolves the run (this form, the trigger's conf, or the deploy
-   event) and refuses a target that is not on the allowlist. `checklist` runs the pre-test
-   checklist: deployment complete (the target reports the release), health checks, monitoring
-   ready, alert rules, log aggregation, rollback plan, team notified. A failed required item
-   ends the run here, before any load is sent.
+1. **Preparation**: `prepare` resolves the run: the trigger (this form, a REST call's conf, or
+   the deploy event) names a profile, the target, the release, the scale, the time scale and
+   the stages, nothing else; the operator's profile (the `loadgate_profiles` Variable) says
+   everything else. A target off the profile's allowlist, a key a trigger may not set, or load
+   beyond the profile's limits is refused here, before anything is written or sent.
+   `checklist` runs the pre-test checklist: deployment complete (the target reports the
+   release), health checks, monitoring ready, alert rules, log aggregation, rollback plan,
+   team notified. A failed required item ends the run here, before any load is sent.
 2. **Seed test users**: `seed_users` registers the plan's users (existing ones log in).
 3. **Load stages**, one group each (`api`, `websocket`, `session`), in the plan's order: the
    stage's load, then its `gate`. On the local backend `load_test` runs the shards as processes
@@ -37,9 +40,11 @@ the HarmonyFlow SyncBridge test of 10,000 concurrent connections).
   `{"conf": {"target_url": ..., "release": ...}}`) or emits an event on the Asset
   `loadgate://deploys/harmonyflow-syncbridge` with `release` and `target_url` in its extra.
 - Reruns from the **Trigger** form: it opens ready to submit (its defaults are the documented
-  default run); the target and release come first, then the load's shape, where it runs, and
-  the operator's settings. Every task can be cleared and rerun: seeding is idempotent, a stage
-  rerun replaces its results, messages already delivered are not sent again.
+  default run); the profile, target and release come first, then the load's shape. Every
+  task can be cleared and rerun: seeding is idempotent, a stage rerun replaces its results,
+  messages already delivered are not sent again.
+- Every task has an `execution_timeout`: one hour, and for the load tasks the longest stage a
+  profile may allow plus half an hour.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ STAGES = ("api", "websocket", "session")
         "owner": "sre",
         "retry_delay": timedelta(seconds=15),
         "on_failure_callback": tasks.notify_task_failure,
+        # every task is bounded; the load tasks by the longest stage a profile may allow
+        "execution_timeout": timedelta(hours=1),
     },
     params=release_gate_params(STAGES),
 )

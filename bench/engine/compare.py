@@ -79,7 +79,11 @@ def engine_cmd(stage: str, url: str, out: Path, scale: float = 1.0) -> tuple[lis
     cmd = [LOADGATE, "run-stage", "--plan", str(PLAN), "--stage", stage, "--target", url]
     cmd += ["--out", str(out), "--scale", f"{scale:g}", "--term-grace", "1", "--quiet"]
     pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
-    return cmd, {"PYTHONPATH": pythonpath}, signal.SIGTERM
+    return (
+        cmd,
+        {"PYTHONPATH": pythonpath, "LOADGATE_SCENARIO_PACKAGES": "bench_scenarios"},
+        signal.SIGTERM,
+    )
 
 
 def engine_summary(out: Path) -> dict:

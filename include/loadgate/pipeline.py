@@ -36,6 +36,7 @@ from loadgate.plan.shard import Shard
 from loadgate.report import build_report
 from loadgate.rollback import execute as execute_rollback
 from loadgate.runconfig import RunConfig
+from loadgate.scenarios import ScenarioError, check_allowed
 from loadgate.seeding import SeedResult, load_or_create_secret, seed_users
 from loadgate.storage import remove_tree, upath
 from loadgate.verdicts import Verdict, worst
@@ -98,7 +99,11 @@ def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
     plan = load_plan(config.plan_path())
     missing = [s for s in config.stages if s not in plan.stages]
     if missing:
-        raise ValueError(f"plan {plan.name!r} has no stage {', '.join(missing)}")
+        raise ValueError(
+            f"plan {plan.name!r} has no stage {', '.join(missing)} "
+            f"(its stages: {', '.join(plan.stages)})"
+        )
+    check_scenarios(plan)
     record = {
         "run_id": run_id,
         "config": config.model_dump(mode="json"),
@@ -107,13 +112,56 @@ def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
         "prepared_at": now(),
     }
     run = Run(record)
+    load = planned_load(run)
+    check_limits(config, load, run)  # before anything is written
     run.artifacts.ensure()
     run.artifacts.write_bytes(PLAN_COPY, config.plan_path().read_bytes())
     record["run_root"] = str(run.artifacts.root)
-    record["load"] = planned_load(run)
+    record["load"] = load
     run.artifacts.write_json("run.json", record)
     run.timeline(f"run prepared: release {config.release or '—'} on {config.target_url}")
     return record
+
+
+def check_scenarios(plan: Plan) -> None:
+    """Every scenario the plan names is registered or in an allowed package (the deployment's
+    ``LOADGATE_SCENARIO_PACKAGES``); checked before anything is imported."""
+    for stage_name, stage in plan.stages.items():
+        for name, scen in stage.scenarios.items():
+            try:
+                check_allowed(scen.exec)
+            except ScenarioError as exc:
+                raise ValueError(f"stages.{stage_name}.scenarios.{name}: {exc}") from None
+
+
+def check_limits(config: RunConfig, load: list[dict[str, Any]], run: Run) -> None:
+    """The load the plan implies at this scale and time scale within the profile's caps."""
+    limits = config.limits
+    problems = []
+    for stage in config.stages:
+        rows = [r for r in load if r["stage"] == stage]
+        peak = sum({r["scenario"]: r["peak_total"] for r in rows}.values())
+        length = max((r["start_s"] + r["duration_s"] for r in rows), default=0.0)
+        shards = run.shards(stage)
+        if peak > limits.max_vus:
+            problems.append(f"{stage}: {peak:,} users, above the limit of {limits.max_vus:,}")
+        if shards > limits.max_shards:
+            problems.append(f"{stage}: {shards} shards, above the limit of {limits.max_shards}")
+        if not length <= limits.max_stage_s:
+            problems.append(
+                f"{stage}: {length:,.0f} s long, above the limit of {limits.max_stage_s:,.0f} s"
+            )
+        for name, scen in run.plan.stages[stage].scenarios.items():
+            rate = getattr(scen, "rate", None)
+            if isinstance(rate, int | float) and rate * config.scale > limits.max_rate:
+                problems.append(
+                    f"{stage}.{name}: {rate * config.scale:,.0f} arrivals/s, above the limit "
+                    f"of {limits.max_rate:,.0f}"
+                )
+    if problems:
+        raise ValueError(
+            f"the plan asks more than profile {config.profile!r} allows: " + "; ".join(problems)
+        )
 
 
 def planned_load(run: Run) -> list[dict[str, Any]]:

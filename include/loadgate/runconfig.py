@@ -1,7 +1,9 @@
 """What one gate run is asked to do, validated before anything is sent.
 
-The DAG's Params, a REST trigger's ``conf`` and a deploy Asset event's ``extra`` all end up here;
-the result is what the tasks pass each other (through XCom: it holds no secret).
+A trigger (the DAG's form, a REST trigger's ``conf``, a deploy Asset event's ``extra``) and the
+operator's profile it names end up here (:func:`resolve_trigger`); the result is what the tasks
+pass each other (through XCom: it holds no secret). :func:`build_run_config` builds one from
+operator-level settings directly (the CLI, tests): it is never given a trigger's values.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loadgate.kubernetes import PodSettings
+from loadgate.profiles import (
+    DEFAULT_PROFILE,
+    Limits,
+    Profile,
+    TriggerError,
+    profile_for,
+    read_trigger,
+    scales,
+)
 from loadgate.rollback import RollbackConfig
 from loadgate.safety import check_target
 
@@ -37,8 +48,9 @@ def resolve_plan_path(plan: str) -> Path:
 
 
 class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+    profile: str = DEFAULT_PROFILE
     target_url: str
     release: str = Field(default="", max_length=200)
     plan: str = DEFAULT_PLAN
@@ -58,6 +70,8 @@ class RunConfig(BaseModel):
     kubernetes: PodSettings = Field(default_factory=PodSettings)
     target_selector: str = ""  # the target's pods (label selector), for collect_logs
     allowlist: list[str] = Field(default_factory=list)
+    slack_channel: str | None = None
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("target_url")
     @classmethod
@@ -108,5 +122,62 @@ def build_run_config(
         check_target(config.target_url, config.allowlist)
     except ValueError as exc:
         raise RunConfigError(str(exc)) from None
+    config.plan_path()
+    return config
+
+
+def resolve_trigger(
+    conf: Mapping[str, Any],
+    *,
+    profiles: Mapping[str, Profile],
+    asset_extra: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """A trigger's values (``conf`` or the form; a deploy event's ``release`` and
+    ``target_url`` fill in what it leaves empty) on the profile it names.
+
+    Refused, with a clear message and before anything is written or sent: any key a trigger may
+    not set (:data:`loadgate.profiles.TRIGGER_KEYS`), an unknown profile, a target off the
+    profile's allowlist, a scale or time scale outside the profile's bounds, a stage the plan
+    does not have.
+    """
+    values = dict(conf)
+    for key in ("release", "target_url"):
+        extra = (asset_extra or {}).get(key)
+        if extra and not values.get(key):
+            values[key] = extra
+    try:
+        trigger = read_trigger(values)
+        profile = profile_for(trigger, profiles)
+        scale, time_scale = scales(trigger, trigger.profile, profile)
+    except TriggerError as exc:
+        raise RunConfigError(str(exc)) from None
+    target = trigger.target_url or profile.default_target
+    if not target:
+        raise RunConfigError(
+            f"no target: profile {trigger.profile!r} has no default_target, give target_url"
+        )
+    settings = profile.model_dump(
+        exclude={"description", "default_target", "scale", "time_scale"},
+        exclude_none=True,
+        mode="python",
+    )
+    settings.update(
+        profile=trigger.profile,
+        target_url=target,
+        release=trigger.release,
+        scale=scale,
+        time_scale=time_scale,
+        dry_run=trigger.dry_run,
+    )
+    if trigger.stages is not None:
+        settings["stages"] = trigger.stages
+    try:
+        config = RunConfig.model_validate(settings)
+    except ValidationError as exc:
+        raise RunConfigError(f"invalid run parameters: {_humanize(exc)}") from None
+    try:
+        check_target(config.target_url, config.allowlist)
+    except ValueError as exc:
+        raise RunConfigError(f"{exc} (profile {trigger.profile!r})") from None
     config.plan_path()
     return config

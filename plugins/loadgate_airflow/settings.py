@@ -1,7 +1,9 @@
 """Where loadgate's Airflow settings live: Variables and Connections, each optional.
 
-- Variable ``loadgate_target_allowlist``: JSON list of hosts, ``*.suffixes``, networks or URL
-  prefixes load may go to (loopback is always allowed).
+- Variable ``loadgate_profiles``: the gate profiles, JSON or YAML, a mapping of profile name to
+  its settings (``loadgate.profiles.Profile``: plan, allowlist, rollback, backend and pods,
+  artifacts root, limits, Slack channel …), over the shipped ``syncbridge`` profile. Only
+  operators set it; a trigger only names a profile.
 - Connection ``loadgate_slack`` (type slack: bot token as password, extra ``channel``, optional
   ``base_url``) or ``loadgate_slack_webhook`` (type slackwebhook). Neither: messages go to the
   run's ``notifications.jsonl``.
@@ -21,10 +23,11 @@ from airflow.sdk import Connection, Variable
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from loadgate.notify import Sender, SlackApiSender, SlackWebhookSender
+from loadgate.profiles import Profile, load_profiles
 
 log = logging.getLogger(__name__)
 
-ALLOWLIST = "loadgate_target_allowlist"
+PROFILES = "loadgate_profiles"
 SLACK = "loadgate_slack"
 SLACK_WEBHOOK = "loadgate_slack_webhook"
 TARGET = "loadgate_target"
@@ -38,11 +41,10 @@ def _connection(conn_id: str) -> Connection | None:
         return None
 
 
-def allowlist() -> list[str]:
-    value = Variable.get(ALLOWLIST, default=[], deserialize_json=True)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"Variable {ALLOWLIST} must be a JSON list of strings")
-    return value
+def profiles() -> dict[str, Profile]:
+    """The shipped profiles with the deployment's (Variable ``loadgate_profiles``) over them;
+    ProfileError names the bad key."""
+    return load_profiles(Variable.get(PROFILES, default=None))
 
 
 def secret(conn_id: str) -> str | None:
@@ -79,11 +81,12 @@ def object_store_env(conn_id: str) -> dict[str, str]:
     return env
 
 
-def slack_sender() -> Sender | None:
+def slack_sender(channel: str | None = None) -> Sender | None:
+    """The Slack connection's sender; ``channel`` (the profile's) over the connection's own."""
     if _connection(SLACK) is not None:
         from airflow.providers.slack.hooks.slack import SlackHook
 
-        channel = _connection(SLACK).extra_dejson.get("channel") or "#deploys"
+        channel = channel or _connection(SLACK).extra_dejson.get("channel") or "#deploys"
         return SlackApiSender(SlackHook(slack_conn_id=SLACK).client, channel)
     if _connection(SLACK_WEBHOOK) is not None:
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook

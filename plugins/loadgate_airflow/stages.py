@@ -12,18 +12,28 @@ itself. Pods are kept when they end (``keep_pod``) so their logs can be collecte
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import TaskGroup, chain
 
 from loadgate.engine.exitcodes import EXIT_ABORTED
+from loadgate.profiles import MAX_STAGE_S
 from loadgate_airflow import tasks
+
+# A load task's backstop: the longest stage a profile may allow (prepare refuses a plan whose
+# stage, time-scaled, is longer than its profile's ``limits.max_stage_s``), plus the graceful
+# stop, pod start-up and result upload. Within it the engine stops each shard at the end of its
+# schedule, and a pod's activeDeadlineSeconds is its plan's length plus a margin.
+STAGE_TIMEOUT = timedelta(seconds=MAX_STAGE_S + 1800)
 
 
 def _attempt(run: Any, stage: str, attempt: int) -> tuple[list[Any], Any]:
     """One execution of the stage on both backends and its gate: (its first tasks, its gate)."""
-    local = tasks.run_stage.override(task_id="load_test")(run, stage=stage, attempt=attempt)
+    local = tasks.run_stage.override(task_id="load_test", execution_timeout=STAGE_TIMEOUT)(
+        run, stage=stage, attempt=attempt
+    )
     pods = tasks.stage_pods.override(task_id="shard_pods")(run, stage=stage, attempt=attempt)
     remote = KubernetesPodOperator.partial(
         task_id="load_pods",
@@ -34,6 +44,7 @@ def _attempt(run: Any, stage: str, attempt: int) -> tuple[list[Any], Any]:
         # a shard stopped by a rollback criterion is not a task failure: its gate decides
         skip_on_exit_code=[EXIT_ABORTED],
         startup_timeout_seconds=600,
+        execution_timeout=STAGE_TIMEOUT,
         startup_check_interval_seconds=1,
         retries=0,
     ).expand(pod_template_dict=pods)

@@ -19,7 +19,8 @@ from loadgate import kubernetes as k8s
 from loadgate import pipeline
 from loadgate.local_backend import run_stage_local
 from loadgate.notify import Notifier, task_failed_message
-from loadgate.runconfig import RunConfig, RunConfigError, build_run_config
+from loadgate.profiles import ProfileError
+from loadgate.runconfig import RunConfig, RunConfigError, resolve_trigger
 from loadgate.storage import is_remote
 from loadgate_airflow import settings
 
@@ -50,7 +51,20 @@ def _apps_api(run: pipeline.Run) -> Any:
 
 
 def _notifier(run: pipeline.Run) -> Notifier:
-    return Notifier(run.artifacts, settings.slack_sender())
+    return Notifier(run.artifacts, settings.slack_sender(run.config.slack_channel))
+
+
+def _trigger(context: Any) -> dict[str, Any]:
+    """What the trigger asked: the form's values with the run's ``conf`` over them (every conf
+    key, also one the form does not have, so that it can be refused)."""
+    values = dict(context.get("params") or {})
+    dag_run = context.get("dag_run")
+    values.update(dict(getattr(dag_run, "conf", None) or {}))
+    return values
+
+
+def _config(context: Any, asset_extra: dict[str, Any] | None = None) -> RunConfig:
+    return resolve_trigger(_trigger(context), profiles=settings.profiles(), asset_extra=asset_extra)
 
 
 def _asset_extra(context: Any) -> dict[str, Any]:
@@ -67,12 +81,10 @@ def _asset_extra(context: Any) -> dict[str, Any]:
 def prepare(**context: Any) -> dict[str, Any]:
     """Resolve the run from the form, the trigger's conf or a deploy event; validate it all."""
     try:
-        config = build_run_config(
-            context["params"], asset_extra=_asset_extra(context), allowlist=settings.allowlist()
-        )
+        config = _config(context, _asset_extra(context))
         _object_store(config)
         record = pipeline.prepare(config, context["run_id"])
-    except (RunConfigError, ValueError) as exc:
+    except (RunConfigError, ProfileError, ValueError) as exc:
         raise AirflowFailException(str(exc)) from None
     for row in record["load"]:
         log.info(
@@ -275,10 +287,9 @@ def finalize(run_record: dict[str, Any] | None) -> str:
 def notify_task_failure(context: Any) -> None:
     """on_failure_callback: tell the team a task failed (once per task try)."""
     ti = context["ti"]
-    params = context.get("params") or {}
     try:
-        config = build_run_config(params, allowlist=settings.allowlist())
-    except (RunConfigError, ValueError):
+        config = _config(context, _asset_extra(context))
+    except (RunConfigError, ProfileError, ValueError):
         log.warning("task %s failed before the run was resolved; no notification", ti.task_id)
         return
     run = pipeline.Run({"run_id": context["run_id"], "config": config.model_dump(mode="json")})

@@ -34,7 +34,7 @@ _BREACH_RE = re.compile(r"^\s*(<=|>=|<|>|==|!=)\s*(" + _NUMBER + r")\s*(%?)\s*$"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- scenarios and executors ------------------------------------------------------------------

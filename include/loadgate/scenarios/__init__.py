@@ -1,9 +1,13 @@
 """Scenarios: user behaviours as plain async functions ``async def name(vu: VU) -> None``.
 
-A plan's ``exec`` names one as ``package.module:function`` or by a registered short name
-(:data:`REGISTRY`). :func:`scenario` marks what a function needs, so that a run that cannot
-work (no ``--users`` for a scenario that logs in) fails before any request is sent, and the
-pacing it follows, so that a summary can say what request rate the plan implies.
+A plan's ``exec`` names one by a registered short name (:data:`REGISTRY`) or as
+``package.module:function`` within a package the deployment allows (``loadgate.scenarios``, and
+the packages its operators list in :data:`PACKAGES_ENV`, an environment variable of the
+workers and, for pods, of the profile's ``kubernetes.env``): nothing else is imported, so a
+plan cannot run a module's import-time code by naming it. :func:`scenario` marks what a
+function needs, so that a run that cannot work (no ``--users`` for a scenario that logs in)
+fails before any request is sent, and the pacing it follows, so that a summary can say what
+request rate the plan implies.
 
 Pacing, declared as ``@scenario(pacing=fn)``: ``fn(options) -> (requests_per_iteration,
 idle_seconds_per_iteration)``, the expected values for the plan's ``options`` (a request drawn
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable, Mapping
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +43,39 @@ class ScenarioError(ValueError):
     pass
 
 
+# the operator's packages scenarios may come from, comma-separated
+PACKAGES_ENV = "LOADGATE_SCENARIO_PACKAGES"
+BUILTIN_PACKAGES = ("loadgate.scenarios",)
+_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def allowed_packages(extra: Sequence[str] = ()) -> tuple[str, ...]:
+    from_env = [p.strip() for p in os.environ.get(PACKAGES_ENV, "").split(",") if p.strip()]
+    return (*BUILTIN_PACKAGES, *from_env, *extra)
+
+
+def check_allowed(exec_ref: str, extra_packages: Sequence[str] = ()) -> str:
+    """The ``module:function`` an ``exec`` names, when it is registered or in an allowed
+    package (whole dotted segments: ``shop`` allows ``shop.x``, not ``shopping``);
+    ScenarioError otherwise. Imports nothing."""
+    target = REGISTRY.get(exec_ref, exec_ref)
+    if not _REF.match(target):
+        raise ScenarioError(
+            f"unknown scenario {exec_ref!r}: use 'package.module:function' or one of "
+            + ", ".join(sorted(REGISTRY))
+        )
+    if exec_ref in REGISTRY:
+        return target
+    module = target.split(":", 1)[0]
+    packages = allowed_packages(extra_packages)
+    if not any(module == p or module.startswith(p + ".") for p in packages):
+        raise ScenarioError(
+            f"scenario {exec_ref!r} is not registered and {module} is not in an allowed "
+            f"package ({', '.join(packages)}; operators add packages to {PACKAGES_ENV})"
+        )
+    return target
+
+
 def scenario(*, needs_user: bool = False, pacing: Pacing | None = None) -> Callable[[F], F]:
     """Declare what a scenario function needs (``needs_user``: a seeded user per VU) and, if
     known, its ``pacing`` (see the module's doc)."""
@@ -50,13 +89,9 @@ def scenario(*, needs_user: bool = False, pacing: Pacing | None = None) -> Calla
 
 
 def resolve(exec_ref: str) -> Callable[..., Any]:
-    """The scenario function an ``exec`` names; ScenarioError when it cannot be used."""
-    target = REGISTRY.get(exec_ref, exec_ref)
-    if ":" not in target:
-        raise ScenarioError(
-            f"unknown scenario {exec_ref!r}: use 'package.module:function' or one of "
-            + ", ".join(sorted(REGISTRY))
-        )
+    """The scenario function an ``exec`` names; ScenarioError when it cannot be used (checked
+    against the allowed packages before anything is imported)."""
+    target = check_allowed(exec_ref)
     module_name, func_name = target.split(":", 1)
     try:
         module = importlib.import_module(module_name)
