@@ -46,6 +46,12 @@ def connection_env(conn_id: str, **fields: Any) -> dict[str, str]:
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(fields)}
 
 
+def profiles_env(profiles: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The ``loadgate_profiles`` Variable by environment variable: what an operator configures
+    (profile name → settings, over the shipped ``syncbridge`` profile)."""
+    return {"AIRFLOW_VAR_LOADGATE_PROFILES": json.dumps(profiles)}
+
+
 def migrate(env: dict[str, str]) -> None:
     """Create or upgrade Airflow's database (fast when it is current)."""
     subprocess.run(
@@ -137,14 +143,20 @@ def main(argv: list[str] | None = None) -> int:
             service = _service(svc_dir / "v1", "v1", db, admin)
             release = "v1"
             print(f"deployed release v1 at {service.url}")
+        # the operator's part: the shipped syncbridge profile, with this demo's folders
+        profile = {
+            "default_target": service.url,
+            "shards": args.shards,
+            "artifacts_root": str(work / "artifacts"),
+            "target_log": str(service.log_path),
+        }
+        env.update(profiles_env({"syncbridge": profile}))
+        # the trigger's part: which release, how much load, for how long
         conf = {
             "target_url": service.url,
             "release": release,
             "scale": args.scale,
             "time_scale": args.time_scale,
-            "shards": args.shards,
-            "artifacts_root": str(work / "artifacts"),
-            "target_log": str(service.log_path),
         }
         print(f"running the release_gate DAG: {json.dumps(conf)}", flush=True)
         started = time.monotonic()
