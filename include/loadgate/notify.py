@@ -100,17 +100,50 @@ class Notifier:
 
 
 # --- messages -------------------------------------------------------------------------------
+#
+# Release names, target URLs, stage names, reasons and errors come from a trigger, a plan or the
+# target: every one of them goes through :func:`esc` before it joins a message's text (the
+# ``text`` fallback, headers, section fields, context), so ``<!channel>`` or
+# ``<https://…|click>`` in a release is shown as typed and pings or links nothing. Slack treats
+# ``&``, ``<`` and ``>`` as control characters in every text object, plain_text included, and
+# decodes the three escapes for display.
+
+_SLACK_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def esc(value: object) -> str:
+    """``value`` as text for Slack mrkdwn: ``&``, ``<`` and ``>`` escaped, as Slack asks for
+    text that is not markup (it shows them as typed; nothing else is changed)."""
+    return str(value).translate(_SLACK_ESCAPES)
+
+
+def esc_clip(value: object, limit: int) -> str:
+    """:func:`esc` of ``value``, at most ``limit`` characters, never cutting an escape."""
+    out: list[str] = []
+    size = 0
+    for char in str(value):
+        piece = esc(char)
+        if size + len(piece) > limit:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
 
 
 def _fields(pairs: Mapping[str, Any]) -> dict[str, Any]:
+    """A section of ``*name*`` / value pairs; the values are escaped here."""
     return {
         "type": "section",
-        "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in pairs.items()][:10],
+        "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{esc(v)}"} for k, v in pairs.items()][:10],
     }
 
 
 def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150], "emoji": True}}
+    """A header; ``text`` is escaped here (and kept to Slack's 150 characters)."""
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": esc_clip(text, 150), "emoji": True},
+    }
 
 
 def _context(text: str) -> dict[str, Any]:
@@ -145,7 +178,10 @@ def start_message(
     dry_run: bool,
 ) -> Message:
     what = "Dry run" if dry_run else "Load test"
-    text = f"{what} of release {release} starting on {target}: stages {', '.join(stages)}"
+    text = (
+        f"{what} of release {esc(release)} starting on {esc(target)}: "
+        f"stages {esc(', '.join(stages))}"
+    )
     blocks = [
         _header(f"🚦 {what} starting: {release}"),
         _fields(
@@ -156,7 +192,7 @@ def start_message(
                 "Scale": f"{scale:g}",
             }
         ),
-        _context(f"loadgate run `{run_id}`"),
+        _context(f"loadgate run `{esc(run_id)}`"),
     ]
     return Message("start", text, blocks)
 
@@ -165,10 +201,10 @@ def gate_message(
     *, stage: str, verdict: str, summary: Mapping[str, Any], reasons: Sequence[str], release: str
 ) -> Message:
     icon = VERDICT_ICONS.get(verdict, "")
-    text = f"{icon} Gate {stage}: {verdict} (release {release})"
+    text = f"{icon} Gate {esc(stage)}: {esc(verdict)} (release {esc(release)})"
     blocks = [_header(f"{icon} Gate {stage}: {verdict}"), _fields(stage_figures(summary))]
     if reasons:
-        blocks.append(_context("\n".join(f"• {r}" for r in reasons[:8])))
+        blocks.append(_context("\n".join(f"• {esc(r)}" for r in reasons[:8])))
     return Message("gate", text, blocks)
 
 
@@ -184,7 +220,7 @@ def final_message(
     run_id: str,
 ) -> Message:
     icon = VERDICT_ICONS.get(verdict, "")
-    text = f"{icon} Release {release}: {verdict}. Report: {report}"
+    text = f"{icon} Release {esc(release)}: {esc(verdict)}. Report: {esc(report)}"
     blocks: list[dict[str, Any]] = [
         _header(f"{icon} Release {release}: {verdict.upper()}"),
         _fields({"Target": target, "Verdict": verdict, "Report": report}),
@@ -193,20 +229,19 @@ def final_message(
         fields = {"Stage": f"{name}: {summary.get('verdict', '—')}", **stage_figures(summary)}
         blocks.append(_fields(fields))
     if reasons:
-        blocks.append(_context("\n".join(f"• {r}" for r in reasons[:8])))
+        blocks.append(_context("\n".join(f"• {esc(r)}" for r in reasons[:8])))
     if rollback:
-        blocks.append(
-            _context(f"Rollback: {rollback.get('outcome', '—')} ({rollback.get('action')})")
-        )
-    blocks.append(_context(f"loadgate run `{run_id}`"))
+        outcome, action = rollback.get("outcome", "—"), rollback.get("action")
+        blocks.append(_context(f"Rollback: {esc(outcome)} ({esc(action)})"))
+    blocks.append(_context(f"loadgate run `{esc(run_id)}`"))
     return Message("final", text, blocks)
 
 
 def task_failed_message(*, task_id: str, try_number: int, error: str, run_id: str) -> Message:
-    text = f"❗ Task {task_id} failed (try {try_number}): {error[:200]}"
+    text = f"❗ Task {esc(task_id)} failed (try {try_number}): {esc_clip(error, 200)}"
     blocks = [
         _header(f"❗ Task {task_id} failed"),
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{error[:1500]}```"}},
-        _context(f"try {try_number} · loadgate run `{run_id}`"),
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{esc_clip(error, 1500)}```"}},
+        _context(f"try {try_number} · loadgate run `{esc(run_id)}`"),
     ]
     return Message("task_failed", text, blocks)

@@ -6,11 +6,20 @@ and ``junit.xml`` (one test case per criterion, for CI systems).
 
 Input is the run's record: the checklist, one gate result per stage (see ``loadgate.gate``), the
 rollback outcome and the timeline. Nothing in it is a secret.
+
+Much of the record's text comes from a trigger, a plan or the target (the release, the target
+URL, stage, criterion and request names, reasons, evidence, timeline events, the health the
+target reported): none of it may become Markdown or HTML. Every such string is escaped where it
+is written (:func:`md_inline` inside a line, :func:`md_block` where a line's block starts,
+:func:`md_code` in a code span; table cells are escaped by :func:`_table` unless they are
+:class:`Md`, Markdown this module wrote), so ``![x](https://…)`` in a release name is shown as
+typed and fetches nothing, and the HTML holds no element or attribute from such a string.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +48,59 @@ STAGE_TITLES = {
 }
 
 
+class Md(str):
+    """Markdown this module wrote (not escaped again in a table cell)."""
+
+
+# inline Markdown: code spans, emphasis, links and images, autolinks and raw HTML, escapes,
+# entity references; a "_" between two letters or digits opens and closes nothing, so
+# error_rate stays as it is
+_INLINE = re.compile(
+    r"[\\`*\[<|]|(?<![^\W_])_|_(?![^\W_])|&(?=#?[0-9A-Za-z]+;)",
+)
+# what opens a block at the start of a line (or of a list item): a heading, a quote, a list
+# item, a thematic break, a fence (``*``, ``_``, backticks, ``<`` and ``|`` are escaped inline)
+_BLOCK_START = re.compile(r"^(?:#{1,6}(?=[ \t]|$)|>|[-+](?=[ \t]|$)|~{3,}|(?:-[ \t]*){3,}$)")
+_ORDERED = re.compile(r"^\d{1,9}(?=[.)](?:[ \t]|$))")
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def md_inline(value: Any) -> str:
+    """``value`` as literal text inside a line of Markdown: every character that could start
+    inline markup is backslash-escaped and line breaks become spaces. Rendered, it reads as
+    typed."""
+    text = _LINE_BREAKS.sub(" ", str(value))
+    return _INLINE.sub(lambda m: "\\" + m.group(0), text)
+
+
+def md_block(value: Any) -> str:
+    """:func:`md_inline` for text that starts a block (a paragraph, or a list item after
+    ``- ``): leading spaces (an indented code block) are dropped, and what would open a
+    heading, a quote, a list, a thematic break or a fence is escaped."""
+    text = md_inline(value).lstrip(" \t")
+    if _BLOCK_START.match(text):
+        return "\\" + text
+    number = _ORDERED.match(text)
+    if number:  # "1. " or "1) ": escape the dot
+        return f"{text[: number.end()]}\\{text[number.end() :]}"
+    return text
+
+
+def md_heading(value: Any) -> str:
+    """:func:`md_inline` for a heading's text (a trailing ``#`` would close the heading)."""
+    return md_inline(value).replace("#", "\\#")
+
+
+def md_code(value: Any) -> str:
+    """``value`` in a code span: fenced by more backticks than any run it holds (inside a code
+    span nothing is markup, and backslashes do not escape)."""
+    text = _LINE_BREAKS.sub(" ", str(value))
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if longest or text.startswith(" ") or text.endswith(" ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _ok(flag: bool | None) -> str:
     return "⏳" if flag is None else ("✅" if flag else "❌")
 
@@ -59,11 +121,15 @@ def fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
+def _table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    """A table; every cell is escaped (:func:`md_inline`) unless it is :class:`Md`."""
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    def cell(value: Any) -> str:
+        if isinstance(value, Md):
+            return _LINE_BREAKS.sub(" ", value)
+        return md_inline(value)
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -83,23 +149,25 @@ def render_markdown(record: Mapping[str, Any]) -> str:
     verdict = record.get("verdict", "error")
     stages: Mapping[str, Mapping[str, Any]] = record.get("stages", {})
     out = [
-        f"# {record.get('title', 'Load Test Report')}",
+        f"# {md_heading(record.get('title', 'Load Test Report'))}",
         "",
-        f"**Report Date:** {record.get('ended_at') or datetime.now(UTC).isoformat()}  ",
-        f"**Release:** {record.get('release') or '—'}  ",
-        f"**Target:** {record.get('target', '—')}  ",
-        f"**Plan:** {record.get('plan', '—')} (scale {record.get('scale', 1):g}, "
+        f"**Report Date:** {md_inline(record.get('ended_at') or datetime.now(UTC).isoformat())}  ",
+        f"**Release:** {md_inline(record.get('release') or '—')}  ",
+        f"**Target:** {md_inline(record.get('target', '—'))}  ",
+        f"**Plan:** {md_inline(record.get('plan', '—'))} (scale {record.get('scale', 1):g}, "
         f"time scale {record.get('time_scale', 1):g})  ",
-        f"**Run:** `{record.get('run_id', '—')}`  ",
+        f"**Run:** {md_code(record.get('run_id', '—'))}  ",
         "",
         "---",
         "",
         "## Executive Summary",
         "",
-        f"**Verdict:** {STATUS.get(verdict, verdict)}",
+        f"**Verdict:** {md_inline(STATUS.get(verdict, verdict))}",
         "",
     ]
-    out += [f"- {reason}" for reason in record.get("reasons", [])] or ["- every gate passed"]
+    out += [f"- {md_block(reason)}" for reason in record.get("reasons", [])] or [
+        "- every gate passed"
+    ]
     out += ["", "## 1. Acceptance Criteria", ""]
     acceptance = [
         criterion_row(c)
@@ -116,7 +184,10 @@ def render_markdown(record: Mapping[str, Any]) -> str:
     for check in record.get("checklist", []):
         mark = "x" if check["status"] == "pass" else " "
         status = {"pass": "✅", "warn": "⚠️", "fail": "❌"}[check["status"]]
-        out.append(f"- [{mark}] {status} **{check['item']}**: {check['evidence']}")
+        # "**" next to a space would not be bold: the item is stripped
+        item = md_inline(check["item"]).strip() or "—"
+        evidence = md_inline(check["evidence"])
+        out.append(f"- [{mark}] {status} **{item}**: {evidence}")
     out += ["", "## 3. Results by Stage", ""]
     for number, (name, stage) in enumerate(stages.items(), start=1):
         out += _stage_section(number, name, stage)
@@ -161,9 +232,10 @@ def render_markdown(record: Mapping[str, Any]) -> str:
     out += ["", "## 8. Rollback", ""]
     rollback = record.get("rollback")
     if rollback:
-        out.append(f"**Outcome:** {rollback.get('outcome')} (action: {rollback.get('action')})  ")
+        outcome, action = md_inline(rollback.get("outcome")), md_inline(rollback.get("action"))
+        out.append(f"**Outcome:** {outcome} (action: {action})  ")
         health = rollback.get("health") or {}
-        out.append(f"**Health after:** {health}  ")
+        out.append(f"**Health after:** {md_inline(health)}  ")
     else:
         out.append("No rollback was needed." if verdict != "rollback" else "Rollback did not run.")
     if record.get("dry_run_load"):
@@ -233,13 +305,13 @@ def _baseline_section(stage: Mapping[str, Any]) -> list[str]:
     header = ["Change (confidence interval)", str(who), "This release", "Outcome"]
     undecided = [*(base.get("thin_baseline") or []), *(base.get("noisy") or [])]
     return [
-        f"Compared with {who} (`{base.get('run_id')}`), from both runs' seconds "
+        f"Compared with {md_block(who)} ({md_code(base.get('run_id'))}), from both runs' seconds "
         f"({len(comparisons)} comparisons; per-request ones shown when not clear):",
         "",
         _table(header, rows) if rows else "_None._",
         "",
         *(["Undecided, and not held against the release:", ""] if undecided else []),
-        *[f"- {line}" for line in undecided],
+        *[f"- {md_block(line)}" for line in undecided],
         *([""] if undecided else []),
     ]
 
@@ -253,7 +325,7 @@ def _history_section(record: Mapping[str, Any]) -> list[str]:
             mark = "**this run** " if this else ""
             rows.append(
                 [
-                    f"{mark}{entry.get('release') or '—'}",
+                    Md(f"{mark}{md_inline(entry.get('release') or '—')}"),
                     stage,
                     STATUS.get(fig.get("verdict"), fig.get("verdict")),
                     fmt(fig.get("p95_ms"), "ms"),
@@ -271,15 +343,16 @@ def _history_section(record: Mapping[str, Any]) -> list[str]:
 def _stage_section(number: int, name: str, stage: Mapping[str, Any]) -> list[str]:
     title = STAGE_TITLES.get(name, name)
     summary = stage.get("summary") or {}
-    out = [f"### 3.{number} {title}", "", f"**Gate:** {STATUS.get(stage.get('verdict'), '—')}", ""]
+    gate = STATUS.get(stage.get("verdict"), "—")
+    out = [f"### 3.{number} {md_heading(title)}", "", f"**Gate:** {md_inline(gate)}", ""]
     if stage.get("aborted"):
         ab = stage["aborted"]
         out += [
-            f"**Aborted** at {fmt(ab.get('at_s'))} s by `{ab.get('criterion')}` "
-            f"(observed {fmt(ab.get('observed'))})",
+            f"**Aborted** at {md_inline(fmt(ab.get('at_s')))} s by {md_code(ab.get('criterion'))} "
+            f"(observed {md_inline(fmt(ab.get('observed')))})",
             "",
         ]
-    out += [f"- {r}" for r in stage.get("reasons", [])]
+    out += [f"- {md_block(r)}" for r in stage.get("reasons", [])]
     if not summary:
         return [*out, "", "_Not run._", ""]
     rows = [
