@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from loadgate.runconfig import RunConfig, build_run_config
+from loadgate.profiles import TRIGGER_KEYS, shipped_profiles
+from loadgate.runconfig import RunConfig, resolve_trigger
 from tests.support.airflow_server import DAG_ID
 from tests.support.airflow_ui import (
     form_trigger_button,
@@ -22,7 +23,7 @@ from tests.support.browser import save_screenshot
 
 pytestmark = [pytest.mark.deployment, pytest.mark.browser, pytest.mark.slow]
 
-SECTIONS = ["Target and release", "Load shape", "Where it runs", "Operator settings"]
+SECTIONS = ["Target and release", "Load shape"]  # what a trigger may set; the rest is the profile's
 
 
 def wait_for_run(airflow, timeout: float = 30) -> dict:
@@ -40,6 +41,7 @@ def test_the_form_opens_valid_and_triggers_a_dry_run(airflow_ui, page) -> None:
     details.raise_for_status()
     assert details.json()["dag_display_name"] == "Release gate"
     defaults = {name: p["value"] for name, p in details.json()["params"].items()}
+    assert sorted(defaults) == sorted(TRIGGER_KEYS)
     assert airflow_ui.dag_runs() == []
 
     dialog = open_trigger_form(page, airflow_ui, DAG_ID)
@@ -57,7 +59,7 @@ def test_the_form_opens_valid_and_triggers_a_dry_run(airflow_ui, page) -> None:
         open_section(dialog, section)
         assert dialog.locator("[aria-invalid=true]").count() == 0, section
     open_section(dialog, "Target and release")
-    for optional in ("release",):
+    for optional in ("target_url", "release"):
         assert dialog.locator(f"input[name=element_{optional}]").input_value() == ""
     set_switch(dialog, "dry_run", True)
     shot = save_screenshot(dialog, "trigger-form")
@@ -73,5 +75,5 @@ def test_the_form_opens_valid_and_triggers_a_dry_run(airflow_ui, page) -> None:
         if name != "dry_run":
             assert conf.get(name) == default, (name, conf.get(name), default)
     # the run that conf starts is the documented default run, dry
-    config = build_run_config(conf, allowlist=[])
-    assert config == RunConfig(target_url=defaults["target_url"], dry_run=True)
+    config = resolve_trigger(conf, profiles=shipped_profiles())
+    assert config == RunConfig(target_url="http://127.0.0.1:8080", dry_run=True)

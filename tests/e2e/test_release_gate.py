@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.airflow import airflow_env, connection_env, dags_test, migrate
+from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
 from tests.support.s3 import FAKE_SECRET
 from tests.support.slack_standin import SlackStandIn
 
@@ -58,7 +58,8 @@ def run_gate(home: Path, svc, tmp_path: Path, slack: SlackStandIn | None = None,
         "target_log": str(svc.log_path),
         **conf,
     }
-    proc = dags_test(airflow_env(home, **extra), full, cwd=tmp_path)
+    profile, trigger = as_profile(full)
+    proc = dags_test(airflow_env(home, **extra, **profile), trigger, cwd=tmp_path)
     runs = list((tmp_path / "artifacts").glob("*/run.json"))
     assert len(runs) == 1, f"no run root written:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc, runs[0].parent
@@ -201,14 +202,28 @@ def test_failed_checklist_sends_no_load(start_syncbridge, airflow_home, tmp_path
 
 def test_target_off_the_allowlist_is_refused(start_syncbridge, airflow_home, tmp_path) -> None:
     svc = deploy(start_syncbridge, tmp_path, "v2")
+    profile, trigger = as_profile({"artifacts_root": str(tmp_path / "a")})
     proc = dags_test(
-        airflow_env(airflow_home),
-        {"target_url": "https://api.harmonyflow.example", "artifacts_root": str(tmp_path / "a")},
+        airflow_env(airflow_home, **profile),
+        {**trigger, "target_url": "https://api.harmonyflow.example"},
         cwd=tmp_path,
     )
     assert proc.returncode != 0
     assert "not on the allowlist" in proc.stdout + proc.stderr
     assert not (tmp_path / "a").exists()
+    # a trigger naming what only operators set (a command to run) is refused the same way
+    proc = dags_test(
+        airflow_env(airflow_home, **profile),
+        {
+            **trigger,
+            "target_url": svc.url,
+            "rollback": {"type": "command", "command": ["touch", str(tmp_path / "ran")]},
+        },
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "a trigger may not set rollback" in proc.stdout + proc.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "ran").exists()
     assert api_requests(svc) == 0
 
 
@@ -233,7 +248,8 @@ def test_healthy_release_passes_with_artifacts_on_s3(
         "aws_conn_id": "loadgate_s3",
         "target_log": str(svc.log_path),
     }
-    proc = dags_test(env, conf, cwd=tmp_path)
+    profile, trigger = as_profile(conf)
+    proc = dags_test(env | profile, trigger, cwd=tmp_path)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
     assert not (tmp_path / "artifacts").exists() and not list(tmp_path.glob("s3*"))

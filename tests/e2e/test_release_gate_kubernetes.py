@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_release_gate import ADMIN, api_requests, deploy
-from tests.support.airflow import airflow_env, connection_env, dags_test, migrate
+from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
 from tests.support.k8s_api import FakeKubeAPI
 from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
 
@@ -70,11 +70,13 @@ def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
         "plan": str(plan_without_concurrency_targets(tmp_path)),
         **conf,
     }
+    profile, trigger = as_profile(full)
+    env.update(profile)
     if str(full["artifacts_root"]).startswith("s3://"):
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
             env.pop(name, None)  # the Airflow tasks reach the store through the connection
-        return dags_test(env, full, cwd=tmp_path), None
-    proc = dags_test(env, full, cwd=tmp_path)
+        return dags_test(env, trigger, cwd=tmp_path), None
+    proc = dags_test(env, trigger, cwd=tmp_path)
     (run_root,) = (tmp_path / "artifacts").glob("*/run.json")
     return proc, run_root.parent
 
