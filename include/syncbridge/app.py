@@ -442,7 +442,8 @@ class Service:
         expected = self.config.admin_token
         if not expected:
             raise ApiError(
-                403, "admin API disabled: start with --admin-token or SYNCBRIDGE_ADMIN_TOKEN"
+                403,
+                "admin API disabled: start with SYNCBRIDGE_ADMIN_TOKEN or --admin-token-file",
             )
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

@@ -48,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--faults", default=None, help='fault set as JSON, e.g. {"error_rate": 0.1}')
     s.add_argument(
+        "--admin-token-file",
+        default=None,
+        help="file holding the bearer token of /admin (else env SYNCBRIDGE_ADMIN_TOKEN;"
+        " neither: the admin API is disabled)",
+    )
+    s.add_argument(
         "--admin-token",
         default=None,
-        help="bearer token of /admin (default: env SYNCBRIDGE_ADMIN_TOKEN; unset disables)",
+        help="refused: a token on the command line shows in ps; use SYNCBRIDGE_ADMIN_TOKEN or"
+        " --admin-token-file",
     )
     s.add_argument("--log-file", default=None, help="JSON-lines log file (default: stdout)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -93,6 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def admin_token(args: argparse.Namespace) -> str | None:
+    """The admin API's bearer token: from ``--admin-token-file`` or ``SYNCBRIDGE_ADMIN_TOKEN``,
+    never from the command line (any user of the machine sees it in ``ps``)."""
+    if args.admin_token is not None:
+        raise SystemExit(
+            "syncbridge: --admin-token is refused: a token on the command line shows in ps;"
+            " give it in the environment (SYNCBRIDGE_ADMIN_TOKEN) or a file (--admin-token-file)"
+        )
+    if args.admin_token_file:
+        try:
+            with open(args.admin_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise SystemExit(f"syncbridge: --admin-token-file: {exc.strerror}") from None
+        if not token:
+            raise SystemExit(f"syncbridge: --admin-token-file {args.admin_token_file} is empty")
+        return token
+    return os.environ.get("SYNCBRIDGE_ADMIN_TOKEN") or None
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     faults = parse_faults({})
     if args.faults:
@@ -108,7 +135,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         db_path = parse_db_url(args.db)
     except ValueError as exc:
         raise SystemExit(f"syncbridge: --db: {exc}") from None
-    admin = args.admin_token or os.environ.get("SYNCBRIDGE_ADMIN_TOKEN") or None
     return Config(
         db_path=db_path,
         host=args.host,
@@ -117,7 +143,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         release=args.release,
         previous_release=args.previous_release,
         faults=faults,
-        admin_token=admin,
+        admin_token=admin_token(args),
         log_file=args.log_file,
         log_level=args.log_level,
         access_log=not args.no_access_log,

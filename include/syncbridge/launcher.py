@@ -9,6 +9,10 @@ a local target:
         svc.set_faults({"latency_ms": 200})
     finally:
         svc.stop()
+
+The admin token reaches the service in its environment (``SYNCBRIDGE_ADMIN_TOKEN``), never on
+its command line (``syncbridge serve`` refuses ``--admin-token``: any user of the machine reads
+a command line in ``ps``).
 """
 
 from __future__ import annotations
@@ -159,6 +163,7 @@ def start_syncbridge(
         if value is not None:
             args += [flag, str(value)]
     args += extra_args or []
+    # the token in the environment: a command line is anyone's to read (ps)
     child_env = {**os.environ, "SYNCBRIDGE_ADMIN_TOKEN": admin_token, **(env or {})}
     if cpu_affinity:
         args = ["taskset", "-c", ",".join(map(str, cpu_affinity)), *args]

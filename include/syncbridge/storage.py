@@ -84,6 +84,33 @@ CREATE TABLE IF NOT EXISTS devices (
 """
 
 
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_database(path: str) -> None:
+    """Create the database file ``path`` (and the folders it needs) readable by its owner only:
+    missing folders 0700, the file 0600; an existing file is set to 0600. An existing folder is
+    left as it is (it may be shared, like the working directory)."""
+    missing = []
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_DIR)
+        except FileExistsError:
+            continue
+        os.chmod(folder, PRIVATE_DIR)  # mkdir's mode is masked by the umask: the mode is exact
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE)
+    except FileExistsError:
+        os.chmod(path, PRIVATE_FILE)
+    else:
+        os.close(fd)
+
+
 class StorageError(Exception):
     """Storage is unreachable (lost connection, pool exhausted, locked database...)."""
 
@@ -139,13 +166,19 @@ class Pool:
         return conn
 
     def open(self) -> None:
-        """Open every connection and create the schema (synchronous: call before serving)."""
+        """Open every connection and create the schema (synchronous: call before serving).
+
+        The database holds the JWT signing key and the users' password hashes: it is the
+        owner's alone (0600, its WAL and shared-memory files too; a folder it creates 0700)."""
         if self.path not in (":memory:", ""):
-            parent = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(parent, exist_ok=True)
+            private_database(self.path)
         for _ in range(self.size):
             self._free.append(self._connect())
         self._free[0].executescript(SCHEMA)
+        if self.path not in (":memory:", ""):
+            for suffix in ("-wal", "-shm"):  # SQLite gives them the database's mode; make sure
+                if os.path.exists(self.path + suffix):
+                    os.chmod(self.path + suffix, PRIVATE_FILE)
         self._metrics.db_pool_size.set(self.size)
         self._metrics.db_pool_in_use.set(0)
 
