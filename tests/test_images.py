@@ -58,6 +58,7 @@ PLAN = ROOT / "include" / "plans" / "harmonyflow-10k.yaml"
 # What a user with Docker triggers release_gate with (docker-compose.yaml's header).
 TARGET_URL = "http://syncbridge:8080"
 PROMETHEUS_URL = "http://prometheus:9090"
+TRIGGER = {"release": "v1", "scale": 0.003, "time_scale": 0.04}
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY$|^AIRFLOW_CONN_", re.IGNORECASE)
 DEV_DEFAULT = "dev-only-"
@@ -423,7 +424,8 @@ def airflow_problems(doc: Mapping[str, Any]) -> list[str]:
 
 def loadgate_problems(doc: Mapping[str, Any]) -> list[str]:
     """The gate as a user runs it: target and Prometheus reachable, allowlisted, with secrets."""
-    from loadgate.runconfig import RunConfig, RunConfigError
+    from loadgate.profiles import ProfileError, load_profiles
+    from loadgate.runconfig import RunConfigError, resolve_trigger
     from loadgate.safety import TargetNotAllowed, check_target
     from syncbridge.cli import build_parser
 
@@ -470,16 +472,21 @@ def loadgate_problems(doc: Mapping[str, Any]) -> list[str]:
     for name, service in airflow_services(services).items():
         env = env_dict(service.get("environment"))
         try:
-            allowlist = json.loads(env.get("AIRFLOW_VAR_LOADGATE_TARGET_ALLOWLIST", ""))
-            assert isinstance(allowlist, list)
-        except (ValueError, AssertionError):
-            problems.append(f"{name}: AIRFLOW_VAR_LOADGATE_TARGET_ALLOWLIST is not a JSON list")
+            profiles = load_profiles(env.get("AIRFLOW_VAR_LOADGATE_PROFILES", ""))
+        except ProfileError as exc:
+            problems.append(f"{name}: AIRFLOW_VAR_LOADGATE_PROFILES: {exc}")
             continue
-        try:
-            RunConfig(target_url=TARGET_URL, prometheus_url=PROMETHEUS_URL, allowlist=allowlist)
-            check_target(TARGET_URL, allowlist)
+        try:  # the header's trigger: the target and Prometheus come from the profile
+            config = resolve_trigger(TRIGGER, profiles=profiles)
+            check_target(TARGET_URL, config.allowlist)
         except (RunConfigError, TargetNotAllowed, ValueError) as exc:
             problems.append(f"{name}: the gate refuses {TARGET_URL}: {exc}")
+        else:
+            if (config.target_url, config.prometheus_url) != (TARGET_URL, PROMETHEUS_URL):
+                problems.append(
+                    f"{name}: the header's trigger gates {config.target_url} with "
+                    f"{config.prometheus_url or 'no Prometheus'}, not {TARGET_URL}"
+                )
         try:
             conn = json.loads(env.get("AIRFLOW_CONN_LOADGATE_TARGET", ""))
         except ValueError:
@@ -1066,8 +1073,8 @@ COMPOSE_BREAKS: Breaks = {
         "not built from the load image",
     ),
     "target not allowlisted": (
-        """'${LOADGATE_TARGET_ALLOWLIST:-["syncbridge"]}'""",
-        """'${LOADGATE_TARGET_ALLOWLIST:-["example.com"]}'""",
+        "allowlist: [syncbridge]",
+        "allowlist: [example.com]",
         "the gate refuses http://syncbridge:8080",
     ),
     "wrong execution api": (
