@@ -18,6 +18,10 @@ What it does:
   ``DNS_TTL_S`` seconds, shared by all connections of the process.
 - timeouts: ``connect_timeout`` bounds opening the connection (TCP + TLS),
   ``request(timeout=...)`` bounds the whole request, connect included.
+- bounded bodies: a response keeps at most ``max_body`` bytes of its body in memory
+  (:data:`MAX_BODY_BYTES`, 1 MiB, by default); the rest is read and discarded, so the response
+  is still timed to its last byte and the connection stays usable. ``Response.size`` is the
+  whole body's length and ``Response.truncated`` says some of it was discarded.
 
 Errors are :class:`HttpError` with a ``kind``:
 
@@ -57,9 +61,12 @@ import orjson
 
 from ._proto import DNS_TTL_S, default_ssl_context, open_connection
 
-__all__ = ["DNS_TTL_S", "HttpConnection", "HttpError", "Response"]
+__all__ = ["DNS_TTL_S", "MAX_BODY_BYTES", "HttpConnection", "HttpError", "Response"]
 
 _perf = time.perf_counter
+
+# What a response may hold of its body in memory; the target decides how much it sends.
+MAX_BODY_BYTES = 1024 * 1024
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 USER_AGENT = "loadgate/0.1"
@@ -97,10 +104,12 @@ class Response:
     """One HTTP response.
 
     ``headers`` is the list of ``(name, value)`` byte pairs as received (order and case kept,
-    repeated headers repeated); :meth:`header` looks one up case-insensitively.
+    repeated headers repeated); :meth:`header` looks one up case-insensitively. ``body`` is at
+    most the connection's ``max_body`` bytes: ``size`` is the length of the whole body received
+    and ``truncated`` is true when some of it was discarded.
     """
 
-    __slots__ = ("body", "connect_s", "duration_s", "headers", "status")
+    __slots__ = ("body", "connect_s", "duration_s", "headers", "size", "status", "truncated")
 
     def __init__(
         self,
@@ -109,15 +118,23 @@ class Response:
         body: bytes,
         connect_s: float,
         duration_s: float,
+        size: int | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.connect_s = connect_s
         self.duration_s = duration_s
+        self.size = len(body) if size is None else size
+        self.truncated = self.size > len(body)
 
     def json(self) -> Any:
-        """The body parsed as JSON (orjson); raises ``orjson.JSONDecodeError`` (a ValueError)."""
+        """The body parsed as JSON (orjson); raises ``orjson.JSONDecodeError`` (a ValueError),
+        also for a truncated body (never parsed: a prefix of JSON may be valid JSON)."""
+        if self.truncated:
+            raise orjson.JSONDecodeError(
+                f"response body truncated to {len(self.body)} of {self.size} bytes", "", 0
+            )
         return orjson.loads(self.body)
 
     @property
@@ -134,8 +151,9 @@ class Response:
         return default
 
     def __repr__(self) -> str:
+        cut = f" of {self.size}B" if self.truncated else ""
         return (
-            f"<Response {self.status} body={len(self.body)}B "
+            f"<Response {self.status} body={len(self.body)}B{cut} "
             f"connect={self.connect_s * 1e3:.2f}ms duration={self.duration_s * 1e3:.2f}ms>"
         )
 
@@ -154,13 +172,16 @@ class _Proto(asyncio.Protocol):
         "got",
         "head_only",
         "headers",
+        "kept",
+        "max_body",
         "parser",
+        "size",
         "status",
         "t0",
         "transport",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = MAX_BODY_BYTES) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None  # only while a request is out
         self.fut: asyncio.Future[Response] | None = None
@@ -170,6 +191,9 @@ class _Proto(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        self.max_body = max_body
+        self.kept = 0  # bytes of the body in ``body``
+        self.size = 0  # bytes of the body received
         self.t0 = 0.0
 
     # --- request side -------------------------------------------------------------------
@@ -181,6 +205,7 @@ class _Proto(asyncio.Protocol):
         self.status = 0
         self.headers = []
         self.body = []
+        self.kept = self.size = 0
         # A fresh parser per response (0.3 µs): idle keep-alive connections hold none, and no
         # parser state can leak from one response into the next.
         self.parser = httptools.HttpResponseParser(self)
@@ -264,13 +289,21 @@ class _Proto(asyncio.Protocol):
             raise _StopParsing
 
     def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        room = self.max_body - self.kept
+        if room <= 0:
+            return  # read and discarded: the response is timed to its end all the same
+        if len(body) > room:
+            body = body[:room]
         self.body.append(body)
+        self.kept += len(body)
 
     def on_message_complete(self) -> None:
         if self.status < 200:  # interim 1xx response: wait for the final one
             self.status = 0
             self.headers = []
             self.body = []
+            self.kept = self.size = 0
             return
         self._complete()
 
@@ -280,7 +313,7 @@ class _Proto(asyncio.Protocol):
         body = self.body
         n = len(body)
         data = body[0] if n == 1 else (b"".join(body) if n else b"")
-        return Response(self.status, self.headers, data, 0.0, _perf() - self.t0)
+        return Response(self.status, self.headers, data, 0.0, _perf() - self.t0, self.size)
 
     def _complete(self) -> None:
         resp = self._response()
@@ -382,7 +415,8 @@ class HttpConnection:
     are added unless given); :meth:`set_header` changes them later for this connection only
     (e.g. an ``Authorization`` token after login). The connection opens lazily on the first
     request and reopens when the server closed it; see the module docstring for the retry rule
-    and error kinds.
+    and error kinds. A response keeps at most ``max_body`` bytes of its body (the rest is read
+    and discarded, the response marked ``truncated``).
 
     One request at a time: a VU is sequential. A second concurrent :meth:`request` raises
     ``RuntimeError``. Cancelling a request drops the connection (its state is unknown).
@@ -398,6 +432,7 @@ class HttpConnection:
         "_busy",
         "_connect_timeout",
         "_defaults",
+        "_max_body",
         "_origin",
         "_proto",
         "base_url",
@@ -410,12 +445,16 @@ class HttpConnection:
         ssl_context: ssl.SSLContext | None = None,
         default_headers: Mapping[str, str] | None = None,
         connect_timeout: float = 10.0,
+        max_body: int = MAX_BODY_BYTES,
     ) -> None:
+        if max_body < 0:
+            raise ValueError(f"max_body must be at least 0, got {max_body}")
         self.base_url = base_url
         self._origin = _origin(base_url, ssl_context, default_headers)
         self._block = self._origin.block
         self._defaults = self._origin.defaults  # copied on the first set_header()
         self._connect_timeout = connect_timeout
+        self._max_body = max_body
         self._proto: _Proto | None = None
         self._busy = False
 
@@ -558,7 +597,7 @@ class HttpConnection:
             raise HttpError("timeout", "request timed out before connecting")
         limit = min(self._connect_timeout, remaining)
         kind = "connect" if self._connect_timeout < remaining else "timeout"
-        proto = _Proto()
+        proto = _Proto(self._max_body)
         origin = self._origin
         try:
             async with asyncio.timeout(limit):

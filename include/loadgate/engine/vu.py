@@ -5,7 +5,10 @@ A scenario is a plain ``async def scenario(vu: VU) -> None``: one iteration. Wha
 - ``vu.http.get/post/put/patch/delete(path, json=..., name="/route/{template}", expected=...)``
   records latency and status under ``"METHOD name"`` and returns the response; a transport error
   returns a :class:`FailedResponse` (``status`` 0, ``error`` the kind) instead of raising.
-  A response is *failed* when its status is not in ``expected`` (default: 200–399).
+  A response is *failed* when its status is not in ``expected`` (default: 200–399). A response
+  keeps at most the stage's ``max_body_bytes`` of its body (1 MiB by default,
+  :data:`loadgate.engine.http.MAX_BODY_BYTES`): the rest is read, timed and discarded, and
+  ``resp.truncated`` is true (``resp.size`` is the whole body's length).
 - ``vu.ws.connect(path)`` opens a WebSocket whose messages, errors and closes are recorded.
 - ``await vu.sleep(s)`` sleeps ``s`` seconds (``interruptible=True`` returns early, with False,
   when the VU is asked to stop: for loops that hold a connection).
@@ -42,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from .http import HttpConnection, HttpError, Response
+from .http import MAX_BODY_BYTES, HttpConnection, HttpError, Response
 from .schedule import Periodic, Scheduler
 from .window import Recorder
 from .ws import WebSocket, WsError
@@ -112,6 +115,8 @@ class FailedResponse:
     __slots__ = ("duration_s", "error", "message")
     status = 0
     body = b""
+    size = 0
+    truncated = False
     headers: list[tuple[bytes, bytes]] = []  # noqa: RUF012 - immutable by convention
     connect_s = 0.0
 
@@ -145,6 +150,7 @@ class StageRuntime:
         users: list[dict[str, Any]],
         ssl_context: Any = None,
         request_timeout: float = 60.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.ws_base = "ws" + self.base_url[4:] if self.base_url.startswith("http") else base_url
@@ -156,6 +162,7 @@ class StageRuntime:
         self.users = users
         self.ssl_context = ssl_context
         self.request_timeout = request_timeout
+        self.max_body_bytes = max_body_bytes  # what a response keeps of its body in memory
         self._scheduler: Scheduler | None = None
 
     @property
@@ -186,7 +193,9 @@ class VUHttp:
         conn = self._conn
         if conn is None:
             rt = self._vu._rt
-            conn = self._conn = HttpConnection(rt.base_url, ssl_context=rt.ssl_context)
+            conn = self._conn = HttpConnection(
+                rt.base_url, ssl_context=rt.ssl_context, max_body=rt.max_body_bytes
+            )
         return conn
 
     def set_header(self, name: str, value: str | None) -> None:
