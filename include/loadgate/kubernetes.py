@@ -25,6 +25,11 @@ task, :func:`connect` elsewhere. The ``kubernetes`` package is imported lazily, 
 
 Every pod of one DAG run carries ``loadgate/run=<run label>`` (:func:`run_label`, stable for the
 run), so one call deletes all of them (:func:`delete_run_pods`) however the tasks ended.
+
+Every call to the API server has a deadline (:data:`API_TIMEOUT`, the client's
+``_request_timeout``): an API server that accepts a connection and never answers fails the
+call instead of holding the task until Airflow kills it. A container's log is streamed and only
+its last ``max_bytes`` are kept in memory, for at most :data:`LOG_READ_S` seconds.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ _SECRET_NAME = re.compile(
 _SECRET_FLAG = re.compile(r"^--?[\w-]*(token|passw|secret|api-?key|credential)[\w-]*(=|$)", re.I)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# (connect, read) seconds for every API call: the read timeout bounds each wait for bytes
+API_TIMEOUT: tuple[float, float] = (10.0, 60.0)
+LOG_READ_S = 120.0  # at most this long reading one container's log (a log still growing)
+LOG_CHUNK = 64 * 1024
 
 
 class KubernetesError(RuntimeError):
@@ -510,14 +520,18 @@ def delete_run_pods(
     :class:`KubernetesError` if some still are after that long.
     """
     selector = f"{APP_LABEL}={APP},{RUN_LABEL}={run_label}"
-    pods = api.list_namespaced_pod(namespace, label_selector=selector).items
+    pods = api.list_namespaced_pod(
+        namespace, label_selector=selector, _request_timeout=API_TIMEOUT
+    ).items
     deleted = []
     for pod in pods:
         kwargs: dict[str, Any] = {}
         if grace_period_s is not None:
             kwargs["grace_period_seconds"] = grace_period_s
         try:
-            api.delete_namespaced_pod(pod.metadata.name, namespace, **kwargs)
+            api.delete_namespaced_pod(
+                pod.metadata.name, namespace, _request_timeout=API_TIMEOUT, **kwargs
+            )
             deleted.append(pod.metadata.name)
         except Exception as exc:
             if _status_of(exc) != 404:
@@ -525,7 +539,9 @@ def delete_run_pods(
     if wait_s > 0:
         deadline = time.monotonic() + wait_s
         while True:
-            left = api.list_namespaced_pod(namespace, label_selector=selector).items
+            left = api.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=API_TIMEOUT
+            ).items
             if not left:
                 break
             if time.monotonic() >= deadline:
@@ -547,15 +563,19 @@ def collect_pod_logs(
 
     ``dest_dir`` is a local path or a UPath (``s3://…``). Files are ``<pod>.log`` (one container)
     or ``<pod>.<container>.log``, with the kubelet's timestamps; a container that restarted also
-    gets ``….previous.log`` (what it wrote before it crashed). A log is kept to its last
-    ``max_bytes``. Returns one entry per file (pod, container, path, bytes) or per failure
-    (pod, container, error): a pod that cannot be read does not stop the others.
+    gets ``….previous.log`` (what it wrote before it crashed). A log is streamed and kept to
+    its last ``max_bytes`` (never more in memory), read for at most :data:`LOG_READ_S` seconds
+    (``incomplete`` in its entry when it was still coming). Returns one entry per file (pod,
+    container, path, bytes) or per failure (pod, container, error): a pod that cannot be read
+    does not stop the others.
     """
     from upath import UPath
 
     dest = UPath(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    pods = api.list_namespaced_pod(namespace, label_selector=selector).items
+    pods = api.list_namespaced_pod(
+        namespace, label_selector=selector, _request_timeout=API_TIMEOUT
+    ).items
     written: list[dict[str, Any]] = []
     for pod in pods:
         name = pod.metadata.name
@@ -573,24 +593,53 @@ def collect_pod_logs(
             for previous, filename in reads:
                 entry: dict[str, Any] = {"pod": name, "container": container}
                 try:
-                    text = api.read_namespaced_pod_log(
+                    response = api.read_namespaced_pod_log(
                         name,
                         namespace,
                         container=container,
                         timestamps=True,
                         previous=previous,
                         _preload_content=False,
-                    ).data
+                        _request_timeout=API_TIMEOUT,
+                    )
+                    complete = False
+                    try:
+                        data, complete = read_tail(response, max_bytes, LOG_READ_S)
+                    finally:
+                        if not complete:  # the body is unfinished: never reuse its connection
+                            response.close()
+                        response.release_conn()
                 except Exception as exc:
                     entry["error"] = f"{type(exc).__name__}: {_status_of(exc) or exc}"
                     written.append(entry)
                     continue
-                data = bytes(text)[-max_bytes:]
                 target = dest / filename
                 target.write_bytes(data)
                 entry.update(path=str(target), bytes=len(data), previous=previous)
+                if not complete:
+                    entry["incomplete"] = True
                 written.append(entry)
     return written
+
+
+def read_tail(
+    response: Any, max_bytes: int, max_seconds: float, *, chunk: int = LOG_CHUNK
+) -> tuple[bytes, bool]:
+    """The last ``max_bytes`` of a streamed HTTP body (a urllib3 response), read as it comes
+    (``read1``: what has arrived, up to a chunk) so that no more than that and a chunk is ever
+    held; reading stops after ``max_seconds`` (each wait for bytes is bounded by the request's
+    read timeout). Returns (the bytes kept, whether the body was read to its end)."""
+    kept = bytearray()
+    deadline = time.monotonic() + max_seconds
+    while True:
+        piece = response.read1(chunk, decode_content=True)
+        if not piece:
+            return bytes(kept), True
+        kept += piece
+        if len(kept) > max_bytes:
+            del kept[: len(kept) - max_bytes]
+        if time.monotonic() >= deadline:
+            return bytes(kept), False
 
 
 # --- the rollback action: kubectl rollout undo ------------------------------------------------
@@ -641,7 +690,7 @@ def _images(template: dict[str, Any]) -> list[str]:
 
 def rollout_history(apps_api: Any, namespace: str, deployment: str) -> list[dict[str, Any]]:
     """The deployment's revisions, oldest first: revision, ReplicaSet, images, replicas."""
-    dep = apps_api.read_namespaced_deployment(deployment, namespace)
+    dep = apps_api.read_namespaced_deployment(deployment, namespace, _request_timeout=API_TIMEOUT)
     return [
         {
             "revision": rev,
@@ -658,7 +707,7 @@ def _owned_revisions(apps_api: Any, dep: Any) -> list[tuple[int, Any]]:
     controller owner reference), sorted by revision."""
     selector = _selector_text(dep.spec.selector)
     replica_sets = apps_api.list_namespaced_replica_set(
-        dep.metadata.namespace, label_selector=selector
+        dep.metadata.namespace, label_selector=selector, _request_timeout=API_TIMEOUT
     ).items
     owned = []
     for rs in replica_sets:
@@ -673,7 +722,7 @@ def _owned_revisions(apps_api: Any, dep: Any) -> list[tuple[int, Any]]:
 
 def check_rollout_undo(apps_api: Any, namespace: str, deployment: str) -> str:
     """Evidence that ``rollout undo`` can run (for the checklist); raises RolloutError if not."""
-    dep = apps_api.read_namespaced_deployment(deployment, namespace)
+    dep = apps_api.read_namespaced_deployment(deployment, namespace, _request_timeout=API_TIMEOUT)
     if dep.spec.paused:
         raise RolloutError(f"deployment {deployment} is paused: it cannot be rolled back")
     revisions = _owned_revisions(apps_api, dep)
@@ -720,7 +769,9 @@ def wait_for_rollout(
     """Poll until the rollout is complete (updated = ready = desired, no old replica left)."""
     deadline = clock() + timeout_s
     while True:
-        dep = apps_api.read_namespaced_deployment(deployment, namespace)
+        dep = apps_api.read_namespaced_deployment(
+            deployment, namespace, _request_timeout=API_TIMEOUT
+        )
         done, message = rollout_status(dep)
         if done:
             return _replicas(dep, message)
@@ -768,7 +819,7 @@ def rollout_undo(
     back to, the deployment is paused, the patch is refused or the rollout does not complete.
     """
     started = clock()
-    dep = apps_api.read_namespaced_deployment(deployment, namespace)
+    dep = apps_api.read_namespaced_deployment(deployment, namespace, _request_timeout=API_TIMEOUT)
     if dep.spec.paused:
         raise RolloutError(f"deployment {deployment} is paused: resume it before rolling it back")
     revisions = _owned_revisions(apps_api, dep)
@@ -813,7 +864,9 @@ def rollout_undo(
             },
         ]
         try:
-            apps_api.patch_namespaced_deployment(deployment, namespace, patch)
+            apps_api.patch_namespaced_deployment(
+                deployment, namespace, patch, _request_timeout=API_TIMEOUT
+            )
         except Exception as exc:
             raise RolloutError(
                 f"failed restoring revision {revision} of {deployment}: "
