@@ -359,8 +359,22 @@ def rollback(run: Run, *, secret: str | None, apps_api: Any = None) -> dict[str,
     return outcome
 
 
+LOG_TAIL_BYTES = 5_000_000  # what logs/ keeps of each log: its last 5 MB
+
+
+def read_log_tail(path: Any, limit: int = LOG_TAIL_BYTES) -> bytes:
+    """The last ``limit`` bytes of the log file ``path`` (a local path or one on the run root's
+    store), reading no more than that: the file is seeked to its end, never read whole."""
+    with path.open("rb") as f:
+        size = f.seek(0, 2)  # 2: from the end
+        f.seek(max(0, size - limit))
+        return f.read(limit)
+
+
 def collect_logs(run: Run) -> dict[str, Any]:
-    """Generator logs (each shard's) and the target's log tail into ``logs/``."""
+    """Generator logs (each shard's) and the target's log into ``logs/``: the last
+    :data:`LOG_TAIL_BYTES` of each. The target's log is read only if it is a regular file (a
+    FIFO or a device would never end)."""
     copied: dict[str, Any] = {"generator": [], "target": None}
     stages_dir = run.artifacts.path("stages")
     if stages_dir.exists():
@@ -368,14 +382,15 @@ def collect_logs(run: Run) -> dict[str, Any]:
         for log_file in sorted(found):
             where = log_file.parent.relative_to(stages_dir).parts
             rel = f"logs/generator/{'-'.join(where)}.log"
-            run.artifacts.write_bytes(rel, log_file.read_bytes())
+            run.artifacts.write_bytes(rel, read_log_tail(log_file))
             copied["generator"].append(rel)
     if run.config.target_log:
         source = Path(run.config.target_log)
-        if source.exists():
-            data = source.read_bytes()[-5_000_000:]
-            run.artifacts.write_bytes("logs/target.log", data)
+        if source.is_file():
+            run.artifacts.write_bytes("logs/target.log", read_log_tail(source))
             copied["target"] = "logs/target.log"
+        elif source.exists():
+            log.warning("target log %s is not a regular file: not copied", source)
     run.artifacts.write_json("logs/index.json", copied)
     return copied
 
