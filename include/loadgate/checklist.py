@@ -2,7 +2,9 @@
 
 A failed required item stops the run before any load is sent: never load an unhealthy
 production. Items that cannot be checked in this setup (no Prometheus, no log source) are
-warnings that say so, not passes.
+warnings that say so, not passes. The target's answers are read through :mod:`loadgate.probe`:
+no redirect is followed (a 3xx fails its item, naming the status and the host it pointed at),
+bodies are bounded, and a bad answer (not JSON, not a JSON object) is evidence, not a crash.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Literal
 
 import requests
 
+from loadgate import probe
 from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
 from loadgate.metrics.scrape import parse_exposition
 from loadgate.plan.model import ScrapeSpec
@@ -35,34 +38,57 @@ class Check:
         return asdict(self)
 
 
-def _get(url: str, timeout: float = 5.0) -> requests.Response:
-    return requests.get(url, timeout=timeout)
+MAX_METRICS_BODY = 32 * 1024 * 1024  # a large service's /metrics is a few MB
+
+
+def _get(url: str, timeout: float = 5.0, max_bytes: int = probe.MAX_BODY) -> probe.Answer:
+    return probe.get(url, timeout=timeout, max_bytes=max_bytes)
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_deployment(target: str, release: str) -> Check:
     item = "Production deployment complete"
     try:
-        response = _get(f"{target}/healthz")
-        reported = response.json().get("release") if response.status_code == 200 else None
-    except (requests.RequestException, ValueError) as exc:
+        answer = _get(f"{target}/healthz")
+        if answer.redirect:
+            return Check(item, "fail", f"{target}/healthz: {answer.redirect}")
+        if answer.status != 200:
+            return Check(item, "fail", f"{target}/healthz answered HTTP {answer.status}")
+        reported = answer.json_object(f"{target}/healthz").get("release")
+    except probe.BadAnswer as exc:
+        return Check(item, "fail", str(exc))
+    except requests.RequestException as exc:
         return Check(item, "fail", f"{target}/healthz did not answer: {type(exc).__name__}")
     if not release:
-        return Check(item, "warn", f"no expected release given; the target reports {reported!r}")
+        return Check(
+            item, "warn", f"no expected release given; the target reports {_short(reported)}"
+        )
     if reported != release:
-        return Check(item, "fail", f"expected release {release!r}, the target reports {reported!r}")
+        return Check(
+            item,
+            "fail",
+            f"expected release {release!r}, the target reports {_short(reported)}",
+        )
     return Check(item, "pass", f"the target reports release {reported!r}")
 
 
 def check_health(target: str) -> Check:
     item = "All health checks passing"
-    answers = {}
+    answers: dict[str, str] = {}
+    ok = True
     for path in ("/healthz", "/readyz"):
         try:
-            answers[path] = _get(f"{target}{path}").status_code
-        except requests.RequestException as exc:
-            answers[path] = type(exc).__name__
+            answer = _get(f"{target}{path}")
+            answers[path] = answer.redirect or str(answer.status)
+            ok = ok and answer.status == 200
+        except (requests.RequestException, probe.BadAnswer) as exc:
+            answers[path] = str(exc) if isinstance(exc, probe.BadAnswer) else type(exc).__name__
+            ok = False
     evidence = ", ".join(f"{p} → {s}" for p, s in answers.items())
-    ok = all(s == 200 for s in answers.values())
     return Check(item, "pass" if ok else "fail", evidence)
 
 
@@ -84,9 +110,14 @@ def check_monitoring(
         where = f"Prometheus {prometheus.url}"
     else:
         try:
-            response = _get(f"{target}/metrics")
-            response.raise_for_status()
-            names = {name for name, _ in parse_exposition(response.text)}
+            answer = _get(f"{target}/metrics", max_bytes=MAX_METRICS_BODY)
+            if answer.status != 200:
+                why = answer.redirect or f"HTTP {answer.status}"
+                return Check(item, "fail", f"{target}/metrics unreadable: {why}")
+            text = answer.body.decode("utf-8", "replace")
+            names = {name for name, _ in parse_exposition(text)}
+        except probe.BadAnswer as exc:
+            return Check(item, "fail", f"{target}/metrics unreadable: {exc}")
         except (requests.RequestException, ValueError) as exc:
             return Check(item, "fail", f"{target}/metrics unreadable: {type(exc).__name__}")
         needed = {s.metric for s in scrape_specs.values()}

@@ -3,20 +3,32 @@
 An action is configured per run (the DAG's ``rollback`` parameter) and validated by the
 checklist before any load is sent ("rollback plan documented"). Secrets an action needs (a
 webhook token, the reference service's admin token) are passed in separately and never appear
-in the outcome, which goes to XCom and the report.
+in the outcome, which goes to XCom and the report: a webhook shows as ``scheme://host[:port]``
+only (its path is often the secret), and a command's output is scrubbed of every secret the
+action knows of (the token, the webhook URL, the values of the environment it was given and of
+the worker's variables whose names say they hold a secret) before it is recorded.
+
+No request here follows a redirect (:mod:`loadgate.probe`): a 3xx is a failed action or an
+unhealthy answer naming the status and the host it pointed at. A target's bad answer (a
+``/healthz`` that is not a JSON object, too large, not JSON) is an ``unhealthy: <reason>``
+result, never an exception.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from loadgate import probe
+from loadgate.safety import redact_url
 
 ActionType = Literal["command", "webhook", "syncbridge", "kubernetes"]
 
@@ -55,6 +67,46 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def webhook_origin(url: Any) -> str:
+    """``scheme://host[:port]`` of a webhook URL: what evidence and reports may show of it."""
+    parts = HttpUrl(str(url))
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    return f"{parts.scheme}://{parts.host}{port}"
+
+
+OUTPUT_TAIL = 2000
+MIN_SECRET_LEN = 4  # shorter values ("1", "on") would blank out the output, not a secret
+_SECRET_NAME = re.compile(
+    r"SECRET|TOKEN|PASSW|PASSPHRASE|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|_KEY\b|^KEY|AUTH|"
+    r"COOKIE|SESSION|SIGNATURE|WEBHOOK|DSN|^AIRFLOW_CONN_|_CONN\b|FERNET|DATABASE_URL",
+    re.IGNORECASE,
+)
+
+
+def known_secrets(
+    config: RollbackConfig, secret: str | None, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every secret an action may echo: the token, the webhook URL (and its path and query),
+    the environment it was given, and the worker's variables whose names say they are secret."""
+    found = [secret or ""]
+    if config.url is not None:
+        url = str(config.url)
+        parts = HttpUrl(url)
+        found += [url, url.rstrip("/"), parts.path or "", parts.query or ""]
+    found += list((env or {}).values())
+    found += [v for k, v in os.environ.items() if _SECRET_NAME.search(k)]
+    unique = {v for v in found if len(v) >= MIN_SECRET_LEN and v.strip("/")}
+    return sorted(unique, key=len, reverse=True)  # a longer one first: no half-scrubbed secret
+
+
+def scrub_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each secret replaced by ``***`` and any ``user:password@`` in a URL too."""
+    for value in secrets:
+        text = text.replace(value, "***")
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@", r"\1***@", text)
+
+
 def validate(
     config: RollbackConfig, target_url: str, secret: str | None = None, apps_api: Any = None
 ) -> str:
@@ -78,41 +130,74 @@ def validate(
         except Exception as exc:  # API errors, missing config: all mean "cannot roll back"
             raise RollbackError(f"{type(exc).__name__}: {exc}") from None
     if config.type == "webhook":
-        return f"webhook {config.url.scheme}://{config.url.host}{config.url.path or ''}"  # type: ignore[union-attr]
+        return f"webhook {webhook_origin(config.url)}"
     if not secret:
         raise RollbackError("the syncbridge rollback needs the target's admin token")
-    response = requests.get(
-        f"{target_url.rstrip('/')}/admin/release", headers=_auth(secret), timeout=10
-    )
-    if response.status_code != 200:
-        raise RollbackError(f"GET /admin/release answered HTTP {response.status_code}")
-    history = response.json().get("history", [])
-    if len(history) < 2:
-        raise RollbackError(f"no previous release to restore (history: {history})")
-    return f"previous release {history[-2]['release']} can be restored"
+    try:
+        answer = probe.get(
+            f"{target_url.rstrip('/')}/admin/release", headers=_auth(secret), timeout=10
+        )
+        if answer.redirect:
+            raise RollbackError(f"GET /admin/release: {answer.redirect}")
+        if answer.status != 200:
+            raise RollbackError(f"GET /admin/release answered HTTP {answer.status}")
+        history = answer.json_object("GET /admin/release").get("history")
+    except probe.BadAnswer as exc:
+        raise RollbackError(str(exc)) from None
+    releases = [h.get("release") for h in history or [] if isinstance(h, dict)]
+    if not isinstance(history, list) or len(releases) != len(history):
+        raise RollbackError("GET /admin/release: 'history' is not a list of releases")
+    if len(releases) < 2:
+        raise RollbackError(f"no previous release to restore (history: {_short(releases)})")
+    return f"previous release {_short(releases[-2])} can be restored"
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """A target-given value for evidence: its repr, cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def health(target_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """One look at /healthz and /readyz: healthy when both answer 200 and /healthz's body is a
+    JSON object. Any other answer is ``healthy: False`` with its reason, never an exception."""
+    base = target_url.rstrip("/")
+    try:
+        healthz = probe.get(f"{base}/healthz", timeout=timeout_s)
+        readyz = probe.get(f"{base}/readyz", timeout=timeout_s)
+    except requests.RequestException as exc:
+        return {"healthy": False, "error": type(exc).__name__}
+    except probe.BadAnswer as exc:
+        return {"healthy": False, "error": f"unhealthy: {exc}"}
+    out: dict[str, Any] = {"healthz": healthz.status, "readyz": readyz.status, "release": None}
+    answers = {"/healthz": healthz, "/readyz": readyz}
+    problems = [f"{path}: {a.redirect}" for path, a in answers.items() if a.redirect]
+    if healthz.status == 200:
+        try:
+            release = healthz.json_object("/healthz").get("release")
+        except probe.BadAnswer as exc:
+            problems.append(str(exc))
+        else:
+            if release is not None and not isinstance(release, str):
+                problems.append(f"/healthz 'release' is a JSON {type(release).__name__}")
+            elif release is not None:
+                out["release"] = _short(release)
+    out["healthy"] = healthz.status == 200 and readyz.status == 200 and not problems
+    if problems:
+        out["error"] = "unhealthy: " + "; ".join(problems)
+    return out
 
 
 def wait_healthy(target_url: str, timeout_s: float) -> dict[str, Any]:
-    """Poll /healthz and /readyz until both answer 200; what the target said last."""
-    base = target_url.rstrip("/")
+    """Poll /healthz and /readyz until both answer 200 (see :func:`health`); what the target
+    said last."""
     deadline = time.monotonic() + timeout_s
-    last: dict[str, Any] = {"healthy": False}
     while True:
-        try:
-            health = requests.get(f"{base}/healthz", timeout=5)
-            ready = requests.get(f"{base}/readyz", timeout=5)
-            body = health.json() if health.status_code == 200 else {}
-            last = {
-                "healthy": health.status_code == 200 and ready.status_code == 200,
-                "healthz": health.status_code,
-                "readyz": ready.status_code,
-                "release": body.get("release"),
-            }
-        except (requests.RequestException, ValueError) as exc:
-            last = {"healthy": False, "error": type(exc).__name__}
-        if last["healthy"] or time.monotonic() >= deadline:
+        last = health(target_url)
+        left = deadline - time.monotonic()
+        if last["healthy"] or left <= 0:
             return last
-        time.sleep(1)
+        time.sleep(min(1.0, left))
 
 
 def execute(
@@ -126,8 +211,10 @@ def execute(
     env: Mapping[str, str] | None = None,
     apps_api: Any = None,
 ) -> dict[str, Any]:
-    """Run the action, then verify health. The outcome dict holds no secret."""
+    """Run the action, then verify health. The outcome dict holds no secret (see
+    :func:`known_secrets`)."""
     started = time.monotonic()
+    secrets = known_secrets(config, secret, env)
     outcome: dict[str, Any] = {"action": config.type, "release": release}
     try:
         if config.type == "command":
@@ -135,6 +222,7 @@ def execute(
                 config.command,  # type: ignore[arg-type]
                 capture_output=True,
                 text=True,
+                errors="replace",
                 timeout=config.timeout_s,
                 env={
                     **os.environ,
@@ -145,7 +233,8 @@ def execute(
                 check=False,
             )
             outcome["exit_code"] = proc.returncode
-            outcome["output_tail"] = (proc.stdout + proc.stderr)[-2000:]
+            # scrubbed whole, then cut: a secret at the cut is never left half-shown
+            outcome["output_tail"] = scrub_text(proc.stdout + proc.stderr, secrets)[-OUTPUT_TAIL:]
             ok = proc.returncode == 0
         elif config.type == "kubernetes":
             from loadgate import kubernetes as k8s
@@ -163,26 +252,37 @@ def execute(
                 outcome["error"] = f"{type(exc).__name__}: {exc}"
                 ok = False
         elif config.type == "webhook":
-            response = requests.post(
+            outcome["webhook"] = webhook_origin(config.url)
+            answer = probe.post(
                 str(config.url),
                 json={"release": release, "run_id": run_id, "reasons": reasons},
                 headers=_auth(secret),
                 timeout=config.timeout_s,
+                what="the webhook",
             )
-            outcome["http_status"] = response.status_code
-            ok = 200 <= response.status_code < 300
+            outcome["http_status"] = answer.status
+            ok = 200 <= answer.status < 300
+            if answer.redirect:
+                outcome["error"] = f"the webhook: {answer.redirect}"
         else:
-            response = requests.post(
+            answer = probe.post(
                 f"{target_url.rstrip('/')}/admin/rollback",
                 headers=_auth(secret),
                 timeout=config.timeout_s,
             )
-            outcome["http_status"] = response.status_code
-            ok = response.status_code == 200
+            outcome["http_status"] = answer.status
+            ok = answer.status == 200
+            if answer.redirect:
+                outcome["error"] = f"POST /admin/rollback: {answer.redirect}"
             if ok:
-                outcome["restored_release"] = response.json().get("release")
-    except (subprocess.TimeoutExpired, requests.RequestException, OSError) as exc:
-        outcome["error"] = f"{type(exc).__name__}: {exc}"
+                try:
+                    restored = answer.json_object("POST /admin/rollback").get("release")
+                    outcome["restored_release"] = None if restored is None else _short(restored)
+                except probe.BadAnswer as exc:
+                    outcome["restored_release"] = None
+                    outcome["note"] = str(exc)
+    except (subprocess.TimeoutExpired, requests.RequestException, probe.BadAnswer, OSError) as exc:
+        outcome["error"] = f"{type(exc).__name__}: {redact_url(str(exc))}"
         ok = False
     health = wait_healthy(target_url, config.verify_timeout_s) if ok else {"healthy": None}
     outcome["health"] = health
@@ -193,16 +293,17 @@ def execute(
         outcome["outcome"] = "rolled back, target unhealthy"
     else:
         outcome["outcome"] = "rolled back, target healthy"
-    if secret:
-        outcome = _scrub(outcome, secret)
-    return outcome
+    return _scrub(outcome, secrets)
 
 
-def _scrub(value: Any, secret: str) -> Any:
+_OWN = frozenset({"action", "outcome"})  # loadgate's own words, never a secret
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        return value.replace(secret, "***")
+        return scrub_text(value, secrets)
     if isinstance(value, dict):
-        return {k: _scrub(v, secret) for k, v in value.items()}
+        return {k: v if k in _OWN else _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrub(v, secret) for v in value]
+        return [_scrub(v, secrets) for v in value]
     return value

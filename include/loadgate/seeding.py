@@ -6,6 +6,12 @@ also gets its own session ``session-{i}``, which the API scenario reads. The use
 Lines, one user a line, in the format the engine's ``--users`` reads; it holds credentials, so it
 is written with mode 0600 (on an object store: an object of the run root, as private as its
 bucket) and never printed.
+
+No request follows a redirect: a target answering 3xx would otherwise receive every user's
+password wherever it points. The first redirect stops seeding with a :class:`SeedingError`
+naming the status and the host it pointed at; what was seeded before is kept. Answers are read
+up to ``MAX_ANSWER`` bytes, and an answer that is not what the API promises (a 201 without
+tokens) counts as a failed user, not a crash.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from loadgate.probe import redirect_target
 from loadgate.storage import as_path, create_exclusive, write_atomic
 
 log = logging.getLogger(__name__)
@@ -34,10 +41,33 @@ DEFAULT_SESSION = "session-{i}"
 ATTEMPTS = 8
 BACKOFF_S = 0.05
 BACKOFF_MAX_S = 1.0
+MAX_ANSWER = 64 * 1024  # an auth answer is a few hundred bytes
 
 
 class SeedingError(RuntimeError):
     """Too many users could not be seeded; what was seeded is written all the same."""
+
+
+class Redirected(Exception):
+    """The target answered a seeding request with a redirect (never followed)."""
+
+    def __init__(self, status: int, path: str, where: str) -> None:
+        super().__init__(
+            f"the target answered POST {path} with HTTP {status} redirecting to {where}; "
+            "loadgate never follows a redirect (the users' passwords would go there)"
+        )
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` bytes."""
+    if response.content_length is not None and response.content_length > limit:
+        return None
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
 
 
 def password_for(email: str, secret: str) -> str:
@@ -107,13 +137,18 @@ class _Seeder:
         release failing one request in five about one user in 200,000 unseeded."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
         last = self.attempts - 1
+        url = self.base + path
         for attempt in range(self.attempts):
             try:
                 async with self.http.post(
-                    self.base + path, data=orjson.dumps(body), headers=headers
+                    url, data=orjson.dumps(body), headers=headers, allow_redirects=False
                 ) as r:
-                    raw = await r.read()
                     status = r.status
+                    if 300 <= status < 400 and status != 304:
+                        raise Redirected(
+                            status, path, redirect_target(url, r.headers.get("Location"))
+                        )
+                    raw = await _read_bounded(r, MAX_ANSWER)
             except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == last:
                     raise
@@ -126,6 +161,14 @@ class _Seeder:
             return status, orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             return status, None
+
+    @staticmethod
+    def _tokens(body: Any) -> dict[str, str] | None:
+        """The access and refresh tokens of an auth answer, or None if it has none."""
+        if not isinstance(body, dict):
+            return None
+        tokens = {k: body.get(k) for k in ("accessToken", "refreshToken")}
+        return tokens if all(isinstance(v, str) and v for v in tokens.values()) else None  # type: ignore[return-value]
 
     async def seed_one(self, i: int, email_pattern: str, session_pattern: str) -> dict | None:
         email = email_pattern.format(i=i)
@@ -145,11 +188,14 @@ class _Seeder:
             new = True
         else:
             return self._fail(f"register {status}")
+        tokens = self._tokens(body)
+        if tokens is None:
+            return self._fail(f"{'register' if new else 'login'} {status} without tokens")
         session_id = session_pattern.format(i=i)
         status, _ = await self._post(
             "/api/v1/sessions",
             {"sessionId": session_id, "state": {"data": f"seed-{i}"}},
-            token=body["accessToken"],
+            token=tokens["accessToken"],
         )
         if status == 201:
             self.result.sessions_created += 1
@@ -164,8 +210,8 @@ class _Seeder:
             "email": email,
             "password": password,
             "sessionId": session_id,
-            "accessToken": body["accessToken"],
-            "refreshToken": body["refreshToken"],
+            "accessToken": tokens["accessToken"],
+            "refreshToken": tokens["refreshToken"],
         }
 
     def _fail(self, kind: str) -> None:
@@ -229,13 +275,18 @@ async def seed_users(
             for i in todo:
                 queue.put_nowait(i)
 
+            redirected: list[Redirected] = []
+
             async def worker() -> None:
-                while not queue.empty():
+                while not queue.empty() and not redirected:
                     i = queue.get_nowait()
                     try:
                         user = await seeder.seed_one(i, email_pattern, session_pattern)
                     except (TimeoutError, aiohttp.ClientError) as exc:
                         user = seeder._fail(type(exc).__name__)
+                    except Redirected as exc:  # every worker stops: nothing more is sent
+                        redirected.append(exc)
+                        user = seeder._fail("redirect")
                     if user is not None:
                         users.append(user)
 
@@ -252,6 +303,11 @@ async def seed_users(
                 reporter.cancel()
                 users.sort(key=lambda u: u["index"])
                 write_users(out, users)  # what was seeded is kept, whatever happened
+            if redirected:
+                raise SeedingError(
+                    f"{redirected[0]}: seeding stopped, {len(users)} users are ready in the "
+                    "users file"
+                )
     result.seconds = time.monotonic() - started
     if progress:
         progress(result)

@@ -31,7 +31,9 @@ Errors are :class:`HttpError` with a ``kind``:
 - ``"closed"``: the server closed or reset the connection before the response was complete;
 - ``"protocol"``: the server's bytes were not valid HTTP/1.1 (or it answered with an upgrade).
 
-An HTTP status is never an error: 4xx and 5xx are returned as responses.
+An HTTP status is never an error: 4xx and 5xx are returned as responses. Nor is a redirect
+ever followed: a 3xx is a response like any other, and no request (nor its ``Authorization``
+header) goes to the host its ``Location`` names; a connection only ever talks to its origin.
 
 Reconnect and retry rule: when the connection is known closed before a request (the server
 closed an idle keep-alive connection, the previous response said ``Connection: close``, an

@@ -78,7 +78,9 @@ class ScrapeSource:
 
     def _http_fetch(self) -> str:
         assert self._session is not None
-        response = self._session.get(self.url, timeout=self.timeout)
+        response = self._session.get(self.url, timeout=self.timeout, allow_redirects=False)
+        if 300 <= response.status_code < 400:  # never followed: no scrape, the target is "down"
+            raise ValueError(f"{self.url} answered HTTP {response.status_code}, not followed")
         response.raise_for_status()
         return response.text
 
