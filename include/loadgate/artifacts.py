@@ -8,6 +8,7 @@ where the store has modes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Any
@@ -18,14 +19,25 @@ from upath import UPath
 from loadgate.storage import is_remote, upath, write_atomic
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+MAX_SLUG = 180  # a folder name stays well under the 255 bytes a file system allows
 
 
 def safe_name(run_id: str) -> str:
-    """A run id as a folder name: Airflow run ids carry ':' and '+'."""
-    name = _UNSAFE.sub("-", run_id).strip("-.")
-    if not name:
+    """A run id as a folder name, one folder per run id.
+
+    An id made only of letters, digits and ``._=-`` (not starting or ending with '-' or '.',
+    at most ``MAX_SLUG`` long) is its own folder name. Any other id (Airflow's carry ':' and
+    '+') gets a readable slug, its unsafe characters made '-', then ``~`` and 12 hex digits of
+    the SHA-256 of the exact id: ``manual__2026-01-01T00:00:00+00:00`` →
+    ``manual__2026-01-01T00-00-00-00-00~1e8dc70c2b69``. A safe id never holds '~', so no id
+    gets the folder of another (``manual__2026-01-01T00-00-00-00-00`` keeps its own).
+    """
+    slug = _UNSAFE.sub("-", run_id).strip("-.")[:MAX_SLUG].rstrip("-.")
+    if not slug:
         raise ValueError(f"run id {run_id!r} gives an empty folder name")
-    return name
+    if slug == run_id:
+        return slug
+    return f"{slug}~{hashlib.sha256(run_id.encode()).hexdigest()[:12]}"
 
 
 class RunArtifacts:

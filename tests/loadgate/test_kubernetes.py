@@ -330,7 +330,7 @@ def test_a_pod_of_an_s3_run_root_needs_no_shared_volume(s3) -> None:
     validate_all(pod)
     (container,) = pod["spec"]["containers"]
     args = container["args"]
-    root = f"{s3.url('runs')}/manual__2026-05-01T10-00-00.123456-00-00"
+    root = f"{s3.url('runs')}/manual__2026-05-01T10-00-00.123456-00-00~ac4be4db323b"
     assert args[args.index("--out") + 1] == f"{root}/stages/api/shard-1"
     assert args[args.index("--users") + 1] == f"{root}/users.jsonl"
     assert "--abort-dir" not in args  # the marker is beside the shards: stages/api/ABORT

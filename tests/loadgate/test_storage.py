@@ -40,7 +40,8 @@ def test_is_remote(location, remote) -> None:
 
 def test_run_artifacts_write_read_append_on_s3(s3) -> None:
     art = RunArtifacts(s3.url("runs"), RUN_ID)
-    assert not art.is_local and str(art.root) == s3.url("runs", "manual__2026-05-01T10-00-00-00-00")
+    folder = "manual__2026-05-01T10-00-00-00-00~d741a5800a8d"  # readable, plus the id's hash
+    assert not art.is_local and str(art.root) == s3.url("runs", folder)
     art.write_json("run.json", {"a": 1})
     assert art.read_json("run.json") == {"a": 1}
     assert art.read_json("missing.json", "default") == "default"
@@ -49,7 +50,7 @@ def test_run_artifacts_write_read_append_on_s3(s3) -> None:
     assert [r["i"] for r in art.read_jsonl("timeline.jsonl")] == [0, 1, 2]
     art.write_text("users.jsonl", '{"email": "u@x", "password": "p"}\n', private=True)
     assert art.ensure("logs", "pods").exists() or True  # a prefix: nothing to create
-    prefix = "runs/manual__2026-05-01T10-00-00-00-00/"
+    prefix = f"runs/{folder}/"
     assert s3.keys(prefix) == [prefix + k for k in ("run.json", "timeline.jsonl", "users.jsonl")]
     assert s3.get(prefix + "timeline.jsonl").count(b"\n") == 3
     # a second reader (another task, another process) sees the objects: no stale listing
