@@ -112,6 +112,7 @@ def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
         "prepared_at": now(),
     }
     run = Run(record)
+    check_shards(config, run)  # before planning shard by shard
     load = planned_load(run)
     check_limits(config, load, run)  # before anything is written
     run.artifacts.ensure()
@@ -134,6 +135,18 @@ def check_scenarios(plan: Plan) -> None:
                 raise ValueError(f"stages.{stage_name}.scenarios.{name}: {exc}") from None
 
 
+def check_shards(config: RunConfig, run: Run) -> None:
+    over = [s for s in config.stages if run.shards(s) > config.limits.max_shards]
+    if over:
+        raise ValueError(
+            f"the plan asks more than profile {config.profile!r} allows: "
+            + "; ".join(
+                f"{s}: {run.shards(s)} shards, above the limit of {config.limits.max_shards}"
+                for s in over
+            )
+        )
+
+
 def check_limits(config: RunConfig, load: list[dict[str, Any]], run: Run) -> None:
     """The load the plan implies at this scale and time scale within the profile's caps."""
     limits = config.limits
@@ -142,11 +155,8 @@ def check_limits(config: RunConfig, load: list[dict[str, Any]], run: Run) -> Non
         rows = [r for r in load if r["stage"] == stage]
         peak = sum({r["scenario"]: r["peak_total"] for r in rows}.values())
         length = max((r["start_s"] + r["duration_s"] for r in rows), default=0.0)
-        shards = run.shards(stage)
         if peak > limits.max_vus:
             problems.append(f"{stage}: {peak:,} users, above the limit of {limits.max_vus:,}")
-        if shards > limits.max_shards:
-            problems.append(f"{stage}: {shards} shards, above the limit of {limits.max_shards}")
         if not length <= limits.max_stage_s:
             problems.append(
                 f"{stage}: {length:,.0f} s long, above the limit of {limits.max_stage_s:,.0f} s"

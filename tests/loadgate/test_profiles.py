@@ -12,7 +12,7 @@ import math
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from loadgate import pipeline
@@ -269,3 +269,59 @@ def test_a_plan_naming_a_module_outside_the_allowed_packages_imports_nothing(
     with pytest.raises(ScenarioError, match="has no fn"):
         resolve("sideeffect_pkg:fn")
     assert marker.exists()
+
+
+NUMBER = st.one_of(
+    st.integers(min_value=-5, max_value=10**13),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([".inf", "-.inf", ".nan", "1e400", "0", "-1"]),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(vus=NUMBER, duration=NUMBER, shards=NUMBER)
+@example(vus=5, duration=10, shards=2)  # accepted: planned within the caps
+@example(vus=20_001, duration=10, shards=1)  # one user above the cap
+def test_any_plan_numbers_are_bounded_or_refused_before_anything_is_written(
+    tmp_path_factory, vus, duration, shards
+) -> None:
+    """150 plans (derandomized) with any users, duration and shards: each is refused with a
+    clear error before the run folder exists, or prepared within the default profile's caps."""
+    from loadgate.plan.errors import PlanError
+    from loadgate.runconfig import build_run_config
+
+    tmp = tmp_path_factory.mktemp("plan")
+    plan = one_stage_plan(
+        {"probe": scenario("constant-vus", vus="VUS", duration="DURATION")},
+        stage="api",
+        shards="SHARDS",
+    )
+    text = yaml.safe_dump(plan)
+    for key, value in (("VUS", vus), ("DURATION", duration), ("SHARDS", shards)):
+        literal = value if isinstance(value, str) else repr(value)
+        literal = {"inf": ".inf", "-inf": "-.inf", "nan": ".nan"}.get(literal, literal)
+        text = text.replace(key, literal)
+    path = tmp / "plan.yaml"
+    path.write_text(text)
+    artifacts = tmp / "artifacts"
+    try:
+        config = build_run_config(
+            {
+                "target_url": "http://127.0.0.1:9",
+                "plan": str(path),
+                "stages": ["api"],
+                "artifacts_root": str(artifacts),
+            }
+        )
+        record = pipeline.prepare(config, "r1")
+    except (PlanError, RunConfigError, ValueError) as exc:
+        assert str(exc)
+        assert not artifacts.exists()
+        return
+    limits = config.limits
+    for row in record["load"]:
+        assert math.isfinite(row["duration_s"]) and row["start_s"] + row["duration_s"] <= (
+            limits.max_stage_s
+        )
+        assert row["peak_total"] <= limits.max_vus
+    assert len({row["shard"] for row in record["load"]}) <= limits.max_shards

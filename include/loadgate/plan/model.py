@@ -165,7 +165,7 @@ class ExpectedFigure(_Model):
 class Stage(_Model):
     description: str = ""
     scenarios: dict[str, Scenario] = Field(min_length=1)
-    shards: int = Field(default=1, ge=1)
+    shards: int = Field(default=1, ge=1, le=1000)
     resources: Resources | None = None
     expected: list[ExpectedFigure] = Field(default_factory=list)
 
