@@ -2,10 +2,18 @@
 
 The command line is the one a Kubernetes pod runs (:func:`engine_argv`); only the launcher
 differs. Each shard's output goes to its ``engine.log`` and, line by line, to the caller (the
-task log). If the caller is stopped (a task killed from the UI), the shards are stopped too.
-With the run root on an object store the shards write their results there themselves
+task log). With the run root on an object store the shards write their results there themselves
 (``--out s3://…``); their ``engine.log`` is kept in a local folder while they run and uploaded
 beside their results when they end.
+
+The shards die with the task, however it ends. Each shard runs in a process group of its own
+(``start_new_session``), so a signal meant for the task's group does not reach it half-way and
+the whole shard, children included, is stopped as one: SIGTERM (the engine writes its results
+and exits), then SIGKILL after :data:`GRACE_S`. The task stops them when it ends or is stopped
+(Airflow's SIGTERM raises in the task: ``finally``). A watchdog process, in a group of its own
+too, is told each shard's group as it starts: if the task process dies without stopping them
+(SIGKILL, the OOM killer, a SIGTERM with no handler), the watchdog finds its end of the pipe
+closed and stops every group the same way.
 """
 
 from __future__ import annotations
@@ -19,14 +27,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from loadgate import pipeline
+if TYPE_CHECKING:  # imported where used: the watchdog imports this module and needs no more
+    from loadgate import pipeline
 
 EXIT_COMPLETED, EXIT_ERROR, EXIT_ABORTED = 0, 2, 3
-GRACE_S = 20.0
+GRACE_S = 20.0  # between SIGTERM and SIGKILL for a shard's process group
 
 
 def run_key(run_id: str) -> str:
@@ -84,17 +93,101 @@ def _pump(stream: IO[bytes], log_file: Path, prefix: str, emit: Callable[[str], 
             emit(line if line.startswith(prefix) else f"{prefix} {line}")
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_S
-    for proc in procs:
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when no process of it is left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # only zombies left, or the id went to someone else's group
+        return False
+    return True
+
+
+def stop_groups(pgids: Iterable[int], grace_s: float = GRACE_S, poll_s: float = 0.05) -> None:
+    """Stop whole process groups: SIGTERM, then SIGKILL to any still there after ``grace_s``."""
+    alive = [pgid for pgid in pgids if _signal_group(pgid, signal.SIGTERM)]
+    deadline = time.monotonic() + grace_s
+    while alive and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        alive = [pgid for pgid in alive if _group_running(pgid)]
+    for pgid in alive:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, ended but not yet reaped by
+    their parent, do not count)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
         try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) "
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def watchdog(grace_s: float = GRACE_S) -> None:
+    """The shards' watchdog (``python -c``, a process of its own): reads process-group ids from
+    stdin, one a line. ``done`` means the task stopped them itself: it exits. The end of stdin
+    without ``done`` means the task process is gone: it stops every group it was told of."""
+    groups: list[int] = []
+    for line in sys.stdin:
+        word = line.strip()
+        if word == "done":
+            return
+        if word.isdigit():
+            groups.append(int(word))
+    stop_groups(groups, grace_s)
+
+
+class _Watchdog:
+    """The task's side of :func:`watchdog`."""
+
+    def __init__(self, grace_s: float, label: str) -> None:
+        code = f"from loadgate.local_backend import watchdog; watchdog({float(grace_s)!r})"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, label],  # label: what it guards, for ps; never run
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # outlives a kill of the task's process group
+        )
+
+    def watch(self, pgid: int) -> bool:
+        """Tell the watchdog of a group; False if it is gone (the task still stops it)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"{pgid}\n".encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return False
+        return True
+
+    def release(self) -> None:
+        """The shards were stopped by the task: the watchdog ends without doing anything."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(b"done\n")
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop every shard's process group (a no-op for the groups already gone) and reap them."""
+    stop_groups([proc.pid for proc in procs])
+    for proc in procs:
+        proc.wait()
 
 
 def run_stage_local(
@@ -102,6 +195,8 @@ def run_stage_local(
 ) -> dict[str, Any]:
     """Run every shard of ``stage`` concurrently and wait for all; a fresh start on a rerun.
     ``attempt`` 2 is the re-run an inconclusive gate asks for (its own folder)."""
+    from loadgate import pipeline
+
     folder = pipeline.clear_stage(run, stage, attempt)
     local = run.artifacts.is_local
     logs = Path(str(folder)) if local else Path(tempfile.mkdtemp(prefix=f"loadgate-{stage}-"))
@@ -112,6 +207,7 @@ def run_stage_local(
     key = run_key(run.run_id)
     procs: list[subprocess.Popen[bytes]] = []
     pumps: list[threading.Thread] = []
+    guard = _Watchdog(GRACE_S, str(folder))
     try:
         for i in range(shards):
             out = folder / f"shard-{i}"
@@ -122,8 +218,14 @@ def run_stage_local(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # its own process group, stopped as one
             )
             procs.append(proc)
+            if not guard.watch(proc.pid):
+                emit(
+                    f"[{stage} {i}/{shards}] the shards' watchdog is gone: if this task is "
+                    "killed, stop the shard's process group yourself"
+                )
             assert proc.stdout is not None
             pump = threading.Thread(
                 target=_pump,
@@ -135,12 +237,14 @@ def run_stage_local(
         codes = [proc.wait() for proc in procs]
     finally:
         _stop(procs)  # a no-op when all ended; stops the shards when we are being stopped
+        guard.release()
         for pump in pumps:
             pump.join(timeout=5)
         if not local:
             for log_file in sorted(logs.glob("*/engine.log")):
                 target = folder / log_file.parent.name / "engine.log"
-                target.write_bytes(log_file.read_bytes())
+                with log_file.open("rb") as source, target.open("wb") as sink:
+                    shutil.copyfileobj(source, sink)
             shutil.rmtree(logs, ignore_errors=True)
     aborted = any(code == EXIT_ABORTED for code in codes)
     errors = [i for i, code in enumerate(codes) if code not in (EXIT_COMPLETED, EXIT_ABORTED)]
