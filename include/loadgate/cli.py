@@ -277,8 +277,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from loadgate import history
 
     try:
-        if not history.exists(args.root, args.key):
-            return _err(f"no history {args.key!r} under {args.root}")
+        args.key = history.find_key(args.root, args.key)
         if args.pin:
             history.pin(args.root, args.key, args.pin)
             print(f"pinned {args.pin} as the baseline of {args.key}")
@@ -417,13 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     hist = sub.add_parser(
         "history",
-        help="list a gated target's release history; pin or unpin its baseline",
+        help="list a profile's release history; pin or unpin its baseline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="KEY names the history (the target and plan: loadgate.history.history_key).\n"
+        epilog="PROFILE names the history: a profile (syncbridge), or its key with the plan\n"
+        "(syncbridge--harmonyflow-10k: loadgate.history.history_key).\n"
         "The table lists entries oldest first: * marks the pinned run, B the baseline.\n"
         "exit codes: 0 listed (or pinned), 2 unknown key, run or unreadable root",
     )
-    hist.add_argument("key", metavar="KEY")
+    hist.add_argument("key", metavar="PROFILE")
     hist.add_argument(
         "--root",
         default=os.environ.get("LOADGATE_ARTIFACTS_ROOT", "artifacts"),

@@ -1,8 +1,8 @@
 """Release history: every gated run's verdict and key figures, per key, under the artifacts root.
 
-A key names what is gated (today the target and the plan: :func:`history_key`; a profile name
-later) and is given by the caller. Each entry is its own object, never a shared file rewritten,
-so any number of runs may append at once, locally or on a store::
+A key names what is gated: the profile and the plan (:func:`history_key`,
+``syncbridge--harmonyflow-10k``), given by the caller. Each entry is its own object, never a
+shared file rewritten, so any number of runs may append at once, locally or on a store::
 
     <root>/history/<key>/entries/<UTC time>-<run id>.json    one per run (created exclusively)
     <root>/history/<key>/pin.json                             the pinned baseline, if any
@@ -35,15 +35,16 @@ class HistoryError(ValueError):
     """An unknown key or run, or an unreadable history."""
 
 
-def history_key(target_url: str, plan: str) -> str:
-    """A safe folder name for a target and plan: ``https://sb.example:8443/`` + ``harmonyflow-
-    10k`` → ``sb-example-8443--harmonyflow-10k``."""
-    host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", target_url.strip().lower())
+def history_key(name: str, plan: str) -> str:
+    """A safe folder name for what is gated (a profile; any URL is reduced to its host) and a
+    plan: ``syncbridge`` + ``harmonyflow-10k`` → ``syncbridge--harmonyflow-10k``;
+    ``https://sb.example:8443/`` + ``p`` → ``sb-example-8443--p``."""
+    host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", name.strip().lower())
     host = host.split("@")[-1]  # never credentials in a key
     slug_host = _SLUG.sub("-", host).strip("-")
     slug_plan = _SLUG.sub("-", plan.strip().lower()).strip("-")
     if not slug_host or not slug_plan:
-        raise ValueError(f"no history key for target {target_url!r} and plan {plan!r}")
+        raise ValueError(f"no history key for {name!r} and plan {plan!r}")
     return f"{slug_host}--{slug_plan}"
 
 
@@ -125,6 +126,26 @@ def _entry_files(root: str | os.PathLike[str], key: str) -> list[Any]:
 
 def exists(root: str | os.PathLike[str], key: str) -> bool:
     return bool(_entry_files(root, key))
+
+
+def find_key(root: str | os.PathLike[str], name: str) -> str:
+    """``name`` itself when it is a history key here, else the one key of the profile ``name``
+    (``syncbridge`` → ``syncbridge--harmonyflow-10k``); HistoryError naming the candidates."""
+    if exists(root, name):
+        return name
+    try:
+        found = sorted(
+            p.name
+            for p in (as_path(root) / HISTORY).iterdir()
+            if p.name.startswith(f"{name}--") and exists(root, p.name)
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        found = []
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise HistoryError(f"profile {name!r} has several histories: {', '.join(found)}")
+    raise HistoryError(f"no history {name!r} under {root}")
 
 
 def entries(root: str | os.PathLike[str], key: str, limit: int | None = None) -> list[HistoryEntry]:

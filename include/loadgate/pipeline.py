@@ -462,8 +462,9 @@ def make_report(run: Run) -> dict[str, Any]:
 
 
 def history_key(run: Run) -> str:
-    """Where this run's release history is kept: per target and plan (a profile, later)."""
-    return history.history_key(run.config.target_url, run.config.plan)
+    """Where this run's release history is kept: per profile and plan (``syncbridge--harmonyflow-
+    10k``), whatever the target's address (a demo's port changes every run)."""
+    return history.history_key(run.config.profile, Path(run.config.plan).stem)
 
 
 def record_history(run: Run) -> history.HistoryEntry | None:

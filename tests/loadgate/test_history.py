@@ -47,6 +47,7 @@ def root(request, tmp_path) -> str:
 
 
 def test_history_key_is_a_safe_slug() -> None:
+    assert history_key("syncbridge", "harmonyflow-10k") == "syncbridge--harmonyflow-10k"
     assert history_key("https://SB.example:8443/api/", "HarmonyFlow 10k") == (
         "sb-example-8443-api--harmonyflow-10k"
     )
@@ -178,6 +179,13 @@ def test_cli_lists_marks_pins_and_rejects_unknown(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["baseline"] == "pinned-run"  # newest pass
     assert main(["history", KEY, "--root", root, "--pin", "nope"]) == 2
     assert "not in history" in capsys.readouterr().err
+    # by the profile's name alone, when it has one history; several: named, not guessed
+    profile = KEY.split("--")[0]
+    assert main(["history", profile, "--root", root, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["key"] == KEY
+    history.append(root, f"{profile}--other-plan", _entry("x", 4))
+    assert main(["history", profile, "--root", root]) == 2
+    assert "has several histories" in capsys.readouterr().err
 
 
 def test_cli_unknown_key_or_root_is_a_clear_error(tmp_path) -> None:
