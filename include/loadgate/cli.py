@@ -29,6 +29,7 @@ Exit codes (run-stage; summarize uses 0 and 2):
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -72,14 +73,61 @@ def _err(message: str) -> int:
     return EXIT_ERROR
 
 
-def _positive_float(text: str) -> float:
+# Bounds of the numeric options: argparse refuses anything else before a file is created or a
+# request sent. A plan's own numbers (VUs, rates, durations) are checked by the plan's model.
+MAX_SECONDS = 3600.0  # --term-grace, --request-timeout, --upload-every
+MAX_SEED_USERS = 1_000_000
+MAX_SEED_CONCURRENCY = 10_000
+MAX_HISTORY_LIMIT = 1_000_000
+
+
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def _seconds(*, zero: bool) -> Callable[[str], float]:
+    """Seconds from 0 (``zero``) or just above it to MAX_SECONDS."""
+
+    def parse(text: str) -> float:
+        value = _finite(text)
+        if value < 0 or (value == 0 and not zero) or value > MAX_SECONDS:
+            low = "0" if zero else "more than 0"
+            raise argparse.ArgumentTypeError(
+                f"must be {low} to {MAX_SECONDS:g} seconds, got {text}"
+            )
+        return value
+
+    return parse
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {low} to {high:,}, got {text}"
+            )
+        return value
+
+    return parse
 
 
 def _shard(text: str) -> Any:
@@ -239,8 +287,6 @@ def cmd_seed(args: argparse.Namespace) -> int:
     ]
     try:
         check_target(args.target, allow)
-        if args.count < 1:
-            raise ValueError(f"--count must be at least 1, got {args.count}")
     except ValueError as exc:
         return _err(str(exc))
     out = as_path(args.out)
@@ -365,14 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
         "LOADGATE_TARGET_ALLOWLIST (comma-separated)",
     )
     run.add_argument(
-        "--term-grace", type=float, default=10.0, help="seconds VUs get to finish on SIGTERM"
+        "--term-grace",
+        type=_seconds(zero=True),
+        default=10.0,
+        help="seconds VUs get to finish on SIGTERM (0 to 3600; 10)",
     )
     run.add_argument(
-        "--request-timeout", type=_positive_float, default=60.0, help="per request, seconds"
+        "--request-timeout",
+        type=_seconds(zero=False),
+        default=60.0,
+        help="per request, seconds (up to 3600; 60)",
     )
     run.add_argument(
         "--upload-every",
-        type=_positive_float,
+        type=_seconds(zero=False),
         default=None,
         metavar="S",
         help="an s3:// --out: seconds between window uploads (5)",
@@ -403,9 +455,19 @@ def build_parser() -> argparse.ArgumentParser:
         "exit codes: 0 seeded, 2 bad input or more than 1% of the users failed",
     )
     seed.add_argument("--target", required=True, help="base URL of the service")
-    seed.add_argument("--count", required=True, type=int, help="number of users")
+    seed.add_argument(
+        "--count",
+        required=True,
+        type=_whole(1, MAX_SEED_USERS),
+        help=f"number of users (1 to {MAX_SEED_USERS:,})",
+    )
     seed.add_argument("--out", required=True, help="users file to write (JSON Lines)")
-    seed.add_argument("--concurrency", type=int, default=64, help="requests in flight (64)")
+    seed.add_argument(
+        "--concurrency",
+        type=_whole(1, MAX_SEED_CONCURRENCY),
+        default=64,
+        help=f"requests in flight (1 to {MAX_SEED_CONCURRENCY:,}; 64)",
+    )
     seed.add_argument(
         "--allow",
         action="append",
@@ -429,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("LOADGATE_ARTIFACTS_ROOT", "artifacts"),
         help="artifacts root, a folder or s3:// URL ($LOADGATE_ARTIFACTS_ROOT or ./artifacts)",
     )
-    hist.add_argument("--limit", type=int, help="only the newest N entries")
+    hist.add_argument(
+        "--limit", type=_whole(1, MAX_HISTORY_LIMIT), help="only the newest N entries"
+    )
     hist.add_argument("--json", action="store_true", help="print the entries as JSON")
     pinning = hist.add_mutually_exclusive_group()
     pinning.add_argument("--pin", metavar="RUN_ID", help="pin this run as the baseline")
