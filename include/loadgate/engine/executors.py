@@ -12,6 +12,11 @@
 At its end a scenario asks its VUs to stop (they finish the iteration) and cancels those still
 running ``graceful_stop`` later; a cancelled iteration is counted as interrupted. A hard stop
 (abort) cancels at once.
+
+Each VU of a closed-model executor leaves its lifetime as the schedule ran it
+(:meth:`ScenarioRun.lifetimes`): the seconds from its start until it was asked to stop (no
+iteration starts after that), and the grace its last iteration then had before being cancelled.
+The summary plans a scenario's requests from them (:mod:`loadgate.engine.summary`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,25 @@ ScenarioFn = Callable[[VU], Awaitable[None]]
 TICK = 0.05
 MAX_LOGGED_ERRORS = 5
 TIMER_RESOLUTION_S = 0.001
+LIFETIME_DIGITS = 2  # a lifetime's seconds to 10 ms (VUs whose rounded lifetimes match: one row)
+GRACE_DIGITS = 3
+
+
+class _Life:
+    """One VU's schedule: when it started, when it was asked to stop (None: not yet) and the
+    grace its last iteration had from then (seconds of the stage)."""
+
+    __slots__ = ("grace", "started", "stopped")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.stopped: float | None = None
+        self.grace = 0.0
+
+    def row(self, now: float) -> tuple[float, float]:
+        """(seconds to the stop request, grace), rounded; a VU not yet asked stops ``now``."""
+        stopped = now if self.stopped is None else self.stopped
+        return round(stopped - self.started, LIFETIME_DIGITS), round(self.grace, GRACE_DIGITS)
 
 
 class ScenarioRun:
@@ -63,6 +87,10 @@ class ScenarioRun:
         self._sleeper: asyncio.Future[None] | None = None
         self._stop_grace: float | None = None
         self._errors_logged = 0
+        # the lifetimes of the live VUs, and the ended ones' rows: VUs by (seconds to the stop
+        # request, grace), rounded
+        self._lives: dict[VU, _Life] = {}
+        self._ended: dict[tuple[float, float], int] = {}
 
     # --- timing -----------------------------------------------------------------------------
 
@@ -95,6 +123,34 @@ class ScenarioRun:
         self._stop_asked = True
         if self._sleeper is not None:
             _wake(self._sleeper)
+
+    # --- VU lifetimes -----------------------------------------------------------------------
+
+    def _asked_to_stop(self, vu: VU, grace: float) -> None:
+        """``vu`` was asked to stop now (the first time counts), cancelled ``grace`` later."""
+        life = self._lives.get(vu)
+        if life is not None and life.stopped is None:
+            life.stopped = self.now()
+            life.grace = max(grace, 0.0)
+
+    def _vu_ended(self, vu: VU) -> None:
+        life = self._lives.pop(vu, None)
+        if life is not None:  # one that ended unasked (its one iteration done) had no grace
+            key = life.row(self.now())
+            self._ended[key] = self._ended.get(key, 0) + 1
+
+    def lifetimes(self) -> list[list[float]] | None:
+        """``[[seconds to the stop request, grace, VUs], ...]`` of the VUs run so far (one
+        still running counts as asked to stop now), or None for an arrival-rate scenario (its
+        VUs are a pool serving a schedule: its plan is the schedule's)."""
+        if isinstance(self.profile, ArrivalProfile):
+            return None
+        rows = dict(self._ended)
+        now = self.now()
+        for life in self._lives.values():
+            key = life.row(now)
+            rows[key] = rows.get(key, 0) + 1
+        return [[d, g, n] for (d, g), n in sorted(rows.items())]
 
     # --- VUs --------------------------------------------------------------------------------
 
@@ -150,6 +206,7 @@ class ScenarioRun:
                 await asyncio.sleep(0)
         finally:
             rec.vu_stopped(self.name)
+            self._vu_ended(vu)
             vu.close()
             self.vus.pop(vu.local_id, None)
 
@@ -161,11 +218,13 @@ class ScenarioRun:
                 await self._iteration(vu)
         finally:
             rec.vu_stopped(self.name)
+            self._vu_ended(vu)
             vu.close()
             self.vus.pop(vu.local_id, None)
 
     def _spawn(self, local: int, once: bool = False) -> None:
         vu = self._new_vu(local)
+        self._lives[vu] = _Life(self.now())
         coro = self._vu_once(vu) if once else self._vu_loop(vu)
         self.vus[local] = (vu, asyncio.create_task(coro, name=f"vu-{self.name}-{vu.id}"))
 
@@ -190,6 +249,7 @@ class ScenarioRun:
             for local in running[target:]:
                 vu, task = self.vus[local]
                 vu.request_stop()
+                self._asked_to_stop(vu, grace)
                 loop.call_later(max(grace, 0.0), task.cancel)
 
     async def _finish(self, grace: float) -> None:
@@ -199,6 +259,7 @@ class ScenarioRun:
         tasks = []
         for vu, task in list(self.vus.values()):
             vu.request_stop()
+            self._asked_to_stop(vu, grace)
             tasks.append(task)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=max(grace, 0.0))
@@ -210,8 +271,15 @@ class ScenarioRun:
     def cancel_all(self) -> list[asyncio.Task[None]]:
         """Hard stop: cancel every VU now (returns the tasks to wait for)."""
         tasks = [task for _, task in self.vus.values()]
+        now = self.now()
         for vu, task in list(self.vus.values()):
             vu.request_stop()
+            life = self._lives.get(vu)
+            if life is not None:  # cancelled now: a grace still running ends here
+                if life.stopped is None:
+                    life.stopped = now
+                else:
+                    life.grace = min(life.grace, now - life.stopped)
             task.cancel()
         return tasks
 

@@ -25,6 +25,8 @@ local path or a URL and read either layout, in that order: ``windows.jsonl``, th
     exit_code     null while running, then the process's exit code
     aborted       null, or {criterion, observed, at_s, shard, by_marker}
     scenarios     {name: this shard's concrete profile}
+    vu_lifetimes  null while running, then {name: [[seconds from a VU's start to its stop
+                  request, the grace it then had, VUs], ...]} of each closed-model scenario
     generator     {pid, host, python, loop, limits, and at the end: windows, saturated_windows,
                    saturated, lag_max_ms, cpu_max, rss_max_mb}
 

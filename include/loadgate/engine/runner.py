@@ -124,6 +124,7 @@ class AlreadyAborted(Exception):
                     "by_marker": True,
                 },
                 "scenarios": {},
+                "vu_lifetimes": {},  # no VU ran here
                 "generator": {},
             }
         )
@@ -356,6 +357,13 @@ class _StageRun:
             "users": len(cfg.users),
             "live_criteria": [c.id for c in self.prep.live_criteria],
             "scenarios": {n: p.describe() for n, p in self.prep.profiles.items()},
+            # each closed-model scenario's VUs as the schedule ran them, for its planned rate
+            # (loadgate.engine.summary): [[seconds to the stop request, grace, VUs], ...]
+            "vu_lifetimes": {
+                run.name: rows for run in self.runs if (rows := run.lifetimes()) is not None
+            }
+            if ended
+            else None,
             "generator": {
                 "pid": os.getpid(),
                 "host": platform.node(),

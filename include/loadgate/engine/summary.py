@@ -10,27 +10,38 @@ that their ratios are ratios of counts:
   answer and those stopped in flight at the stage's end; for an open-model executor
   (constant-arrival-rate) also every dropped iteration, as offered but not sent, times the
   scenario's requests per iteration.
-- **planned**: what the plan's pacing implies for the VU curve actually run. A scenario declares
+- **planned**: what the plan's pacing asks of the schedule actually run. A scenario declares
   its pacing (``@scenario(pacing=...)``, :mod:`loadgate.scenarios`): k requests and ``idle``
-  seconds per iteration (expected values for its options). A closed-model scenario
-  (ramping-vus, constant-vus, connection-ramp) then plans ``k / (idle + k × L)`` requests per
-  second per active VU, with L the mean latency measured from its merged histograms (so a slow
-  target does not make the plan look unmet), times the VU-seconds it ran (the engine's exact
-  integral of active VUs over time, ``vu_s`` in the windows). An arrival-rate scenario plans
-  rate × scale × k per second while it is scheduled. ``--time-scale`` does not enter: it shortens
-  the schedule, never the pacing. A scenario that declares no pacing (or cannot be imported
-  where the summary is made) has no planned rate, and neither has its stage: None.
+  seconds per iteration (expected values for its options), of which ``spread`` seconds lie
+  between its first and last request, and how much the idle time varies (``idle_sd``). With L
+  the mean latency measured from its merged histograms (so a slow target does not make the
+  plan look unmet), a VU runs an iteration every c = idle + k × L seconds, the first the moment
+  it starts, and sends an iteration's requests at its start (spread 0), or the first then and
+  the others evenly over the next b = spread + (k - 1) × L seconds. A closed-model scenario
+  (ramping-vus, constant-vus) plans, for each VU the engine ran (its ``vu_lifetimes``: the
+  seconds from its start until it was asked to stop, and the grace its last iteration then had
+  before being cancelled), the iterations it starts before the stop and of each the requests
+  due before the grace ran out (:func:`expected_requests`); a connection-ramp VU runs one
+  iteration. So a short stage, where a VU's first iteration (sent at once) is a large part of
+  its requests, plans them too, and a long one plans k × VU-seconds / c, the steady state. An
+  arrival-rate scenario plans rate × scale × k per second while it is scheduled.
+  ``--time-scale`` does not enter: it shortens the schedule, never the pacing. Results without
+  ``vu_lifetimes`` (an older engine, a shard killed before its end) plan the steady state over
+  the VU-seconds run (``vu_s`` in the windows). A scenario that declares no pacing (or cannot
+  be imported where the summary is made) has no planned rate, and neither has its stage: None.
 - **offered_vs_planned**: offered / planned (None without a plan): about 1 when the generator
   sent what the plan asks for; well below 1 when it could not keep up.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 from loadgate.plan.durations import format_duration
 from loadgate.plan.profile import ArrivalProfile, ConnectionRampProfile, Profile
-from loadgate.scenarios import pacing_of
+from loadgate.scenarios import IterationPacing, pacing_of
 
 from .aggregate import Aggregate, HttpFigures
 from .histogram import Accumulator
@@ -38,6 +49,14 @@ from .merge import MergedStage
 from .window import TRANSPORT_ERRORS
 
 ARRIVAL = "constant-arrival-rate"
+CONNECTION_RAMP = "connection-ramp"
+# a VU alive longer than this many cycles (and long enough that its iteration starts vary by a
+# cycle or more) is planned by the renewal asymptote, which the sum then agrees with to a
+# hundredth of an iteration
+ASYMPTOTE_CYCLES = 30.0
+TAIL_SD = 8.0  # an iteration start this many standard deviations after the stop: none
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
 
 PERCENTILES = (50, 90, 95, 99)
 SATURATED_MESSAGE = "the generator cannot vouch for these numbers"
@@ -80,8 +99,147 @@ def _generator(agg: Aggregate, max_fraction: float) -> dict[str, Any]:
     }
 
 
+def _cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / _SQRT2)
+
+
+def _pdf(z: float) -> float:
+    return math.exp(-0.5 * z * z) / _SQRT2PI
+
+
+def _due(
+    lo: float,
+    hi: float,
+    gauss: tuple[float, float] | None,
+    alive: float,
+    end: float,
+    b: float,
+    lead: float,
+) -> float:
+    """E[1{S < alive} × the share of an iteration starting at S that is due by ``end``] for S
+    uniform in [lo, hi] (a point when lo == hi), or normal with ``gauss`` = (mean, standard
+    deviation). The share: ``lead`` at S, the rest evenly over (S, S + b]."""
+    whole = min(alive, end - b)  # an iteration starting before this sends all its requests
+    if gauss is not None:
+        mean, sd = gauss
+        z_whole, z_alive = (whole - mean) / sd, (alive - mean) / sd
+        due = _cdf(z_whole)
+        if b > 0 and whole < alive:
+            p = _cdf(z_alive) - _cdf(z_whole)
+            started = mean * p - sd * (_pdf(z_alive) - _pdf(z_whole))  # E[S; whole <= S < alive]
+            due += lead * p + (1.0 - lead) * (end * p - started) / b
+        return due
+    if hi <= lo:
+        if lo >= alive:
+            return 0.0
+        return 1.0 if lo <= whole else lead + (1.0 - lead) * (end - lo) / b
+    width = hi - lo
+    due = min(1.0, max(0.0, (whole - lo) / width))
+    u1, u2 = max(lo, whole), min(hi, alive)
+    if b > 0 and u2 > u1:
+        p = (u2 - u1) / width
+        started = (u2 * u2 - u1 * u1) / (2.0 * width)  # E[S; u1 <= S < u2]
+        due += lead * p + (1.0 - lead) * (end * p - started) / b
+    return due
+
+
+def expected_requests(
+    alive_s: float,
+    grace_s: float,
+    pacing: IterationPacing,
+    latency_s: float,
+    *,
+    once: bool = False,
+) -> float:
+    """The requests the pacing asks of one VU asked to stop ``alive_s`` seconds after its start
+    and cancelled ``grace_s`` later (``once``: it runs one iteration, as a connection-ramp VU).
+
+    Iteration n starts at S_n: S_0 = 0, then one every c = idle + k × L seconds on average;
+    none starts after the stop request. Of iteration n, the requests due before the grace runs
+    out count: all of them at S_n when the pacing has no spread, else the first at S_n and the
+    other k - 1 evenly over (S_n, S_n + b], b = spread + (k - 1) × L. A cycle varies by its
+    idle time's declared standard deviation σ (undeclared: the idle time after the requests,
+    T = idle - spread, taken as uniform from 0 to 2T, the seed's think times: σ = T / √3):
+    S_1 is taken as uniform over c ± √3 σ (a think time uniform in [a, b]), S_n for n >= 2 as
+    normal with mean n × c and variance n × σ². σ decides only how soon VUs that started
+    together lose step, not the rate. A VU alive for more than ``ASYMPTOTE_CYCLES`` cycles,
+    and long enough that S_n varies by a cycle or more, gets the renewal asymptote the sum
+    tends to: k × (alive / c + (1 + σ² / c²) / 2 - (1 - 1 / k) × (b - grace)₊² / (2 b c)):
+    the steady state, plus the first iteration sent at once, less its last iteration's
+    requests still due when it was cancelled. A cycle that never varies (σ = 0) starts its
+    iterations at c, 2c, ...."""
+    k, idle, spread, idle_sd = pacing
+    if alive_s <= 0 or k <= 0:
+        return 0.0
+    c = idle + k * latency_s
+    b = spread + max(0.0, k - 1.0) * latency_s if spread > 0 else 0.0
+    sigma = (idle - spread) / math.sqrt(3.0) if idle_sd is None else idle_sd
+    end = alive_s + grace_s  # when the last iteration is cancelled
+    lead = min(1.0, 1.0 / k)  # of an iteration's requests, the share sent as it starts
+    iterations = _due(0.0, 0.0, None, alive_s, end, b, lead)  # the first, at 0
+    if once or c <= 0:
+        return k * iterations
+    whole = min(alive_s, end - b)  # an iteration starting before this sends all it has
+    if sigma <= 0:  # every cycle c long: iterations 1, 2, ... start at c, 2c, ... < alive
+        first = max(1, math.floor(whole / c) + 1) if whole >= c else 1
+        iterations += max(0, first - 1)
+        n = first
+        while n * c < alive_s:
+            iterations += _due(n * c, n * c, None, alive_s, end, b, lead)
+            n += 1
+        return k * iterations
+    if alive_s / c > max(ASYMPTOTE_CYCLES, (c / sigma) ** 2):
+        late = (1.0 - lead) * (b - grace_s) ** 2 / (2.0 * b) if b > grace_s else 0.0
+        return k * (alive_s / c + (1.0 + (sigma / c) ** 2) / 2.0 - late / c)
+    half = min(c, math.sqrt(3.0) * sigma)  # S_1 is never negative
+    iterations += _due(c - half, c + half, None, alive_s, end, b, lead)
+    # iterations 2 ... certain to start and send everything before ``whole`` (n c + 8 √n σ
+    # below it) count 1 each; the rest one by one, until a start before the stop is as unlikely
+    root = -TAIL_SD * sigma + math.sqrt((TAIL_SD * sigma) ** 2 + 4.0 * c * max(whole, 0.0))
+    certain = math.floor((root / (2.0 * c)) ** 2)
+    iterations += max(0, certain - 1)
+    n = max(2, certain + 1)
+    while True:
+        mean, sd = n * c, math.sqrt(n) * sigma
+        if mean - TAIL_SD * sd >= alive_s:
+            break
+        iterations += _due(0.0, 0.0, (mean, sd), alive_s, end, b, lead)
+        n += 1
+    return k * iterations
+
+
+def planned_requests(
+    lifetimes: Iterable[list[float]],
+    pacing: IterationPacing,
+    latency_s: float,
+    *,
+    once: bool = False,
+) -> float:
+    """The requests the pacing asks of VUs run as ``lifetimes`` say (``[[seconds to the stop
+    request, grace, VUs], ...]``, see :func:`expected_requests`)."""
+    return sum(
+        n * expected_requests(alive, grace, pacing, latency_s, once=once)
+        for alive, grace, n in lifetimes
+    )
+
+
+def _lifetimes(merged: MergedStage, name: str) -> list[list[float]] | None:
+    """A scenario's VU lifetimes over all shards; None when a shard did not record them."""
+    rows: list[list[float]] = []
+    for shard in merged.shards:
+        recorded = shard.meta.get("vu_lifetimes")
+        if not isinstance(recorded, dict):
+            return None
+        rows.extend(recorded.get(name) or [])
+    return rows
+
+
 def _scenario_rates(
-    agg: Aggregate, name: str, desc: dict[str, Any], stage_s: float
+    agg: Aggregate,
+    name: str,
+    desc: dict[str, Any],
+    stage_s: float,
+    lifetimes: list[list[float]] | None = None,
 ) -> dict[str, Any]:
     """Counts behind one scenario's rates (see the module's doc)."""
     started = answered = 0
@@ -96,7 +254,7 @@ def _scenario_rates(
     pacing = pacing_of(exec_ref, desc.get("options") or {}) if exec_ref else None
     iterations = agg.iterations.get(name, 0)
     per_iteration = (
-        pacing[0] if pacing is not None else (started / iterations if iterations else 1.0)
+        pacing.requests if pacing is not None else (started / iterations if iterations else 1.0)
     )
     dropped = agg.dropped.get(name, 0)
     offered = started + dropped * per_iteration
@@ -104,23 +262,37 @@ def _scenario_rates(
     if vu_s is None:  # results from before vu_s: the VUs at each window's end, one second each
         vu_s = float(sum(per[name][0] for per in agg.vus_t.values() if name in per))
     planned: float | None = None
+    planned_from: str | None = None
     if pacing is not None:
-        k, idle = pacing
-        if desc.get("executor") == ARRIVAL:
+        k, idle = pacing.requests, pacing.idle
+        executor = desc.get("executor")
+        if executor == ARRIVAL:
             rate = float(desc.get("rate_total_per_s") or 0.0)
             ran = max(0.0, stage_s - float(desc.get("start_s") or 0.0))
             iterations_planned = min(float(desc.get("iterations_total") or 0), rate * ran)
-            planned = iterations_planned * k
-        elif idle + k * mean_s > 0:
-            planned = vu_s * k / (idle + k * mean_s)
+            planned, planned_from = iterations_planned * k, "arrival schedule"
+        elif idle + k * mean_s <= 0:
+            pass
+        elif lifetimes is not None:
+            once = executor == CONNECTION_RAMP
+            planned = planned_requests(lifetimes, pacing, mean_s, once=once)
+            planned_from = "vu lifetimes"
+        else:
+            planned, planned_from = vu_s * k / (idle + k * mean_s), "vu-seconds (steady state)"
     return {
         "planned": planned,
+        "planned_from": planned_from,
         "offered": float(offered),
         "achieved": float(answered),
         "vu_seconds": vu_s,
         "pacing": None
         if pacing is None
-        else {"requests_per_iteration": round(pacing[0], 6), "idle_s": round(pacing[1], 6)},
+        else {
+            "requests_per_iteration": round(pacing.requests, 6),
+            "idle_s": round(pacing.idle, 6),
+            "spread_s": round(pacing.spread, 6),
+            "idle_sd_s": None if pacing.idle_sd is None else round(pacing.idle_sd, 6),
+        },
         "latency_mean_ms": round(mean_s * 1000.0, 3),
     }
 
@@ -151,7 +323,9 @@ def rates(merged: MergedStage) -> dict[str, Any]:
     totals = {"planned": 0.0, "offered": 0.0, "achieved": 0.0}
     unplanned = False
     for name in names:
-        counts = _scenario_rates(agg, name, described.get(name, {}), seconds)
+        counts = _scenario_rates(
+            agg, name, described.get(name, {}), seconds, _lifetimes(merged, name)
+        )
         if counts["planned"] is None:
             unplanned = True
         else:
@@ -164,6 +338,7 @@ def rates(merged: MergedStage) -> dict[str, Any]:
             "offered": _per_s(counts["offered"], seconds),
             "achieved": _per_s(counts["achieved"], seconds),
             "offered_vs_planned": _ratio(counts["offered"], counts["planned"]),
+            "planned_from": counts["planned_from"],
             "vu_seconds": round(vu_s, 3),
             "achieved_per_vu_s": round(counts["achieved"] / vu_s, 4) if vu_s > 0 else None,
             "pacing": counts["pacing"],
@@ -187,7 +362,7 @@ def describe_pacing(profile: Profile) -> str:
     pacing = pacing_of(profile.exec_ref, profile.options)
     if pacing is None:
         return "pacing: not declared (no planned request rate)"
-    k, idle = pacing
+    k, idle = pacing.requests, pacing.idle
     if isinstance(profile, ArrivalProfile):
         total = profile.iterations_total
         rate = profile.rate_total * profile.iterations / total if total else 0.0

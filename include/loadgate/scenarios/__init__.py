@@ -11,10 +11,17 @@ request rate the plan implies.
 
 Pacing, declared as ``@scenario(pacing=fn)``: ``fn(options) -> (requests_per_iteration,
 idle_seconds_per_iteration)``, the expected values for the plan's ``options`` (a request drawn
-with probability p counts p; a think time uniform in [a, b] counts (a + b) / 2). One VU then
-runs an iteration every ``idle + requests × latency`` seconds, whatever ``--time-scale`` is
-(it never scales pacing); :mod:`loadgate.engine.summary` turns this into the stage's planned
-rate with the latency it measured. A scenario without a declaration has no planned rate.
+with probability p counts p; a think time uniform in [a, b] counts (a + b) / 2), optionally
+followed by ``spread``, the seconds of that idle time that lie between the iteration's first
+and last request (sleeps between requests; default 0: the requests come first, then the idle
+time, as a think time does), and ``idle_sd``, the standard deviation of an iteration's idle
+seconds (uniform in [a, b]: (b - a) / √12; default: the idle time after the requests taken as
+uniform from 0, the seed's think times). One VU then runs an iteration every ``idle + requests
+× latency`` seconds, whatever ``--time-scale`` is (it never scales pacing), the first the moment
+it starts; :mod:`loadgate.engine.summary` turns this into the stage's planned rate with the
+latency it measured (``spread`` and ``idle_sd`` matter only in a stage a few iterations long:
+which requests of its last iteration a VU stopped early still sends, and how soon VUs that
+started together lose step). A scenario without a declaration has no planned rate.
 """
 
 from __future__ import annotations
@@ -24,11 +31,21 @@ import importlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
-# options -> (requests per iteration, idle seconds per iteration): expected values
-Pacing = Callable[[Mapping[str, Any]], tuple[float, float]]
+# options -> (requests per iteration, idle seconds per iteration[, spread[, idle_sd]])
+Pacing = Callable[[Mapping[str, Any]], tuple[float, ...]]
+
+
+class IterationPacing(NamedTuple):
+    """A scenario's declared pacing for some options (see the module's doc)."""
+
+    requests: float  # per iteration (expected)
+    idle: float  # seconds per iteration (expected): sleeps and think times
+    spread: float = 0.0  # of ``idle``, the seconds between the first and the last request
+    idle_sd: float | None = None  # standard deviation of ``idle`` (None: not declared)
+
 
 REGISTRY: dict[str, str] = {
     "basic.get": "loadgate.scenarios.basic:get",
@@ -109,25 +126,29 @@ def needs_user(fn: Callable[..., Any]) -> bool:
     return bool(getattr(fn, "needs_user", False))
 
 
-def declared_pacing(
-    fn: Callable[..., Any], options: Mapping[str, Any]
-) -> tuple[float, float] | None:
-    """(requests per iteration, idle seconds per iteration) the scenario declares for these
-    options; None when it declares none or its declaration does not fit the options."""
+def declared_pacing(fn: Callable[..., Any], options: Mapping[str, Any]) -> IterationPacing | None:
+    """The pacing the scenario declares for these options; None when it declares none or its
+    declaration does not fit the options."""
     pacing = getattr(fn, "pacing", None)
     if pacing is None:
         return None
     try:
-        requests, idle = pacing(options)
-        requests, idle = float(requests), float(idle)
+        values = tuple(pacing(options))
+        if not 2 <= len(values) <= 4:
+            return None
+        requests, idle = float(values[0]), float(values[1])
+        spread = float(values[2]) if len(values) > 2 else 0.0
+        idle_sd = float(values[3]) if len(values) > 3 else None
     except Exception:  # a declaration that does not fit these options
         return None
-    if not (requests >= 0 and idle >= 0) or requests == idle == 0:
+    if not (requests >= 0 and idle >= 0 and 0 <= spread <= idle) or requests == idle == 0:
         return None
-    return requests, idle
+    if idle_sd is not None and not idle_sd >= 0:
+        return None
+    return IterationPacing(requests, idle, spread, idle_sd)
 
 
-def pacing_of(exec_ref: str, options: Mapping[str, Any]) -> tuple[float, float] | None:
+def pacing_of(exec_ref: str, options: Mapping[str, Any]) -> IterationPacing | None:
     """The declared pacing of the scenario an ``exec`` names (None when it cannot be imported
     here or declares none)."""
     try:

@@ -20,13 +20,15 @@ Sleeps and intervals are the plan's pacing, in real seconds: ``--time-scale`` sh
 stage's schedule (ramps, holds, durations) and never a think time, a heartbeat or an update
 interval (see :mod:`loadgate.engine.vu`), so each VU offers the load the seed describes. The
 request-response scenarios declare that pacing (``@scenario(pacing=...)``: expected requests
-and idle seconds per iteration) for the summary's planned request rate; ``websocket`` holds a
+and idle seconds per iteration, the idle seconds between an iteration's requests, and the
+think time's standard deviation) for the summary's planned request rate; ``websocket`` holds a
 connection and declares none (its sends are messages on timers, not requests).
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -161,6 +163,12 @@ def _mean_think(options: Mapping[str, Any], default: tuple[float, float]) -> flo
     return (parse_duration(low) + parse_duration(high)) / 2.0
 
 
+def _think_sd(options: Mapping[str, Any], default: tuple[float, float]) -> float:
+    """The standard deviation of a think time uniform in [low, high]."""
+    low, high = options.get("think_time", default)
+    return abs(parse_duration(high) - parse_duration(low)) / math.sqrt(12.0)
+
+
 def _checks(vu: VU, label: str, resp: Any, status: int, slow_check: bool = True) -> None:
     vu.check(f"{label} status is {status}", resp.status == status)
     if slow_check:
@@ -175,12 +183,15 @@ def _checks(vu: VU, label: str, resp: Any, status: int, slow_check: bool = True)
 DEFAULT_MIX = {"login": 0.2, "get_session": 0.4, "snapshot": 0.15, "devices": 0.15, "refresh": 0.1}
 
 
-def _api_mix_pacing(options: Mapping[str, Any]) -> tuple[float, float]:
-    """Each request drawn with its probability: their sum per iteration, then the mean think
-    time. (The users file's tokens spare a first login; a refresh before expiry, once per token
-    lifetime, and a 401's retry are too rare to count.)"""
+def _api_mix_pacing(options: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """Each request drawn with its probability: their sum per iteration, then the think time
+    (its mean, all of it after the requests, and its standard deviation). (The users file's
+    tokens spare a first login; a refresh before expiry, once per token lifetime, and a 401's
+    retry are too rare to count.)"""
     mix = {**DEFAULT_MIX, **options.get("mix", {})}
-    return sum(float(mix[k]) for k in DEFAULT_MIX), _mean_think(options, (0.0, 3.0))
+    think = (0.0, 3.0)
+    requests = sum(float(mix[k]) for k in DEFAULT_MIX)
+    return requests, _mean_think(options, think), 0.0, _think_sd(options, think)
 
 
 @scenario(needs_user=True, pacing=_api_mix_pacing)
@@ -321,11 +332,14 @@ async def websocket(vu: VU) -> None:
 # --- §3.3 session state and handoff ---------------------------------------------------------
 
 
-def _session_state_pacing(options: Mapping[str, Any]) -> tuple[float, float]:
-    """A create, ``updates`` updates and a snapshot; the update intervals and the think time."""
+def _session_state_pacing(options: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """A create, ``updates`` updates and a snapshot; the update intervals (between the first
+    request and the snapshot, fixed) and the think time after the snapshot."""
     updates = int(options.get("updates", 10))
-    interval = parse_duration(options.get("update_interval", 0.5))
-    return updates + 2.0, updates * interval + _mean_think(options, (0.0, 2.0))
+    between = updates * parse_duration(options.get("update_interval", 0.5))
+    think = (0.0, 2.0)
+    idle = between + _mean_think(options, think)
+    return updates + 2.0, idle, between, _think_sd(options, think)
 
 
 @scenario(needs_user=True, pacing=_session_state_pacing)
@@ -365,9 +379,10 @@ async def session_state(vu: VU) -> None:
     await vu.sleep(_think(vu, (0.0, 2.0)))
 
 
-def _handoff_pacing(options: Mapping[str, Any]) -> tuple[float, float]:
+def _handoff_pacing(options: Mapping[str, Any]) -> tuple[float, float, float, float]:
     """One handoff (and once per VU a read of the session, not counted), then think."""
-    return 1.0, _mean_think(options, (0.0, 3.0))
+    think = (0.0, 3.0)
+    return 1.0, _mean_think(options, think), 0.0, _think_sd(options, think)
 
 
 @scenario(needs_user=True, pacing=_handoff_pacing)
