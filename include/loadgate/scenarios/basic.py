@@ -9,6 +9,7 @@ path), expecting ``options.expected`` (default 200-399), then think time uniform
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +18,11 @@ from loadgate.plan.durations import parse_duration
 from loadgate.scenarios import scenario
 
 
-def _get_pacing(options: Mapping[str, Any]) -> tuple[float, float]:
-    low, high = options.get("think_time", (0, 0))
-    return 1.0, (parse_duration(low) + parse_duration(high)) / 2.0
+def _get_pacing(options: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """One request, then the think time: its mean and its standard deviation (uniform in
+    [a, b]: (b - a) / √12), which a stage shorter than a few iterations needs planned."""
+    low, high = (parse_duration(v) for v in options.get("think_time", (0, 0)))
+    return 1.0, (low + high) / 2.0, 0.0, abs(high - low) / math.sqrt(12)
 
 
 @scenario(pacing=_get_pacing)

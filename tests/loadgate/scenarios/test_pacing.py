@@ -41,9 +41,11 @@ def test_pacing_follows_the_options() -> None:
     assert pacing_of(
         "syncbridge.session_state", {"updates": 3, "update_interval": "100ms", "think_time": [0, 0]}
     ) == pytest.approx((5.0, 0.3, 0.3, 0.0))
-    # basic.get declares requests and idle only: no spread, the standard deviation undeclared
-    assert pacing_of("basic.get", {}) == (1.0, 0.0, 0.0, None)
-    assert pacing_of("basic.get", {"think_time": [0, 3]}) == (1.0, 1.5, 0.0, None)
+    # basic.get: one request, then a think time uniform in [a, b] (sd (b - a) / √12)
+    assert pacing_of("basic.get", {}) == (1.0, 0.0, 0.0, 0.0)
+    assert pacing_of("basic.get", {"think_time": [0, 3]}) == pytest.approx(
+        (1.0, 1.5, 0.0, 3 / math.sqrt(12))
+    )
 
 
 def test_no_declaration_or_one_that_does_not_fit_is_no_pacing() -> None:
