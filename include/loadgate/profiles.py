@@ -25,10 +25,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from loadgate.kubernetes import PodSettings
 from loadgate.rollback import RollbackConfig
+from loadgate.safety import allowlist_entry
 
 DEFAULT_PROFILE = "syncbridge"
 MAX_STAGE_S = 4 * 3600.0  # the longest stage any profile may allow (the DAG's task timeouts)
@@ -91,6 +99,13 @@ class Profile(BaseModel):
     artifacts_root: str = "artifacts"
     aws_conn_id: str = "aws_default"
     slack_channel: str | None = None
+
+    @field_validator("allowlist")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            allowlist_entry(entry)  # a clear ValueError naming a malformed entry
+        return value
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> Profile:

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from loadgate.kubernetes import PodSettings
 from loadgate.profiles import (
@@ -24,7 +31,7 @@ from loadgate.profiles import (
     read_trigger,
     scales,
 )
-from loadgate.rollback import RollbackConfig
+from loadgate.rollback import RollbackConfig, webhook_origin
 from loadgate.safety import check_target
 
 PLANS_DIR = Path(__file__).resolve().parent.parent / "plans"
@@ -87,6 +94,15 @@ class RunConfig(BaseModel):
 
     def plan_path(self) -> Path:
         return resolve_plan_path(self.plan)
+
+    @field_serializer("rollback", when_used="json")
+    def _rollback_without_webhook_path(self, value: RollbackConfig) -> dict[str, Any]:
+        """A webhook's path and query are often its secret: run.json and XCom hold only its
+        ``scheme://host``; the tasks that call it take the action from the profile again."""
+        data = value.model_dump(mode="json")
+        if data.get("url"):
+            data["url"] = webhook_origin(data["url"])
+        return data
 
 
 def _humanize(exc: ValidationError) -> str:

@@ -32,6 +32,10 @@ def _run(run_record: dict[str, Any] | None | None) -> pipeline.Run:
     if run_record is None:
         raise AirflowSkipException("the run was never prepared (see the prepare task)")
     run = pipeline.Run(run_record)
+    # the record holds a webhook as scheme://host only: the action comes from the profile
+    profile = settings.profiles().get(run.config.profile)
+    if profile is not None:
+        run.config = run.config.model_copy(update={"rollback": profile.rollback})
     _object_store(run.config)
     return run
 

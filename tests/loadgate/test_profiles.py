@@ -177,6 +177,7 @@ def test_profiles_from_yaml_or_json_and_bad_keys_named(tmp_path) -> None:
         ("{unclosed", "not JSON or YAML"),
         ({"shop": {**SHOP, "limits": {"max_stage_s": float("inf")}}}, "max_stage_s"),
         ({"shop": {**SHOP, "scale": 0.8}}, "scale 0.8 is above limits.max_scale"),
+        ({"shop": {**SHOP, "allowlist": ["api.example.com:8443"]}}, "profiles.shop.allowlist"),
     ]:
         with pytest.raises(ProfileError) as caught:
             load_profiles(data)
@@ -325,3 +326,18 @@ def test_any_plan_numbers_are_bounded_or_refused_before_anything_is_written(
         )
         assert row["peak_total"] <= limits.max_vus
     assert len({row["shard"] for row in record["load"]}) <= limits.max_shards
+
+
+def test_run_json_and_xcom_hold_a_webhook_as_scheme_and_host_only(tmp_path) -> None:
+    secret_path = "/hooks/T000/B000/s3cr3t-path?token=abc"
+    shop = {
+        **SHOP,
+        "rollback": {"type": "webhook", "url": f"https://deploy.example.com{secret_path}"},
+    }
+    config = resolve_trigger(
+        {"profile": "shop", "release": "v1"}, profiles=load_profiles({"shop": shop})
+    )
+    assert str(config.rollback.url).endswith("token=abc")  # the action itself keeps it
+    dumped = config.model_dump(mode="json")
+    assert dumped["rollback"]["url"] == "https://deploy.example.com"
+    assert "s3cr3t" not in json.dumps(dumped) and "s3cr3t" not in config.model_dump_json()
