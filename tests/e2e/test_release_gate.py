@@ -10,13 +10,14 @@ import json
 import sqlite3
 import stat
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
-from tests.support.s3 import FAKE_SECRET
+from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
 from tests.support.slack_standin import SlackStandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -73,33 +74,70 @@ def api_requests(svc) -> float:
     return total
 
 
-def secrets_of(run_root: Path) -> list[str]:
+SECRET_FILES = ("users.jsonl", ".seed-secret")  # where the credentials live, 0600
+
+
+def secrets_of(run_root: Path, seed_secret: str | None = None) -> list[str]:
+    """Every secret of a run: the seeded users' passwords and tokens, the secret their
+    passwords derive from, the target's admin token, the Slack token and the AWS keys."""
     users = [json.loads(line) for line in (run_root / "users.jsonl").read_text().splitlines()]
-    return [ADMIN, "xoxb-e2e-token"] + [
+    seed = run_root.parent / ".seed-secret"
+    if seed_secret is None and seed.exists():
+        seed_secret = seed.read_text().strip()
+    assert seed_secret, "the seed secret of the run was not found"
+    return [ADMIN, "xoxb-e2e-token", FAKE_KEY_ID, FAKE_SECRET, seed_secret] + [
         u[k] for u in users for k in ("password", "accessToken", "refreshToken")
     ]
 
 
-def assert_no_secret_leaks(home: Path, run_root: Path, output: str) -> None:
-    secrets = secrets_of(run_root)
+def assert_no_secret_leaks(
+    home: Path,
+    run_root: Path,
+    output: str,
+    *,
+    seed_secret: str | None = None,
+    also: Mapping[str, str | bytes] | None = None,
+) -> None:
+    """None of the run's secrets is in any artifact of the run root (but the users file, which
+    holds them), any XCom value, the Airflow output (``airflow dags test`` writes the task logs
+    there) or a task log file under AIRFLOW_HOME/logs, or ``also`` (what Slack, the Kubernetes
+    API or the object store received)."""
+    secrets = secrets_of(run_root, seed_secret)
+    users = (run_root / "users.jsonl").read_text()
+    assert all(u in users for u in secrets[5:]) and len(secrets) > 5  # the search finds them
+    places: dict[str, str | bytes] = {"airflow output": output, **(also or {})}
     with sqlite3.connect(home / "airflow.db") as db:
-        xcom = " ".join(str(v) for (v,) in db.execute("select value from xcom"))
-    places = {"airflow output": output, "xcom": xcom}
-    for name in (
-        "report.md",
-        "report.json",
-        "report.html",
-        "junit.xml",
-        "notifications.jsonl",
-        "checklist.json",
-        "run.json",
-    ):
-        places[name] = (run_root / name).read_text()
-    for log in run_root.glob("stages/*/*/engine.log"):
-        places[str(log)] = log.read_text()
+        xcoms = db.execute("select dag_id, task_id, key, value from xcom").fetchall()
+    assert xcoms, "no XCom value was recorded"
+    for dag_id, task_id, key, value in xcoms:
+        places[f"XCom {dag_id}.{task_id}.{key}"] = value if isinstance(value, bytes) else str(value)
+    artifacts = [p for p in run_root.rglob("*") if p.is_file() and p.name not in SECRET_FILES]
+    names = {p.name for p in artifacts}
+    assert {"run.json", "report.md", "report.html", "notifications.jsonl", "meta.json"} <= names
+    for path in artifacts:
+        places[f"artifact {path.relative_to(run_root)}"] = path.read_bytes()
+    for path in (home / "logs").rglob("*") if (home / "logs").exists() else []:
+        if path.is_file():
+            places[f"task log {path.relative_to(home)}"] = path.read_bytes()
     for where, text in places.items():
-        leaked = [s for s in secrets if s and s in text]
+        data = text.encode() if isinstance(text, str) else text
+        leaked = [s for s in secrets if s and s.encode() in data]
         assert not leaked, f"{len(leaked)} secret(s) leaked into {where}"
+
+
+def slack_received(slack: SlackStandIn) -> dict[str, str]:
+    """What Slack received (the bodies: the Authorization header is where the token belongs)."""
+    return {"Slack": json.dumps([call["body"] for call in slack.calls])}
+
+
+def store_objects(s3, prefix: str) -> dict[str, bytes]:
+    """Every object under ``prefix`` of the store but the credentials (the users file and the
+    seed secret): the run roots and the release history."""
+    return {
+        f"object {key}": s3.get(key)
+        for key in s3.keys(prefix)
+        if key.rsplit("/", 1)[-1] not in SECRET_FILES
+    }
 
 
 def test_healthy_release_passes(start_syncbridge, airflow_home, tmp_path) -> None:
@@ -136,7 +174,7 @@ def test_healthy_release_passes(start_syncbridge, airflow_home, tmp_path) -> Non
     assert all(c["auth"] == "Bearer xoxb-e2e-token" for c in slack.calls)
     users = run_root / "users.jsonl"
     assert stat.S_IMODE(users.stat().st_mode) == 0o600
-    assert_no_secret_leaks(airflow_home, run_root, output)
+    assert_no_secret_leaks(airflow_home, run_root, output, also=slack_received(slack))
 
 
 def test_bad_release_is_rolled_back(start_syncbridge, airflow_home, tmp_path) -> None:
@@ -274,5 +312,10 @@ def test_healthy_release_passes_with_artifacts_on_s3(
     assert (run_root / "users.jsonl").exists()
     notes = [json.loads(x) for x in (run_root / "notifications.jsonl").read_text().splitlines()]
     assert [n["key"] for n in notes][-1] == "final"
-    assert_no_secret_leaks(airflow_home, run_root, output)
-    assert FAKE_SECRET not in output
+    assert_no_secret_leaks(
+        airflow_home,
+        run_root,
+        output,
+        seed_secret=s3.get("gate-runs/.seed-secret").decode().strip(),
+        also=store_objects(s3, "gate-runs/"),
+    )

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.test_release_gate import ADMIN, api_requests, deploy
+from tests.e2e.test_release_gate import (
+    ADMIN,
+    api_requests,
+    assert_no_secret_leaks,
+    deploy,
+    store_objects,
+)
 from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
 from tests.support.k8s_api import FakeKubeAPI
 from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
@@ -100,6 +106,14 @@ def test_healthy_release_passes_on_pods(start_syncbridge, kube, tmp_path) -> Non
     # the generator pods' logs were collected, then every pod was deleted
     assert list((run_root / "logs" / "pods").iterdir())
     assert kube.pods(NAMESPACE) == []
+    assert_no_secret_leaks(tmp_path / "airflow", run_root, output, also=kube_received(kube))
+
+
+def kube_received(kube) -> dict[str, str]:
+    """What the Kubernetes API received: pod specs, patches, deletions (the pods' logs are
+    in the run root)."""
+    bodies = json.dumps([call.get("body") for call in kube.calls()], default=str)
+    return {"Kubernetes API requests": bodies}
 
 
 def test_faulty_release_aborts_every_shard_and_rolls_back(start_syncbridge, kube, tmp_path):
@@ -216,3 +230,10 @@ def test_pods_ship_results_to_s3_with_keys_from_a_secret(start_syncbridge, kube,
         assert args[args.index("--plan") + 1] == f"{s3.url('gate-runs', run_key)}/plan.yaml"
         assert FAKE_SECRET not in json.dumps(call["body"])
     assert kube.pods(NAMESPACE) == []
+    assert_no_secret_leaks(
+        tmp_path / "airflow",
+        run_root,
+        output,
+        seed_secret=s3.get("gate-runs/.seed-secret").decode().strip(),
+        also={**kube_received(kube), **store_objects(s3, "gate-runs/")},
+    )
