@@ -23,12 +23,16 @@ from tests.support.helpers import one_stage_plan, scenario
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 TASK = """
-import sys
+import signal, sys
 from loadgate import pipeline
 from loadgate.local_backend import run_stage_local
 from loadgate.runconfig import build_run_config
 
 target, plan, root = sys.argv[1:4]
+if sys.argv[4:] == ["handle-sigterm"]:  # as Airflow's task runner does: raise, run finally
+    def stop(signum, frame):
+        raise SystemExit(143)
+    signal.signal(signal.SIGTERM, stop)
 params = {"target_url": target, "plan": plan, "scale": 1, "time_scale": 1, "stages": ["api"],
           "shards": 2, "artifacts_root": root}
 run = pipeline.Run(pipeline.prepare(build_run_config(params, allowlist=[]), "kill-test"))
@@ -63,7 +67,9 @@ def wait_until(predicate, timeout: float, poll: float = 0.1) -> bool:
     return predicate()
 
 
-def start_task(tmp_path: Path, target: str, duration: str) -> tuple[subprocess.Popen, Path]:
+def start_task(
+    tmp_path: Path, target: str, duration: str, *options: str
+) -> tuple[subprocess.Popen, Path]:
     plan = one_stage_plan(
         {
             "g": scenario(
@@ -83,7 +89,7 @@ def start_task(tmp_path: Path, target: str, duration: str) -> tuple[subprocess.P
     root = tmp_path / "artifacts"
     out = (tmp_path / "task.out").open("wb")
     task = subprocess.Popen(
-        [sys.executable, str(script), target, str(plan_path), str(root)],
+        [sys.executable, str(script), target, str(plan_path), str(root), *options],
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # a group of its own, as a task has: to kill it as a whole
@@ -92,17 +98,21 @@ def start_task(tmp_path: Path, target: str, duration: str) -> tuple[subprocess.P
     return task, root
 
 
+SIGTERM = lambda task: task.send_signal(signal.SIGTERM)  # noqa: E731
+
+
 @pytest.mark.parametrize(
-    "kill",
+    ("kill", "options"),
     [
-        pytest.param(lambda task: task.send_signal(signal.SIGTERM), id="sigterm"),
-        pytest.param(lambda task: task.kill(), id="sigkill"),
-        pytest.param(lambda task: os.killpg(task.pid, signal.SIGKILL), id="group-sigkill"),
+        pytest.param(SIGTERM, (), id="sigterm"),
+        pytest.param(SIGTERM, ("handle-sigterm",), id="sigterm-handled"),
+        pytest.param(lambda task: task.kill(), (), id="sigkill"),
+        pytest.param(lambda task: os.killpg(task.pid, signal.SIGKILL), (), id="group-sigkill"),
     ],
 )
-def test_no_shard_outlives_a_killed_task(start_syncbridge, tmp_path, kill) -> None:
+def test_no_shard_outlives_a_killed_task(start_syncbridge, tmp_path, kill, options) -> None:
     svc = start_syncbridge(tmp_path / "svc")
-    task, root = start_task(tmp_path, svc.url, duration="120s")
+    task, root = start_task(tmp_path, svc.url, "120s", *options)
     marker = str(root / "kill-test")  # in each shard's --out (the run root is per run id)
     try:
         assert wait_until(lambda: len(processes(marker)) == 3, timeout=60), (
@@ -121,7 +131,9 @@ def test_no_shard_outlives_a_killed_task(start_syncbridge, tmp_path, kill) -> No
         assert wait_until(lambda: all(p in output.read_text() for p in printed), timeout=40)
 
         kill(task)
-        task.wait(timeout=30)
+        code = task.wait(timeout=30)
+        if options:  # the task stopped its shards itself (finally), then exited as asked
+            assert code == 143 and not processes(marker), processes(marker)
 
         assert wait_until(lambda: not processes(marker), timeout=5), processes(marker)
         # and the target hears nothing more from them
