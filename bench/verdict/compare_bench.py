@@ -5,26 +5,32 @@ the engine's ``Recorder`` → ``window_record``): the seed's API mix at 2,800 re
 the shards, five request names, a few 4xx/5xx, log-normal latencies around 150 ms. The current
 release answers ``/api/v1/sessions/{id}`` 40% slower. Then times, in order:
 
-1. ``load_merged`` of each stage (the merge the gate does anyway: the reference figure);
-2. ``SecondsDigest.from_dirs`` of each stage (re-reads and decodes every window into per-second
-   folded histograms), and ``to_dict`` + JSON of the baseline's (a stored digest) and reading
-   it back;
-3. ``compare`` of the two digests (B = 1,000 resamples of both sides).
+1. ``load_merged`` of each stage, plain (the merge the gate does anyway: the reference), and
+   ``load_merged(..., digest=True)``, the merge that also folds the stage's per-second digest in
+   the same pass over the windows (what the gate does), alternately, ``--repeat`` times each
+   (the fastest of each is kept);
+2. ``to_dict`` + JSON of each stage's digest (the gate stores its stage's) and reading the
+   baseline's back (``from_dict``): a later run reads its baseline's seconds from it;
+3. ``compare`` of the current digest with the baseline's read back (B = 1,000 resamples of both
+   sides);
+4. for reference, ``SecondsDigest.from_dirs`` of the baseline (a digest read from the windows
+   alone: a baseline with no stored digest).
 
-"On top of the merge" is 2 (both digests) + 3, and with a stored baseline digest: the current
-digest + loading the stored one + 3.
+"On top of the merge" is what the gate adds to the merge of its stage: (merge with digest −
+merge) of the current stage + storing its digest + reading the baseline's + 3.
 
     .venv/bin/python bench/verdict/compare_bench.py [--shards 20] [--minutes 45] [--workers N]
 
-Prints the comparisons found and one JSON line with the figures. To keep generation short each
-shard reuses 240 distinct windows per stage (encoding is what is slow); every window is still
-read and decoded.
+Prints the comparisons found and one JSON line with the figures, wall-clock times, with the
+machine's load average before and after. To keep generation short each shard reuses 240
+distinct windows per stage (encoding is what is slow); every window is still read and decoded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -34,7 +40,7 @@ from pathlib import Path
 import orjson
 
 from loadgate.compare import CompareSettings, Outcome, SecondsDigest, compare
-from loadgate.engine.merge import load_merged
+from loadgate.engine.merge import MergedStage, load_merged
 from loadgate.engine.results import FORMAT, META, WINDOWS
 from loadgate.engine.window import Recorder, window_record
 
@@ -101,7 +107,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", type=int, default=20)
     ap.add_argument("--minutes", type=float, default=45)
-    ap.add_argument("--workers", type=int, help="digest processes (default: as the merge picks)")
+    ap.add_argument("--workers", type=int, help="merge processes (default: as the merge picks)")
+    ap.add_argument("--repeat", type=int, default=2, help="merges of each kind (fastest kept)")
     ap.add_argument("--dir", help="where to generate (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the generated results")
     args = ap.parse_args()
@@ -114,20 +121,27 @@ def main() -> None:
         generate(root / "current", args.shards, seconds, seed=2, slower=1.4)
         figures["generate_s"] = round(time.perf_counter() - t, 2)
 
-        t = time.perf_counter()
-        load_merged([root / "baseline"], workers=args.workers)
-        load_merged([root / "current"], workers=args.workers)
-        figures["merge_both_s"] = round(time.perf_counter() - t, 2)
-
-        t = time.perf_counter()
-        base = SecondsDigest.from_dirs([root / "baseline"], workers=args.workers)
-        digest_base_s = time.perf_counter() - t
-        t = time.perf_counter()
-        cur = SecondsDigest.from_dirs([root / "current"], workers=args.workers)
-        digest_cur_s = time.perf_counter() - t
+        merge_s: dict[str, float] = {}
+        merged: dict[str, MergedStage] = {}
+        load_before = os.getloadavg()
+        for _ in range(args.repeat):
+            for stage in ("baseline", "current"):
+                for digest in (False, True):
+                    t = time.perf_counter()
+                    got = load_merged([root / stage], workers=args.workers, digest=digest)
+                    took = time.perf_counter() - t
+                    key = f"{stage}{'+digest' if digest else ''}"
+                    merge_s[key] = min(merge_s.get(key, took), took)
+                    if digest:
+                        merged[stage] = got
+        base, cur = merged["baseline"].digest, merged["current"].digest
+        assert base is not None and cur is not None
 
         t = time.perf_counter()
         stored = orjson.dumps(base.to_dict())
+        store_base_s = time.perf_counter() - t
+        t = time.perf_counter()
+        orjson.dumps(cur.to_dict())
         store_s = time.perf_counter() - t
         t = time.perf_counter()
         base_again = SecondsDigest.from_dict(orjson.loads(stored))
@@ -136,18 +150,31 @@ def main() -> None:
         t = time.perf_counter()
         results = compare(cur, base_again, CompareSettings(), baseline_label="baseline")
         compare_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        SecondsDigest.from_dirs([root / "baseline"], workers=args.workers)
+        from_dirs_s = time.perf_counter() - t
         for r in results:
             print(f"{r.outcome.value:14} {r.describe()}")
         found = [r.describe() for r in results if r.outcome is Outcome.REGRESSION]
+        added = merge_s["current+digest"] - merge_s["current"]
         figures |= {
-            "digest_baseline_s": round(digest_base_s, 2),
-            "digest_current_s": round(digest_cur_s, 2),
+            "merge_baseline_s": round(merge_s["baseline"], 2),
+            "merge_with_digest_baseline_s": round(merge_s["baseline+digest"], 2),
+            "merge_current_s": round(merge_s["current"], 2),
+            "merge_with_digest_current_s": round(merge_s["current+digest"], 2),
+            "digest_in_merge_current_s": round(added, 2),
             "stored_digest_mb": round(len(stored) / 1e6, 1),
             "store_digest_s": round(store_s, 2),
+            "store_digest_baseline_s": round(store_base_s, 2),
             "load_digest_s": round(load_s, 2),
             "compare_s": round(compare_s, 2),
-            "on_top_of_merge_s": round(digest_base_s + digest_cur_s + compare_s, 2),
-            "on_top_with_stored_baseline_s": round(digest_cur_s + load_s + compare_s, 2),
+            "on_top_of_merge_s": round(added + store_s + load_s + compare_s, 2),
+            "digest_from_dirs_baseline_s": round(from_dirs_s, 2),
+            "workers": args.workers,
+            "repeat": args.repeat,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "regressions": found,
         }
         print(json.dumps(figures))

@@ -59,36 +59,36 @@ least the Student's t prediction half-width t(n − 1)·√2·s. Error rates spr
 
 from __future__ import annotations
 
-import heapq
 import math
-import multiprocessing
 import random
 import statistics
 from array import array
 from bisect import bisect_left
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loadgate.engine.histogram import Accumulator, value_at_index
+from loadgate.engine.histogram import value_at_index
+from loadgate.engine.seconds import (
+    ALL,
+    HTTP,
+    STEP,
+    WS,
+    Record,
+    ScopeKey,
+    ScopeSeries,
+    SecondsDigest,
+    fold,
+)
 
 if TYPE_CHECKING:
     from loadgate.engine.merge import MergedStage
 
-STEP = 16  # HDR counts indexes per coarse bin (HDR sub-buckets are 0.05–0.1% wide)
 MAX_EDGES = 32  # coarse edges kept per percentile
 SPAN_SE = 5.0  # edges cover the pooled percentile ± this many standard errors
-ALL = "all"
-HTTP, WS = "http", "ws"
-
-Record = dict[str, Any]
-ScopeKey = tuple[str, str]  # (source, scope): ("http", "all"), ("http", "GET /x"), ("ws", …)
 
 
 class Outcome(StrEnum):
@@ -222,277 +222,12 @@ class Comparison(BaseModel):
         return f", widened by the spread of {self.between_runs} runs" if self.widened else ""
 
 
-# --- per-second digests -----------------------------------------------------------------------
-
-
-def _fold(acc: Accumulator) -> tuple[int, array]:
-    """(first coarse bin, cumulative counts at the end of each coarse bin from it)."""
-    lo, hi = acc._min_index, acc._max_index  # the counts, read in C
-    k0, k1 = lo // STEP, hi // STEP
-    span = acc._counts[k0 * STEP : (k1 + 1) * STEP]
-    return k0, array("q", list(accumulate(span))[STEP - 1 :: STEP])
+# --- per-second digests (built in :mod:`loadgate.engine.seconds`) ----------------------------
 
 
 def _bin_value(k: int) -> float:
     """The highest value (µs) of coarse bin ``k``."""
     return float(value_at_index(k * STEP + STEP - 1))
-
-
-@dataclass
-class ScopeSeries:
-    """One scope of one run, second by second: counts and folded latency histograms."""
-
-    n: list[int] = field(default_factory=list)  # requests (or the rate's denominator)
-    failed: list[int] = field(default_factory=list)
-    k0: list[int] = field(default_factory=list)
-    cum: list[array | None] = field(default_factory=list)
-    pooled: Accumulator = field(default_factory=Accumulator)
-
-    def pad(self, length: int) -> None:
-        missing = length - len(self.n)
-        if missing > 0:
-            self.n.extend([0] * missing)
-            self.failed.extend([0] * missing)
-            self.k0.extend([0] * missing)
-            self.cum.extend([None] * missing)
-
-    def latency_total(self, i: int) -> int:
-        c = self.cum[i]
-        return int(c[-1]) if c else 0
-
-    def cum_at(self, i: int, k: int) -> int:
-        """Samples of second ``i`` at or below the end of coarse bin ``k``."""
-        c = self.cum[i]
-        if not c:
-            return 0
-        j = k - self.k0[i]
-        if j < 0:
-            return 0
-        return int(c[j]) if j < len(c) else int(c[-1])
-
-
-@dataclass
-class SecondsDigest:
-    """A stage's windows reduced to what a comparison needs, one entry per second."""
-
-    seconds: list[int] = field(default_factory=list)
-    scopes: dict[ScopeKey, ScopeSeries] = field(default_factory=dict)
-
-    @classmethod
-    def from_records(cls, records: Iterable[Record]) -> SecondsDigest:
-        """From window records of any shards, in any order (grouped by their second)."""
-        by_t: dict[int, list[Record]] = defaultdict(list)
-        for rec in records:
-            by_t[int(rec["t"])].append(rec)
-        digest = cls()
-        for t in sorted(by_t):
-            digest._add_second(t, by_t[t])
-        return digest
-
-    @classmethod
-    def from_merged(cls, merged: MergedStage, workers: int | None = None) -> SecondsDigest:
-        """From a merged stage's shard directories (their windows are read again)."""
-        return cls.from_dirs([shard.dir for shard in merged.shards], workers=workers)
-
-    @classmethod
-    def from_dirs(cls, paths: Sequence[Any], workers: int | None = None) -> SecondsDigest:
-        """From shard directories (or stage directories holding them), local or store URLs.
-
-        Each shard's windows are streamed in time order and merged by second, so only one
-        second's records are held at a time. Large stages are split over worker processes as
-        the merge does (``workers``: None picks as it does); the digests are then added.
-        """
-        from loadgate.engine.merge import _workers
-        from loadgate.engine.results import find_shard_dirs
-
-        found = find_shard_dirs(list(paths))
-        dirs = [str(d) for d in found]
-        n = _workers(found, workers)
-        if n <= 1:
-            return _digest_dirs(dirs)
-        groups = [dirs[i::n] for i in range(n)]
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(n, mp_context=ctx) as pool:
-            parts = list(pool.map(_digest_dirs, groups))
-        digest = parts[0]
-        for part in parts[1:]:
-            digest.add(part)
-        return digest
-
-    def add(self, other: SecondsDigest) -> None:
-        """Add another digest of the same stage (other shards): seconds align by their time."""
-        self.finish()
-        other.finish()
-        seconds = sorted(set(self.seconds) | set(other.seconds))
-        mine = {t: i for i, t in enumerate(self.seconds)}
-        theirs = {t: i for i, t in enumerate(other.seconds)}
-        for key in self.scopes.keys() | other.scopes.keys():
-            a, b = self.scopes.get(key), other.scopes.get(key)
-            merged = ScopeSeries()
-            for t in seconds:
-                i, j = mine.get(t), theirs.get(t)
-                parts = [(s, x) for s, x in ((a, i), (b, j)) if s is not None and x is not None]
-                merged.n.append(sum(s.n[x] for s, x in parts))
-                merged.failed.append(sum(s.failed[x] for s, x in parts))
-                cums = [(s.k0[x], s.cum[x]) for s, x in parts if s.cum[x]]
-                if not cums:
-                    merged.k0.append(0)
-                    merged.cum.append(None)
-                    continue
-                k0 = min(k for k, _ in cums)
-                k1 = max(k + len(c) for k, c in cums)
-                total = [0] * (k1 - k0)
-                for k, c in cums:
-                    lead, tail = k - k0, k1 - k - len(c)
-                    for pos, value in enumerate(c, lead):
-                        total[pos] += value
-                    last = c[-1]
-                    for pos in range(k1 - k0 - tail, k1 - k0):
-                        total[pos] += last
-                merged.k0.append(k0)
-                merged.cum.append(array("q", total))
-            for s in (a, b):
-                if s is not None:
-                    merged.pooled.add(s.pooled)
-            self.scopes[key] = merged
-        self.seconds = seconds
-
-    def _scope(self, key: ScopeKey) -> ScopeSeries:
-        series = self.scopes.get(key)
-        if series is None:
-            series = self.scopes[key] = ScopeSeries()
-        return series
-
-    def _add_second(self, t: int, records: list[Record]) -> None:
-        i = len(self.seconds)
-        self.seconds.append(t)
-        counts: dict[ScopeKey, list[int]] = {}
-        accs: dict[ScopeKey, Accumulator] = {}
-        for rec in records:
-            for _scenario, method, name, _cls, count, failed, hdr in rec.get("http", ()):
-                key = (HTTP, f"{method} {name}")
-                slot = counts.get(key)
-                if slot is None:
-                    slot = counts[key] = [0, 0]
-                slot[0] += count
-                slot[1] += failed
-                if hdr:
-                    acc = accs.get(key)
-                    if acc is None:
-                        acc = accs[key] = Accumulator()
-                    acc.add_encoded(hdr)
-            for ws in (rec.get("ws") or {}).values():
-                slot = counts.get((WS, ALL))
-                if slot is None:
-                    slot = counts[(WS, ALL)] = [0, 0]
-                slot[0] += ws.get("connects", 0) + ws.get("connect_failed", 0)
-                slot[0] += ws.get("msgs_out", 0)
-                slot[1] += (
-                    ws.get("connect_failed", 0)
-                    + ws.get("closed_unexpected", 0)
-                    + ws.get("error_replies", 0)
-                    + ws.get("send_errors", 0)
-                )
-                for name, hdr in (ws.get("latency") or {}).items():
-                    if hdr:
-                        key = (WS, name)
-                        acc = accs.get(key)
-                        if acc is None:
-                            acc = accs[key] = Accumulator()
-                        acc.add_encoded(hdr)
-        http_all = [0, 0]
-        http_acc = Accumulator()
-        ws_acc = Accumulator()
-        for key, slot in counts.items():
-            if key[0] == HTTP:
-                http_all[0] += slot[0]
-                http_all[1] += slot[1]
-        for key, acc in accs.items():
-            (http_acc if key[0] == HTTP else ws_acc).add(acc)
-        if http_all[0] or http_acc.total:
-            counts[(HTTP, ALL)] = http_all
-            accs[(HTTP, ALL)] = http_acc
-        if ws_acc.total:
-            accs[(WS, ALL)] = ws_acc
-        for key in counts.keys() | accs.keys():
-            series = self._scope(key)
-            series.pad(i)
-            n, failed = counts.get(key, (0, 0))
-            acc = accs.get(key)
-            if acc is not None and acc.total:
-                k0, cum = _fold(acc)
-                series.pooled.add(acc)
-            else:
-                k0, cum = 0, None
-            series.n.append(n)
-            series.failed.append(failed)
-            series.k0.append(k0)
-            series.cum.append(cum)
-
-    def finish(self) -> None:
-        for series in self.scopes.values():
-            series.pad(len(self.seconds))
-
-    # --- serialization (a stored digest spares a baseline's windows being decoded again) ----
-
-    def to_dict(self) -> dict[str, Any]:
-        self.finish()
-        return {
-            "format": "loadgate-seconds/1",
-            "step": STEP,
-            "seconds": self.seconds,
-            "scopes": [
-                {
-                    "source": source,
-                    "scope": scope,
-                    "n": s.n,
-                    "failed": s.failed,
-                    "k0": s.k0,
-                    "cum": [None if c is None else c.tolist() for c in s.cum],
-                    "pooled": s.pooled.encode() if s.pooled.total else None,
-                }
-                for (source, scope), s in self.scopes.items()
-            ],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SecondsDigest:
-        if data.get("format") != "loadgate-seconds/1" or data.get("step") != STEP:
-            raise ValueError("not a loadgate-seconds/1 digest of this bin layout")
-        digest = cls(seconds=list(data["seconds"]))
-        for item in data["scopes"]:
-            pooled = Accumulator()
-            pooled.add_encoded(item.get("pooled"))
-            digest.scopes[(item["source"], item["scope"])] = ScopeSeries(
-                n=list(item["n"]),
-                failed=list(item["failed"]),
-                k0=list(item["k0"]),
-                cum=[None if c is None else array("q", c) for c in item["cum"]],
-                pooled=pooled,
-            )
-        return digest
-
-
-def _digest_dirs(dirs: list[str]) -> SecondsDigest:
-    """The digest of some shard directories, their windows merged by second as they stream."""
-    from loadgate.engine.results import iter_windows
-    from loadgate.storage import as_path
-
-    streams = [iter_windows(as_path(d)) for d in dirs]
-    digest = SecondsDigest()
-    current: int | None = None
-    batch: list[Record] = []
-    for rec in heapq.merge(*streams, key=lambda r: r["t"]):
-        t = int(rec["t"])
-        if t != current and batch:
-            digest._add_second(current, batch)  # type: ignore[arg-type]
-            batch = []
-        current = t
-        batch.append(rec)
-    if batch:
-        digest._add_second(current, batch)  # type: ignore[arg-type]
-    digest.finish()
-    return digest
 
 
 # --- one side's bootstrap ---------------------------------------------------------------------
@@ -521,7 +256,7 @@ def _blocks(length: int, max_blocks: int) -> list[range]:
 
 def _edges(series: ScopeSeries, blocks: list[range], q: float) -> list[int]:
     """The coarse bins that the resampled ``q`` percentile can fall in (plus one below)."""
-    k_first, pooled = _fold(series.pooled)
+    k_first, pooled = fold(series.pooled)
     total = series.pooled.total
     target = max(int(q / 100.0 * total + 0.5), 1)
     k_hat = k_first + bisect_left(pooled, target)

@@ -261,7 +261,7 @@ def decide(run: Run, stage: str, attempt: int = 1) -> dict[str, Any]:
     attempts = _attempts(run, stage, attempt)
     folders = [stage_folder(run, stage, a) for a in range(1, attempt + 1)]
     try:
-        merged = load_merged(folders)
+        merged = load_merged(folders, digest=True)  # the seconds the baseline is compared on
     except (ResultsError, FileNotFoundError, OSError) as exc:
         gate = {
             "stage": stage,
