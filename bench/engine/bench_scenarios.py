@@ -10,8 +10,8 @@ one connection and hold it until asked to stop; a heartbeat every ``heartbeat_in
 ``vu.every``, the VU waiting in ``vu.hold()``), so the engine's cost per connection is what the
 real scenario pays, minus its login and auth message.
 
-compare.py puts this folder on ``PYTHONPATH`` and allows the package (``LOADGATE_SCENARIO_PACKAGES``)
-so the plan's ``exec`` resolves.
+compare.py puts this folder on ``PYTHONPATH`` and allows the package
+(``LOADGATE_SCENARIO_PACKAGES``) so the plan's ``exec`` resolves.
 """
 
 from __future__ import annotations

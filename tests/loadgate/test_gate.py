@@ -233,10 +233,26 @@ def test_still_too_little_evidence_after_the_rerun_stays_inconclusive(
         ({"planned": 20.0, "offered": 16.0, "offered_vs_planned": 0.8}, False),
         ({"planned": 20.0, "offered": 15.0, "offered_vs_planned": 0.75}, True),
         ({"planned": None, "offered": 15.0, "offered_vs_planned": None}, False),
+        # 130 planned requests: 0.75 is within chance (limit 0.8 - 3/√130 = 0.54); 0.5 is not
+        (
+            {"planned": 10.0, "offered": 7.5, "offered_vs_planned": 0.75, "seconds": 13.0},
+            False,
+        ),
+        (
+            {"planned": 20.0, "offered": 10.0, "offered_vs_planned": 0.5, "seconds": 6.5},
+            True,
+        ),
+        # 90,000 planned: the limit is 0.79
+        (
+            {"planned": 20.0, "offered": 15.6, "offered_vs_planned": 0.78, "seconds": 4500.0},
+            True,
+        ),
     ],
 )
 def test_offered_load_short_of_the_plan_is_a_cause_of_invalid(rates, short) -> None:
     cause = gate.short_of_plan({"rates": rates})
     assert (cause is not None) is short
     if short:
-        assert "15.00 requests/s" in cause and "20.00" in cause
+        assert f"{rates['offered']:.2f} requests/s" in cause and "20.00" in cause
+    assert gate.offered_limit(130) == pytest.approx(0.8 - 3 / 130**0.5)
+    assert gate.offered_limit(None) == 0.8
