@@ -39,7 +39,10 @@ if TYPE_CHECKING:
     from loadgate.plan.model import Criterion, Plan
 
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "avg", "min", "max")
-SYSTEM_STATS = ("max", "min", "avg", "last", "p95", "sum")
+# "sustained": the highest level held through ``window`` seconds of consecutive samples (the
+# best of each window's minimum), as an alert with ``for: <window>`` reads it; fewer samples
+# than the window: no data
+SYSTEM_STATS = ("max", "min", "avg", "last", "p95", "sum", "sustained")
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def _measure(crit: Criterion, agg: Aggregate, stat: str) -> tuple[float | None, 
             return _count_value(ws.counts["msgs_out"], agg, stat)
         if metric == "ws_msgs_received":
             return _count_value(ws.counts["msgs_in"], agg, stat)
-    return _system_value(agg.system_values(metric), stat)
+    return _system_value(agg.system_values(metric), stat, window_seconds(crit))  # 1 sample/s
 
 
 def _rate_counts(crit: Criterion, agg: Aggregate) -> tuple[int, int]:
@@ -214,10 +217,16 @@ def _count_value(n: int, agg: Aggregate, stat: str) -> tuple[float, int]:
     return float(n), agg.windows
 
 
-def _system_value(values: Sequence[float], stat: str) -> tuple[float | None, int]:
+def _system_value(
+    values: Sequence[float], stat: str, window: int = 1
+) -> tuple[float | None, int]:
     if not values:
         return None, 0
     n = len(values)
+    if stat == "sustained":
+        if n < window:
+            return None, n
+        return max(min(values[i : i + window]) for i in range(n - window + 1)), n
     if stat == "last":
         return values[-1], n
     if stat == "min":

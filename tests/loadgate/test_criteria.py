@@ -128,6 +128,32 @@ def test_system_metrics_stats_and_unknown() -> None:
     assert down.status == "breach" and down.breached and down.observed is None
 
 
+def test_sustained_reads_a_level_held_through_the_window_as_an_alert_for_does() -> None:
+    """``stat: sustained`` over a 3 s window: one busy second (0.9 among 0.5s) is no warning; three
+    in a row above 80% are; fewer samples than the window: no data, never a breach."""
+    system = {"pool": {"promql": "p"}}
+    crit = {
+        "id": "pool",
+        "level": "investigate",
+        "metric": "pool",
+        "stat": "sustained",
+        "window": 3,
+        "breach": "> 80%",
+    }
+    plan = _plan(crit, system=system)
+
+    def read(*values):
+        recs = [_record(t, sys={"pool": v}) for t, v in enumerate(values, start=1)]
+        return evaluate(plan.criteria, _agg(*recs))[0]
+
+    spike = read(0.5, 0.9, 0.5, 0.5, 0.875, 0.5)
+    assert spike.observed == pytest.approx(0.5) and not spike.breached
+    held = read(0.5, 0.85, 0.9, 0.95, 0.5)
+    assert held.observed == pytest.approx(0.85) and held.breached
+    short = read(0.9, 0.95)
+    assert short.observed is None and not short.breached and short.samples == 2
+
+
 def test_scaled_threshold() -> None:
     plan = _plan(
         {"id": "vus", "level": "acceptance", "metric": "vus", "breach": "< 10000", "scaled": True}
