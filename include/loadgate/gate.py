@@ -332,7 +332,12 @@ def decide(run: Run, stage: str, attempt: int = 1) -> dict[str, Any]:
     unsure = too_little_evidence(run, results) + versus.inconclusive
     if unsure and verdict == Verdict.PASS:
         verdict = Verdict.INCONCLUSIVE
-        again = "re-run once" if attempt < MAX_ATTEMPTS else "after the re-run, still"
+        most = min(MAX_ATTEMPTS, run.config.limits.max_attempts)
+        again = (
+            "re-run once"
+            if attempt < most
+            else ("after the re-run, still" if attempt > 1 else "no re-run (the profile's)")
+        )
         reasons += [f"inconclusive ({again}): {m}" for m in unsure]
     by_second = records_by_second(merged)
     gate = {

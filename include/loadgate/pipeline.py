@@ -522,8 +522,9 @@ def notify_final(run: Run, notifier: Notifier) -> str:
     )
 
 
-# A stage whose gate is inconclusive runs once more and is decided on both attempts' pooled
-# evidence; the second attempt's shards write under the stage's folder, apart from the first.
+# A stage whose gate is inconclusive runs once more (the profile's limits.max_attempts: 2, or 1
+# for never) and is decided on both attempts' pooled evidence; the second attempt's shards write
+# under the stage's folder, apart from the first. The DAG holds one re-run.
 MAX_ATTEMPTS = 2
 
 
@@ -554,8 +555,9 @@ def attempt_skip_reason(run: Run, stage: str, attempt: int) -> str | None:
     inconclusive gate of the attempt before it calls for one."""
     if attempt == 1:
         return stage_skip_reason(run, stage)
-    if attempt > MAX_ATTEMPTS:
-        return f"stage {stage} runs at most {MAX_ATTEMPTS} times"
+    most = min(MAX_ATTEMPTS, run.config.limits.max_attempts)
+    if attempt > most:
+        return f"stage {stage} runs at most {most} time{'s' if most > 1 else ''} (the profile's)"
     reason = stage_skip_reason(run, stage)
     if reason:
         return reason

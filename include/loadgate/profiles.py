@@ -67,6 +67,12 @@ class Limits(BaseModel):
         MAX_STAGE_S, gt=0, le=MAX_STAGE_S, description="a stage's length, time-scaled"
     )
     max_rate: float = Field(50_000.0, gt=0, description="an arrival rate per second, scaled")
+    max_attempts: int = Field(
+        2, ge=1, le=2, description="runs of a stage: 2 re-runs an inconclusive one once, 1 never"
+    )
+    invalid_fails_run: bool = Field(
+        True, description="an invalid stage (the test cannot vouch for it) fails the DAG run"
+    )
 
 
 class Profile(BaseModel):

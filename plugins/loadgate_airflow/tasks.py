@@ -22,6 +22,7 @@ from loadgate.notify import Notifier, task_failed_message
 from loadgate.profiles import ProfileError
 from loadgate.runconfig import RunConfig, RunConfigError, resolve_trigger
 from loadgate.storage import is_remote
+from loadgate.verdicts import Verdict
 from loadgate_airflow import settings
 
 log = logging.getLogger("loadgate")
@@ -282,7 +283,11 @@ def finalize(run_record: dict[str, Any] | None) -> str:
     test cannot vouch for its numbers (``Verdict.fails_run``)."""
     if run_record is None:
         raise AirflowFailException("the run was never prepared: no release was gated")
-    verdict, reasons = pipeline.run_verdict(pipeline.Run(run_record))
+    run = pipeline.Run(run_record)
+    verdict, reasons = pipeline.run_verdict(run)
+    if verdict == Verdict.INVALID and not run.config.limits.invalid_fails_run:
+        log.warning("release verdict: invalid, which the profile lets pass: %s", reasons[:5])
+        return str(verdict)
     if verdict.fails_run:
         raise AirflowFailException(f"release verdict: {verdict}: " + "; ".join(reasons[:5]))
     return str(verdict)

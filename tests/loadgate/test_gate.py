@@ -195,6 +195,12 @@ def test_too_little_evidence_reruns_the_stage_and_decides_on_both_attempts(
     assert first["verdict"] == Verdict.INCONCLUSIVE, first["reasons"]
     assert "errors has 60 samples" in " ".join(first["reasons"])
     assert pipeline.attempt_skip_reason(run, "api", 2) is None  # the re-run is due
+    # a profile that never re-runs: the same gate says so, and the re-run is skipped
+    once = pipeline.Run(run.record)
+    once.config = once.config.model_copy(
+        update={"limits": once.config.limits.model_copy(update={"max_attempts": 1})}
+    )
+    assert "runs at most 1 time (the profile's)" in pipeline.attempt_skip_reason(once, "api", 2)
     outcome = run_stage_local(run, "api", lambda line: None, attempt=2)
     assert outcome["attempt"] == 2 and not outcome["errors"]
     second = gate.decide(run, "api", attempt=2)

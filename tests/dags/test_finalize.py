@@ -1,0 +1,62 @@
+"""The DAG run's end: ``finalize`` fails it for the verdicts a deploy pipeline must not take as a
+pass, and the profile decides whether an invalid stage is one of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadgate import pipeline
+from loadgate.profiles import load_profiles
+from loadgate.runconfig import resolve_trigger
+
+airflow = pytest.importorskip("airflow")
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+
+
+def _record(tmp_path, verdict: str, *, invalid_fails_run: bool = True) -> dict:
+    profiles = load_profiles(
+        {
+            "t": {
+                "artifacts_root": str(tmp_path / "artifacts"),
+                "default_target": "http://127.0.0.1:9",
+                "limits": {"invalid_fails_run": invalid_fails_run},
+            }
+        }
+    )
+    config = resolve_trigger(
+        {"profile": "t", "stages": ["api"], "scale": 0.001, "time_scale": 0.01},
+        profiles=profiles,
+    )
+    record = pipeline.prepare(config, "r1")
+    run = pipeline.Run(record)
+    run.artifacts.write_json("checklist.json", [])
+    run.artifacts.write_json("gates/api.json", {"verdict": verdict, "reasons": ["why"]})
+    return record
+
+
+@pytest.mark.parametrize(
+    ("verdict", "invalid_fails_run", "fails"),
+    [
+        ("pass", True, False),
+        ("investigate", True, False),
+        ("rollback", True, True),
+        ("error", False, True),
+        ("invalid", True, True),
+        ("invalid", False, False),  # the profile lets an invalid stage pass
+    ],
+)
+def test_finalize_fails_the_run_as_the_verdict_and_profile_say(
+    tmp_path, monkeypatch, verdict, invalid_fails_run, fails
+) -> None:
+    monkeypatch.syspath_prepend(str(PLUGINS))  # as Airflow puts its plugins folder
+    from airflow.sdk.exceptions import AirflowFailException
+    from loadgate_airflow import tasks
+
+    record = _record(tmp_path, verdict, invalid_fails_run=invalid_fails_run)
+    if fails:
+        with pytest.raises(AirflowFailException, match=f"release verdict: {verdict}"):
+            tasks.finalize.function(record)
+    else:
+        assert tasks.finalize.function(record) == verdict
