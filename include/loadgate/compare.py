@@ -40,6 +40,9 @@ default +30%, the plan's ``relative_to: baseline`` criteria; error rate: absolut
 - ``regression``: the interval's lower bound is above the threshold;
 - ``no_regression``: its upper bound is below the threshold;
 - ``inconclusive``: the interval straddles the threshold;
+- a latency change smaller than ``min_change_ms`` (5 ms; for the spread, of its p99) is no
+  regression whatever its ratio: a p50 of 1.5 ms becoming 5 ms on a machine busy with other
+  work is +223% and nothing a user notices;
 - ``insufficient``: either side has fewer samples than the metric needs (error rate and p50:
   ``min_samples``, 100; a percentile: at least ``beyond`` (15) samples beyond it, so p95 300
   and p99 and the tail ratio 1,500) or fewer seconds with samples than ``min_seconds`` (10).
@@ -136,6 +139,12 @@ class CompareSettings(BaseModel):
     )
     metrics: tuple[Metric, ...] = tuple(Metric)
     by_name: bool = True
+    min_change_ms: float = Field(
+        5.0,
+        ge=0,
+        description="a latency change smaller than this (ms; for the spread: of its p99) is "
+        "no regression, whatever its relative size",
+    )
     min_runs: int = Field(
         4, ge=3, description="earlier passing runs needed to estimate the spread between runs"
     )
@@ -176,6 +185,7 @@ class Comparison(BaseModel):
     method: str
     baseline_label: str | None = None
     note: str | None = None
+    material: bool = True  # latency: the change is at least min_change_ms
     between_runs: int = 0  # earlier passing runs that estimated the spread between runs
     between_sd: float | None = None  # that spread (log scale for relative changes)
     widened: bool = False  # the spread between runs, not this pair's noise, set the interval
@@ -411,9 +421,13 @@ def _interval(values: list[float], confidence: float) -> tuple[float | None, flo
     return at(alpha), at(1.0 - alpha)
 
 
-def _outcome(low: float | None, high: float | None, threshold: float) -> Outcome:
+def _outcome(
+    low: float | None, high: float | None, threshold: float, material: bool = True
+) -> Outcome:
     if low is None or high is None:
         return Outcome.INSUFFICIENT
+    if not material:  # too small in absolute terms to matter, whatever the ratio
+        return Outcome.NO_REGRESSION
     if low > threshold:
         return Outcome.REGRESSION
     if high < threshold:
@@ -523,6 +537,7 @@ def compare(
             "resamples": b,
             "baseline_label": baseline_label,
         }
+        moved_ms = math.inf  # an error rate's change is judged by its threshold alone
         if is_rate:
             b_val = sum(b_series.failed) / b_n
             c_val = sum(c_series.failed) / c_n
@@ -539,6 +554,7 @@ def compare(
                 bp = b_series.pooled.percentiles_us([50, 99])
                 cp = c_series.pooled.percentiles_us([50, 99])
                 b_val, c_val = bp[99] / max(bp[50], 1), cp[99] / max(cp[50], 1)
+                moved_ms = _ms(cp[99] - bp[99])
                 b_boot = [
                     x / y for x, y in zip(base_q[(key, 99.0)], base_q[(key, 50.0)], strict=True)
                 ]
@@ -550,6 +566,7 @@ def compare(
                 q = QUANTILES[metric]
                 b_val = _ms(b_series.pooled.percentiles_us([q])[q])
                 c_val = _ms(c_series.pooled.percentiles_us([q])[q])
+                moved_ms = c_val - b_val
                 b_boot, c_boot = base_q[(key, q)], cur_q[(key, q)]
                 threshold, unit = settings.latency_threshold, "ms"
             change = c_val / b_val - 1.0 if b_val else math.nan
@@ -581,11 +598,18 @@ def compare(
         note = None
         if not is_rate and clamp_share > 0.01:
             note = f"{clamp_share:.1%} of resampled percentiles fell outside the kept bins"
+        material = moved_ms >= settings.min_change_ms
+        if not material:
+            note = (
+                f"{moved_ms:+.1f} ms: under the {settings.min_change_ms:g} ms a regression "
+                "needs" + (f"; {note}" if note else "")
+            )
         out.append(
             Comparison(
                 **common,
                 unit=unit,
-                outcome=_outcome(low, high, threshold),
+                outcome=_outcome(low, high, threshold, material),
+                material=material,
                 baseline_value=round(b_val, 6),
                 current_value=round(c_val, 6),
                 change=None if math.isnan(change) else round(change, 6),
@@ -678,7 +702,7 @@ def between_runs(
         update={
             "ci_low": round(back(low), 6),
             "ci_high": round(back(high), 6),
-            "outcome": _outcome(back(low), back(high), comp.threshold),
+            "outcome": _outcome(back(low), back(high), comp.threshold, comp.material),
             "between_runs": len(values),
             "between_sd": round(sd, 6),
             "widened": widened,

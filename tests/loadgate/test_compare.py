@@ -44,6 +44,7 @@ def side(
     errors: dict[str, float] | None = None,
     tail: dict[str, float] | None = None,
     t0: int = 1_000,
+    mu: float = MU,
 ) -> list[dict]:
     """One run's window records (one record a second, as one shard writes them)."""
     records = []
@@ -55,7 +56,7 @@ def side(
             error = (errors or {}).get(name, 0.005)
             stretch = (tail or {}).get(name)
             for _ in range(rps):
-                x = lognorm(MU, SIGMA) * factor
+                x = lognorm(mu, SIGMA) * factor
                 if stretch and x > Q97:
                     x *= stretch
                 bad = uniform() < error
@@ -256,3 +257,21 @@ def test_spread_needs_enough_earlier_runs_and_is_described() -> None:
     # Student's t against the table (df 3, 4, 6, 9 at 97.5%)
     for df, exact in ((3, 3.182), (4, 2.776), (6, 2.447), (9, 2.262)):
         assert abs(t_quantile(0.975, df) - exact) < 0.01 * exact
+
+
+def test_a_few_milliseconds_are_no_regression_whatever_the_ratio() -> None:
+    """A service answering in ~1.5 ms, then ~3.5 ms slower (its machine busy with other work):
+    +230% with an interval far above +30%, yet under the 5 ms a regression needs; 8 ms slower
+    on a 20 ms service (+40%) still is one."""
+    rng = random.Random(21)
+    fast, all_names = math.log(0.0015), dict.fromkeys(("/a", "/b", "/c", "/d"), 3.3)
+    base = side(rng, t0=5_000, mu=fast)
+    got = by_key(compare(side(rng, slower=all_names, mu=fast), base, FAST))
+    p50 = got[("all", Metric.P50)]
+    assert p50.change > 1.5 and p50.ci_low > 0.3  # the ratio alone would be a regression
+    assert p50.outcome is Outcome.NO_REGRESSION and not p50.material
+    assert "under the 5 ms a regression needs" in (p50.note or "")
+    base = side(rng, t0=5_000, mu=math.log(0.020))
+    slower = side(rng, slower={"/a": 1.4}, mu=math.log(0.020))
+    a50 = by_key(compare(slower, base, FAST))[("GET /a", Metric.P50)]
+    assert a50.material and a50.outcome is Outcome.REGRESSION
