@@ -134,7 +134,7 @@ def _stage(run: pipeline.Run, stage: str, attempt: int, during) -> dict[str, Any
     outcome = run_stage_local(run, stage, lambda line: None, attempt=attempt)
     if thread is not None:
         thread.join(timeout=30)
-    decided = gate.decide(run, stage, attempt=attempt)
+    decided = gate.decide(run, stage, attempt=attempt).model_dump(mode="json")
     decided["_outcome"] = outcome
     return decided
 

@@ -28,7 +28,6 @@ evidence for the verdict:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -51,6 +50,7 @@ from loadgate.criteria import CriterionResult
 from loadgate.engine.merge import MergedStage
 from loadgate.pipeline import Run, history_key
 from loadgate.plan.model import Criterion
+from loadgate.records import BaselineComparison, BaselineRecord
 from loadgate.storage import as_path
 
 
@@ -77,19 +77,21 @@ class BaselineReading:
             return None
         return self.baseline.release or self.baseline.run_id
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.baseline.run_id if self.baseline else None,
-            "release": self.baseline.release if self.baseline else None,
-            "comparisons": [
-                c.model_dump(mode="json") | {"text": c.describe()} for c in self.comparisons
+    def record(self) -> BaselineRecord:
+        """As the gate's record holds it (``baseline``)."""
+        return BaselineRecord(
+            run_id=self.baseline.run_id if self.baseline else None,
+            release=self.baseline.release if self.baseline else None,
+            comparisons=[
+                BaselineComparison.model_validate(c.model_dump() | {"text": c.describe()})
+                for c in self.comparisons
             ],
-            "findings": self.findings,
-            "inconclusive": self.inconclusive,
-            "thin_baseline": self.thin_baseline,
-            "noisy": self.noisy,
-            "figures": self.figures,
-        }
+            findings=self.findings,
+            inconclusive=self.inconclusive,
+            thin_baseline=self.thin_baseline,
+            noisy=self.noisy,
+            figures=self.figures,
+        )
 
 
 def _source_and_scope(crit: Criterion) -> tuple[str, str]:

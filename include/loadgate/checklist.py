@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import requests
 
@@ -21,10 +21,11 @@ from loadgate import probe
 from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
 from loadgate.metrics.scrape import parse_exposition
 from loadgate.plan.model import ScrapeSpec
+from loadgate.records import ChecklistItem, CheckStatus
 from loadgate.rollback import RollbackConfig, RollbackError
 from loadgate.rollback import validate as validate_rollback
 
-Status = Literal["pass", "warn", "fail"]
+Status = CheckStatus
 
 
 @dataclass
@@ -34,8 +35,11 @@ class Check:
     evidence: str
     required: bool = True
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def record(self) -> ChecklistItem:
+        """As ``checklist.json`` holds it."""
+        return ChecklistItem(
+            item=self.item, status=self.status, evidence=self.evidence, required=self.required
+        )
 
 
 MAX_METRICS_BODY = 32 * 1024 * 1024  # a large service's /metrics is a few MB

@@ -31,6 +31,17 @@ from loadgate.engine.results import ResultsError
 from loadgate.engine.summary import SATURATED_MESSAGE, summarize
 from loadgate.pipeline import MAX_ATTEMPTS, Run, stage_folder
 from loadgate.plan.shard import scale_count
+from loadgate.records import (
+    AbortRecord,
+    AttemptRecord,
+    CriterionRecord,
+    LoadLevel,
+    Series,
+    StageGate,
+    StageSummary,
+    SystemFigure,
+    TargetHealth,
+)
 from loadgate.rollback import wait_healthy
 from loadgate.verdicts import Verdict
 
@@ -181,26 +192,26 @@ def _active_vus(records: list[dict[str, Any]]) -> int:
     return sum(slot[0] for r in records for slot in (r.get("vus") or {}).values())
 
 
-def series(merged: MergedStage, by_second: dict[int, list[dict[str, Any]]]) -> dict[str, list]:
+def series(merged: MergedStage, by_second: dict[int, list[dict[str, Any]]]) -> Series:
     """Per-second requests, p95, errors and VUs of the merged stage, for the report's charts."""
     start = merged.started_at or (min(by_second) if by_second else 0)
-    out: dict[str, list] = {"t": [], "rps": [], "p95_ms": [], "errors": [], "vus": []}
+    out = Series(t=[], rps=[], p95_ms=[], errors=[], vus=[])
     for t, records in by_second.items():
         fig = Aggregate().add_records(records).http_figures()
         p95 = fig.latency.percentiles_us([95])[95] / 1000.0 if fig.requests else None
-        out["t"].append(round(t + 1 - start, 3))
-        out["rps"].append(fig.requests)
-        out["errors"].append(fig.failed)
-        out["p95_ms"].append(None if p95 is None else round(p95, 3))
-        out["vus"].append(_active_vus(records))
+        out.t.append(round(t + 1 - start, 3))
+        out.rps.append(fig.requests)
+        out.errors.append(fig.failed)
+        out.p95_ms.append(None if p95 is None else round(p95, 3))
+        out.vus.append(_active_vus(records))
     return out
 
 
 def load_levels(
     run: Run, stage: str, by_second: dict[int, list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
+) -> list[LoadLevel]:
     """The seed's 'performance under load' rows, over the seconds spent near each level."""
-    rows: list[dict[str, Any]] = []
+    rows: list[LoadLevel] = []
     if not any(s.executor == "ramping-vus" for s in run.plan.stages[stage].scenarios.values()):
         return rows  # load levels are points on a ramp
     for level in run.plan.load_levels:
@@ -214,17 +225,17 @@ def load_levels(
             continue
         cpu, mem = near.system_values(CPU), near.system_values(MEMORY)
         rows.append(
-            {
-                "level": level.name,
-                "users": users,
-                "seconds": len({t for t in near.vus_t}),
-                "p95_ms": round(fig.latency.percentiles_us([95])[95] / 1000.0, 3),
-                "error_rate": round(fig.error_rate, 6),
-                "cpu": round(sum(cpu) / len(cpu), 4) if cpu else None,
-                "memory": round(sum(mem) / len(mem), 4) if mem else None,
-                "expected_p95_ms": level.expected_p95_ms,
-                "limit_p95_ms": level.limit_p95_ms,
-            }
+            LoadLevel(
+                level=level.name,
+                users=users,
+                seconds=len({t for t in near.vus_t}),
+                p95_ms=round(fig.latency.percentiles_us([95])[95] / 1000.0, 3),
+                error_rate=round(fig.error_rate, 6),
+                cpu=round(sum(cpu) / len(cpu), 4) if cpu else None,
+                memory=round(sum(mem) / len(mem), 4) if mem else None,
+                expected_p95_ms=level.expected_p95_ms,
+                limit_p95_ms=level.limit_p95_ms,
+            )
         )
     return rows
 
@@ -249,26 +260,27 @@ def expected_figures(run: Run, stage: str) -> dict[str, str]:
     return out
 
 
-def _attempts(run: Run, stage: str, attempt: int) -> list[dict[str, Any]]:
-    """The decisions of the attempts before ``attempt``, the first kept as it was decided."""
-    if attempt == 1:
+def _attempts(run: Run, stage: str, attempt: int) -> list[AttemptRecord]:
+    """The decisions of the attempts before ``attempt``, the first kept as it was decided
+    (none when no earlier attempt was gated)."""
+    earlier = run.gate(stage) if attempt > 1 else None
+    if earlier is None:
         return []
-    earlier = run.gate(stage) or {}
-    history = list(earlier.get("attempts") or [])
-    if not history:  # the first attempt's own decision: keep its file, list its outcome
-        run.artifacts.write_json(f"gates/{stage}.attempt-1.json", earlier)
-        history.append(
-            {
-                "attempt": 1,
-                "verdict": earlier.get("verdict"),
-                "reasons": earlier.get("reasons", []),
-                "requests": (earlier.get("summary") or {}).get("requests"),
-            }
+    if earlier.attempts:
+        return list(earlier.attempts)
+    # the first attempt's own decision: keep its file, list its outcome
+    run.artifacts.write_json(f"gates/{stage}.attempt-1.json", earlier.model_dump(mode="json"))
+    return [
+        AttemptRecord(
+            attempt=1,
+            verdict=earlier.verdict,
+            reasons=earlier.reasons,
+            requests=earlier.summary.requests if earlier.summary else None,
         )
-    return history
+    ]
 
 
-def decide(run: Run, stage: str, attempt: int = 1) -> dict[str, Any]:
+def decide(run: Run, stage: str, attempt: int = 1) -> StageGate:
     """Read the stage's shard results and write ``gates/<stage>.json``; returns it.
 
     ``attempt`` 2 decides on the pooled evidence of both attempts (the first was
@@ -279,16 +291,16 @@ def decide(run: Run, stage: str, attempt: int = 1) -> dict[str, Any]:
     try:
         merged = load_merged(folders, digest=True)  # the seconds the baseline is compared on
     except (ResultsError, FileNotFoundError, OSError) as exc:
-        gate = {
-            "stage": stage,
-            "attempt": attempt,
-            "attempts": attempts,
-            "verdict": Verdict.ERROR,
-            "reasons": [f"no results: {exc}"],
-            "criteria": [],
-            "summary": None,
-        }
-        run.artifacts.write_json(f"gates/{stage}.json", gate)
+        gate = StageGate(
+            stage=stage,
+            attempt=attempt,
+            attempts=attempts,
+            verdict=Verdict.ERROR,
+            reasons=[f"no results: {exc}"],
+            criteria=[],
+            summary=None,
+        )
+        run.artifacts.write_json(f"gates/{stage}.json", gate.model_dump(mode="json"))
         run.timeline(f"gate {stage}: error (no results)")
         return gate
     summary = summarize(merged)
@@ -340,44 +352,40 @@ def decide(run: Run, stage: str, attempt: int = 1) -> dict[str, Any]:
         )
         reasons += [f"inconclusive ({again}): {m}" for m in unsure]
     by_second = records_by_second(merged)
-    gate = {
-        "stage": stage,
-        "attempt": attempt,
-        "attempts": [
-            *attempts,
-            {
-                "attempt": attempt,
-                "verdict": verdict,
-                "reasons": reasons,
-                "requests": summary["requests"],
-            },
-        ]
-        if attempts
-        else [],
-        "verdict": verdict,
-        "reasons": reasons,
-        "aborted": merged.aborted,
-        "events": events,
-        "invalid": invalid,
-        "target_after": after,
-        "summary": summary,
-        "criteria": [r.to_dict() | {"unit": unit_of(r, r.id in relative)} for r in results],
-        "series": series(merged, by_second),
-        "load_levels": load_levels(run, stage, by_second),
-        "system": {
-            name: {
-                "max": v["max"],
-                "last": v["last"],
-                "avg": round(sum(vals) / len(vals), 6),
-                "unit": _system_unit(run, name),
-            }
+    this = AttemptRecord(
+        attempt=attempt, verdict=verdict, reasons=reasons, requests=summary["requests"]
+    )
+    gate = StageGate(
+        stage=stage,
+        attempt=attempt,
+        attempts=[*attempts, this] if attempts else [],
+        verdict=verdict,
+        reasons=reasons,
+        aborted=None if merged.aborted is None else AbortRecord.model_validate(merged.aborted),
+        events=events,
+        invalid=invalid,
+        target_after=TargetHealth.model_validate(after),
+        summary=StageSummary.model_validate(summary),
+        criteria=[
+            CriterionRecord.model_validate(r.to_dict() | {"unit": unit_of(r, r.id in relative)})
+            for r in results
+        ],
+        series=series(merged, by_second),
+        load_levels=load_levels(run, stage, by_second),
+        system={
+            name: SystemFigure(
+                max=v["max"],
+                last=v["last"],
+                avg=round(sum(vals) / len(vals), 6),
+                unit=_system_unit(run, name),
+            )
             for name, v in summary["system"].items()
             if (vals := merged.aggregate.system_values(name))
         },
-        "expected": expected_figures(run, stage),
-        "baseline_run": versus.baseline.run_id if versus.baseline else None,
-        "baseline": versus.as_dict(),
-    }
-    run.artifacts.write_json(f"gates/{stage}.json", gate)
+        expected=expected_figures(run, stage),
+        baseline_run=versus.baseline.run_id if versus.baseline else None,
+        baseline=versus.record(),
+    )
+    run.artifacts.write_json(f"gates/{stage}.json", gate.model_dump(mode="json"))
     run.timeline(f"gate {stage}: {verdict}" + (f" (attempt {attempt})" if attempt > 1 else ""))
     return gate

@@ -11,6 +11,9 @@ any step can be rerun alone (a cleared task) and the run root is the one source 
     rollback.json          the rollback outcome, when one ran
     logs/…                 generator and target logs
     report.{md,html,json}, junit.xml, notifications.jsonl
+
+The JSON records are typed (:mod:`loadgate.records`): a step builds its record's model and
+writes its JSON, and reads the others' through their models.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ from loadgate.notify import Notifier, final_message, gate_message, start_message
 from loadgate.plan import Plan, load_plan
 from loadgate.plan.profile import stage_profiles
 from loadgate.plan.shard import Shard
+from loadgate.records import (
+    NOT_RUN,
+    Checklist,
+    PlannedLoad,
+    RollbackOutcome,
+    RunRecord,
+    StageGate,
+)
 from loadgate.report import build_report
 from loadgate.rollback import execute as execute_rollback
 from loadgate.runconfig import RunConfig
@@ -53,10 +64,11 @@ def now() -> str:
 class Run:
     """One gate run: its resolved config, plan and run root."""
 
-    def __init__(self, record: Mapping[str, Any]) -> None:
-        self.record = dict(record)
-        self.config = RunConfig.model_validate(record["config"])
-        self.run_id: str = record["run_id"]
+    def __init__(self, record: RunRecord | Mapping[str, Any]) -> None:
+        """``record``: the run's :class:`RunRecord`, or its JSON (``run.json``, XCom)."""
+        self.record = record if isinstance(record, RunRecord) else RunRecord.model_validate(record)
+        self.config = self.record.config.model_copy(deep=True)
+        self.run_id = self.record.run_id
         self.artifacts = RunArtifacts(self.config.artifacts_root, self.run_id)
         self._plan: Plan | None = None
 
@@ -80,8 +92,17 @@ class Run:
     def timeline(self, event: str) -> None:
         self.artifacts.append_jsonl("timeline.jsonl", {"at": now(), "event": event})
 
-    def gate(self, stage: str) -> dict[str, Any] | None:
-        return self.artifacts.read_json(f"gates/{stage}.json")
+    def gate(self, stage: str) -> StageGate | None:
+        found = self.artifacts.read_json(f"gates/{stage}.json")
+        return None if found is None else StageGate.model_validate(found)
+
+    def checklist(self) -> Checklist | None:
+        found = self.artifacts.read_json("checklist.json")
+        return None if found is None else Checklist.model_validate(found)
+
+    def rollback_outcome(self) -> RollbackOutcome | None:
+        found = self.artifacts.read_json("rollback.json")
+        return None if found is None else RollbackOutcome.model_validate(found)
 
     def users_file(self) -> UPath:
         """The seeded users (credentials): a 0600 file, or an object of an s3:// run root."""
@@ -94,8 +115,9 @@ def title_of(plan: Plan) -> str:
     return f"{first or plan.name}: Load Test Report"
 
 
-def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
-    """Validate the plan against the run and write ``run.json``; returns the XCom-safe record."""
+def prepare(config: RunConfig, run_id: str) -> RunRecord:
+    """Validate the plan against the run and write ``run.json``; returns its record (XCom-safe
+    as JSON)."""
     plan = load_plan(config.plan_path())
     missing = [s for s in config.stages if s not in plan.stages]
     if missing:
@@ -104,22 +126,23 @@ def prepare(config: RunConfig, run_id: str) -> dict[str, Any]:
             f"(its stages: {', '.join(plan.stages)})"
         )
     check_scenarios(plan)
-    record = {
-        "run_id": run_id,
-        "config": config.model_dump(mode="json"),
-        "plan_name": plan.name,
-        "title": title_of(plan),
-        "prepared_at": now(),
-    }
+    record = RunRecord(
+        run_id=run_id,
+        # as run.json and XCom hold it: a webhook rollback as scheme://host only
+        config=RunConfig.model_validate(config.model_dump(mode="json")),
+        plan_name=plan.name,
+        title=title_of(plan),
+        prepared_at=now(),
+    )
     run = Run(record)
     check_shards(config, run)  # before planning shard by shard
     load = planned_load(run)
     check_limits(config, load, run)  # before anything is written
     run.artifacts.ensure()
     run.artifacts.write_bytes(PLAN_COPY, config.plan_path().read_bytes())
-    record["run_root"] = str(run.artifacts.root)
-    record["load"] = load
-    run.artifacts.write_json("run.json", record)
+    record.run_root = str(run.artifacts.root)
+    record.load = load
+    run.artifacts.write_json("run.json", record.model_dump(mode="json"))
     run.timeline(f"run prepared: release {config.release or '—'} on {config.target_url}")
     return record
 
@@ -147,14 +170,14 @@ def check_shards(config: RunConfig, run: Run) -> None:
         )
 
 
-def check_limits(config: RunConfig, load: list[dict[str, Any]], run: Run) -> None:
+def check_limits(config: RunConfig, load: list[PlannedLoad], run: Run) -> None:
     """The load the plan implies at this scale and time scale within the profile's caps."""
     limits = config.limits
     problems = []
     for stage in config.stages:
-        rows = [r for r in load if r["stage"] == stage]
-        peak = sum({r["scenario"]: r["peak_total"] for r in rows}.values())
-        length = max((r["start_s"] + r["duration_s"] for r in rows), default=0.0)
+        rows = [r for r in load if r.stage == stage]
+        peak = sum({r.scenario: r.peak_total for r in rows}.values())
+        length = max((r.start_s + r.duration_s for r in rows), default=0.0)
         if peak > limits.max_vus:
             problems.append(f"{stage}: {peak:,} users, above the limit of {limits.max_vus:,}")
         if not length <= limits.max_stage_s:
@@ -174,7 +197,7 @@ def check_limits(config: RunConfig, load: list[dict[str, Any]], run: Run) -> Non
         )
 
 
-def planned_load(run: Run) -> list[dict[str, Any]]:
+def planned_load(run: Run) -> list[PlannedLoad]:
     """Who gets how much load: every scenario of every chosen stage, shard by shard."""
     rows = []
     for stage in run.config.stages:
@@ -189,16 +212,16 @@ def planned_load(run: Run) -> list[dict[str, Any]]:
             for name, profile in profiles.items():
                 d = profile.describe()
                 rows.append(
-                    {
-                        "stage": stage,
-                        "scenario": name,
-                        "shard": f"{i}/{n}",
-                        "executor": d["executor"],
-                        "peak_vus": d["peak_this_shard"],
-                        "peak_total": d["peak_total"],
-                        "start_s": d["start_s"],
-                        "duration_s": d["duration_s"],
-                    }
+                    PlannedLoad(
+                        stage=stage,
+                        scenario=name,
+                        shard=f"{i}/{n}",
+                        executor=d["executor"],
+                        peak_vus=d["peak_this_shard"],
+                        peak_total=d["peak_total"],
+                        start_s=d["start_s"],
+                        duration_s=d["duration_s"],
+                    )
                 )
     return rows
 
@@ -245,7 +268,7 @@ def run_checklist(
                     start_message(
                         release=run.config.release or "—",
                         target=target,
-                        plan=run.record["plan_name"],
+                        plan=run.record.plan_name or run.config.plan,
                         stages=run.config.stages,
                         scale=run.config.scale,
                         run_id=run.run_id,
@@ -254,7 +277,8 @@ def run_checklist(
                 )
             )
         )
-    run.artifacts.write_json("checklist.json", [c.as_dict() for c in checks])
+    record = Checklist([c.record() for c in checks])
+    run.artifacts.write_json("checklist.json", record.model_dump(mode="json"))
     failed = cl.failed_required(checks)
     run.timeline(
         "checklist: " + ("passed" if not failed else "failed: " + ", ".join(c.item for c in failed))
@@ -269,11 +293,7 @@ def seed_count(run: Run) -> int:
     """One user per VU at the stages' peak, as the seed registers 10,000 for 10,000 VUs."""
     peak = max(
         (
-            sum(
-                r["peak_total"]
-                for r in run.record["load"]
-                if r["stage"] == s and r["shard"].startswith("0/")
-            )
+            sum(r.peak_total for r in run.record.load if r.stage == s and r.shard.startswith("0/"))
             for s in run.config.stages
         ),
         default=1,
@@ -309,27 +329,26 @@ def stage_skip_reason(run: Run, stage: str) -> str | None:
         return f"stage {stage} was not chosen for this run"
     if run.config.dry_run:
         return f"dry run: stage {stage} sends no load"
-    checks = run.artifacts.read_json("checklist.json")
+    checks = run.checklist()
     if checks is None:
         return "the pre-test checklist has not run: no load is sent"
-    if any(c["required"] and c["status"] == "fail" for c in checks):
+    if checks.failed_required():
         return "the pre-test checklist failed: no load is sent"
     if run.artifacts.read_json("seeding.json") is None:
         return "the test users were not seeded: no load is sent"
     for earlier in run.config.stages[: run.config.stages.index(stage)]:
-        verdict = (run.gate(earlier) or {}).get("verdict")
-        if verdict and Verdict(verdict).stops_later_stages:
-            return f"the {earlier} gate decided {verdict}: stage {stage} is not run"
+        gate = run.gate(earlier)
+        if gate and gate.verdict.stops_later_stages:
+            return f"the {earlier} gate decided {gate.verdict}: stage {stage} is not run"
     return None
 
 
 def run_verdict(run: Run) -> tuple[Verdict, list[str]]:
     """The run's verdict: the worst gate verdict (an engine error is not the release's fault,
     but nor is it a pass)."""
-    checks = run.artifacts.read_json("checklist.json", [])
-    failed = [c for c in checks if c["required"] and c["status"] == "fail"]
+    failed = (run.checklist() or Checklist([])).failed_required()
     if failed:
-        return Verdict.ERROR, [f"checklist: {c['item']}: {c['evidence']}" for c in failed]
+        return Verdict.ERROR, [f"checklist: {c.item}: {c.evidence}" for c in failed]
     if run.config.dry_run:
         return Verdict.DRY_RUN, ["dry run: no load was sent"]
     verdicts: list[Verdict] = []
@@ -339,22 +358,24 @@ def run_verdict(run: Run) -> tuple[Verdict, list[str]]:
         if gate is None:
             if any(v.stops_later_stages for v in verdicts):
                 continue  # skipped after an earlier gate's decision
-            gate = {"verdict": Verdict.ERROR, "reasons": ["the stage was not gated"]}
-        verdicts.append(Verdict(gate["verdict"]))
-        reasons += [f"{stage}: {r}" for r in gate.get("reasons", [])]
+            verdicts.append(Verdict.ERROR)
+            reasons.append(f"{stage}: the stage was not gated")
+            continue
+        verdicts.append(gate.verdict)
+        reasons += [f"{stage}: {r}" for r in gate.reasons]
     return worst(verdicts), reasons
 
 
-def rollback(run: Run, *, secret: str | None, apps_api: Any = None) -> dict[str, Any] | None:
+def rollback(run: Run, *, secret: str | None, apps_api: Any = None) -> RollbackOutcome | None:
     verdict, reasons = run_verdict(run)
     if verdict != Verdict.ROLLBACK:
         return None
-    previous = run.artifacts.read_json("rollback.json")
-    if previous and previous.get("outcome", "").startswith("rolled back"):
-        log.info("rollback already done in this run: %s", previous["outcome"])
+    previous = run.rollback_outcome()
+    if previous and previous.outcome.startswith("rolled back"):
+        log.info("rollback already done in this run: %s", previous.outcome)
         return previous
     run.timeline(f"rollback started ({run.config.rollback.type})")
-    outcome = execute_rollback(
+    executed = execute_rollback(
         run.config.rollback,
         target_url=run.config.target_url,
         release=run.config.release,
@@ -363,9 +384,9 @@ def rollback(run: Run, *, secret: str | None, apps_api: Any = None) -> dict[str,
         secret=secret,
         apps_api=apps_api,
     )
-    outcome["at"] = now()
-    run.artifacts.write_json("rollback.json", outcome)
-    run.timeline(f"rollback: {outcome['outcome']}")
+    outcome = RollbackOutcome.model_validate({**executed, "at": now()})
+    run.artifacts.write_json("rollback.json", outcome.model_dump(mode="json"))
+    run.timeline(f"rollback: {outcome.outcome}")
     return outcome
 
 
@@ -407,14 +428,18 @@ def collect_logs(run: Run) -> dict[str, Any]:
 
 def report_record(run: Run) -> dict[str, Any]:
     verdict, reasons = run_verdict(run)
-    stages = {}
+    stages: dict[str, dict[str, Any]] = {}
     for stage in run.config.stages:
-        stages[stage] = run.gate(stage) or {"verdict": "not run", "reasons": []}
+        gate = run.gate(stage)
+        stages[stage] = (
+            gate.model_dump(mode="json") if gate else {"verdict": NOT_RUN, "reasons": []}
+        )
+    checklist, rollback_outcome = run.checklist(), run.rollback_outcome()
     return {
-        "title": run.record.get("title"),
+        "title": run.record.title,
         "release": run.config.release,
         "target": run.config.target_url,
-        "plan": run.record.get("plan_name"),
+        "plan": run.record.plan_name,
         "scale": run.config.scale,
         "time_scale": run.config.time_scale,
         "run_id": run.run_id,
@@ -422,11 +447,13 @@ def report_record(run: Run) -> dict[str, Any]:
         "ended_at": now(),
         "verdict": str(verdict),
         "reasons": reasons,
-        "checklist": run.artifacts.read_json("checklist.json", []),
+        "checklist": checklist.model_dump(mode="json") if checklist else [],
         "stages": stages,
-        "rollback": run.artifacts.read_json("rollback.json"),
+        "rollback": rollback_outcome.model_dump(mode="json") if rollback_outcome else None,
         "timeline": run.artifacts.read_jsonl("timeline.jsonl"),
-        "dry_run_load": run.record.get("load") if run.config.dry_run else None,
+        "dry_run_load": (
+            [r.model_dump(mode="json") for r in run.record.load] if run.config.dry_run else None
+        ),
         "history": release_trend(run, verdict),
     }
 
@@ -450,7 +477,7 @@ def history_entry(run: Run, verdict: Verdict) -> history.HistoryEntry:
         scale=run.config.scale,
         time_scale=run.config.time_scale,
         run_root=str(run.artifacts.root),
-        gates={s: g for s in run.config.stages if (g := run.gate(s))},
+        gates={s: g.model_dump(mode="json") for s in run.config.stages if (g := run.gate(s))},
         release=run.config.release or None,
     )
 
@@ -492,9 +519,9 @@ def notify_gate(run: Run, notifier: Notifier, stage: str) -> str:
         f"gate:{stage}",
         gate_message(
             stage=stage,
-            verdict=gate["verdict"],
-            summary=gate.get("summary") or {},
-            reasons=gate.get("reasons", []),
+            verdict=gate.verdict,
+            summary=gate.summary.model_dump(mode="json") if gate.summary else {},
+            reasons=gate.reasons,
             release=run.config.release or "—",
         ),
     )
@@ -506,7 +533,9 @@ def notify_final(run: Run, notifier: Notifier) -> str:
     for stage in run.config.stages:
         gate = run.gate(stage)
         if gate:
-            stages[stage] = {"verdict": gate["verdict"], **(gate.get("summary") or {})}
+            summary = gate.summary.model_dump(mode="json") if gate.summary else {}
+            stages[stage] = {"verdict": gate.verdict, **summary}
+    rollback_outcome = run.rollback_outcome()
     return notifier.notify(
         "final",
         final_message(
@@ -515,7 +544,7 @@ def notify_final(run: Run, notifier: Notifier) -> str:
             target=run.config.target_url,
             stages=stages,
             reasons=reasons,
-            rollback=run.artifacts.read_json("rollback.json"),
+            rollback=rollback_outcome.model_dump(mode="json") if rollback_outcome else None,
             report=str(run.artifacts.path("report.html")),
             run_id=run.run_id,
         ),
@@ -561,7 +590,8 @@ def attempt_skip_reason(run: Run, stage: str, attempt: int) -> str | None:
     reason = stage_skip_reason(run, stage)
     if reason:
         return reason
-    gate = run.gate(stage) or {}
-    if gate.get("verdict") != Verdict.INCONCLUSIVE or gate.get("attempt", 1) != attempt - 1:
-        return f"the {stage} gate decided {gate.get('verdict', 'nothing')}: no re-run is needed"
+    gate = run.gate(stage)
+    if gate is None or gate.verdict != Verdict.INCONCLUSIVE or gate.attempt != attempt - 1:
+        decided = gate.verdict if gate else "nothing"
+        return f"the {stage} gate decided {decided}: no re-run is needed"
     return None

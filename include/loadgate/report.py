@@ -29,6 +29,7 @@ from markdown_it import MarkdownIt
 
 from loadgate.artifacts import RunArtifacts
 from loadgate.charts import line_chart
+from loadgate.records import Report, ReportStage
 
 STATUS = {
     "pass": "✅ PASS",
@@ -508,47 +509,57 @@ def render_junit(record: Mapping[str, Any]) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def report_json(record: Mapping[str, Any]) -> dict[str, Any]:
+def report_json(record: Mapping[str, Any]) -> Report:
+    """``report.json``: the record's verdicts, key figures and evidence, for CI systems (its
+    schema: ``docs/schemas/report.schema.json``)."""
     stages = {}
     for name, stage in record.get("stages", {}).items():
         summary = stage.get("summary") or {}
-        stages[name] = {
-            "verdict": stage.get("verdict"),
-            "requests": summary.get("requests"),
-            "error_rate": summary.get("error_rate"),
-            "p95_ms": summary.get("p95_ms"),
-            "p99_ms": summary.get("p99_ms"),
-            "aborted": stage.get("aborted"),
-            "reasons": stage.get("reasons", []),
-            "criteria": stage.get("criteria", []),
-            "rates": {k: v for k, v in (summary.get("rates") or {}).items() if k != "by_scenario"},
-            "invalid": stage.get("invalid", []),
-            "attempts": stage.get("attempts", []),
-            "baseline": stage.get("baseline"),
+        stages[name] = ReportStage.model_validate(
+            {
+                "verdict": stage.get("verdict"),
+                "requests": summary.get("requests"),
+                "error_rate": summary.get("error_rate"),
+                "p95_ms": summary.get("p95_ms"),
+                "p99_ms": summary.get("p99_ms"),
+                "aborted": stage.get("aborted"),
+                "reasons": stage.get("reasons", []),
+                "criteria": stage.get("criteria", []),
+                "rates": {
+                    k: v for k, v in (summary.get("rates") or {}).items() if k != "by_scenario"
+                },
+                "invalid": stage.get("invalid", []),
+                "attempts": stage.get("attempts", []),
+                "baseline": stage.get("baseline"),
+            }
+        )
+    return Report.model_validate(
+        {
+            "verdict": record.get("verdict"),
+            "reasons": record.get("reasons", []),
+            "release": record.get("release"),
+            "target": record.get("target"),
+            "run_id": record.get("run_id"),
+            "dry_run": record.get("dry_run", False),
+            "stages": stages,
+            "checklist": record.get("checklist", []),
+            "rollback": record.get("rollback"),
+            "timeline": record.get("timeline", []),
+            "history": record.get("history", []),
         }
-    return {
-        "verdict": record.get("verdict"),
-        "reasons": record.get("reasons", []),
-        "release": record.get("release"),
-        "target": record.get("target"),
-        "run_id": record.get("run_id"),
-        "dry_run": record.get("dry_run", False),
-        "stages": stages,
-        "checklist": record.get("checklist", []),
-        "rollback": record.get("rollback"),
-        "timeline": record.get("timeline", []),
-        "history": record.get("history", []),
-    }
+    )
 
 
 def build_report(artifacts: RunArtifacts, record: Mapping[str, Any]) -> dict[str, str]:
-    """Write the four report files; returns their paths."""
+    """Write the four report files; returns their paths. ``report.json`` is built first: a
+    record it does not validate writes no report."""
+    report = report_json(record)
     markdown = render_markdown(record)
     page = render_html(markdown, render_charts(record.get("stages", {})), record.get("title", ""))
     paths = {
         "markdown": artifacts.write_text("report.md", markdown),
         "html": artifacts.write_text("report.html", page),
-        "json": artifacts.write_json("report.json", report_json(record)),
+        "json": artifacts.write_json("report.json", report.model_dump(mode="json")),
         "junit": artifacts.write_text("junit.xml", render_junit(record)),
     }
     return {k: str(v) for k, v in paths.items()}

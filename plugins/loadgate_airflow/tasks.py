@@ -91,13 +91,13 @@ def prepare(**context: Any) -> dict[str, Any]:
         record = pipeline.prepare(config, context["run_id"])
     except (RunConfigError, ProfileError, ValueError) as exc:
         raise AirflowFailException(str(exc)) from None
-    for row in record["load"]:
+    for row in record.load:
         log.info(
             "planned load: %(stage)s/%(scenario)s shard %(shard)s: %(executor)s, peak %(peak_vus)s "
             "VUs (of %(peak_total)s), %(duration_s).0f s from %(start_s).0f s",
-            row,
+            row.model_dump(),
         )
-    return record
+    return record.model_dump(mode="json")
 
 
 @task(retries=1)
@@ -190,11 +190,11 @@ def gate(run_record: dict[str, Any] | None, stage: str, attempt: int = 1) -> dic
     if reason:
         raise AirflowSkipException(reason)
     result = gates.decide(run, stage, attempt)
-    log.info("gate %s: %s", stage, result["verdict"])
-    for reason in result["reasons"]:
+    log.info("gate %s: %s", stage, result.verdict)
+    for reason in result.reasons:
         log.info("  %s", reason)
     pipeline.notify_gate(run, _notifier(run), stage)
-    return {"stage": stage, "verdict": str(result["verdict"]), "reasons": result["reasons"]}
+    return {"stage": stage, "verdict": str(result.verdict), "reasons": result.reasons}
 
 
 @task(trigger_rule="all_done", retries=0)
@@ -206,10 +206,12 @@ def rollback(run_record: dict[str, Any] | None) -> dict[str, Any]:
     )
     if outcome is None:
         raise AirflowSkipException("no gate decided rollback")
-    log.info("rollback: %s", outcome["outcome"])
-    if outcome["outcome"] == "failed":
-        raise AirflowFailException(f"rollback failed: {outcome.get('error') or outcome}")
-    return outcome
+    log.info("rollback: %s", outcome.outcome)
+    if outcome.outcome == "failed":
+        raise AirflowFailException(
+            f"rollback failed: {outcome.error or outcome.model_dump(mode='json')}"
+        )
+    return outcome.model_dump(mode="json")
 
 
 @task(trigger_rule="all_done", retries=1)

@@ -9,6 +9,7 @@ import pytest
 
 from loadgate import pipeline
 from loadgate.profiles import load_profiles
+from loadgate.records import StageGate
 from loadgate.runconfig import resolve_trigger
 
 airflow = pytest.importorskip("airflow")
@@ -32,8 +33,17 @@ def _record(tmp_path, verdict: str, *, invalid_fails_run: bool = True) -> dict:
     record = pipeline.prepare(config, "r1")
     run = pipeline.Run(record)
     run.artifacts.write_json("checklist.json", [])
-    run.artifacts.write_json("gates/api.json", {"verdict": verdict, "reasons": ["why"]})
-    return record
+    gate = StageGate(
+        stage="api",
+        attempt=1,
+        attempts=[],
+        verdict=verdict,
+        reasons=["why"],
+        criteria=[],
+        summary=None,
+    )
+    run.artifacts.write_json("gates/api.json", gate.model_dump(mode="json"))
+    return record.model_dump(mode="json")  # as the tasks pass it by XCom
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from loadgate.notify import (
     task_failed_message,
 )
 from loadgate.report import build_report, md_block, md_code, md_inline
+from tests.support.records import comparison, history_entry
 from tests.support.slack_standin import SlackStandIn
 
 HOSTILE = [
@@ -162,25 +163,30 @@ def test_slack_receives_the_escaped_text(tmp_path) -> None:
 
 def record(v: Callable[[str], str]) -> dict[str, Any]:
     """A run record with ``v(slot)`` in every string that comes from a trigger, a plan or the
-    target (the verdicts and statuses are loadgate's own)."""
+    target (the verdicts, outcomes and statuses are loadgate's own: the records hold no other)."""
+    measured = {"stat": "rate", "status": "breach", "samples": 1234, "window": "stage"}
     criteria = [
         {
             "id": v("criterion-id"),
             "description": v("criterion-description"),
             "level": "acceptance",
+            "metric": "http_req_failed",
             "op": v("criterion-op"),
             "threshold": 0.01,
             "observed": 0.2,
             "breached": True,
+            **measured,
             "unit": "%",
         },
         {
             "id": v("rollback-criterion-id"),
             "level": "rollback",
+            "metric": "http_req_failed",
             "op": ">",
             "threshold": 0.05,
             "observed": 0.2,
             "breached": True,
+            **measured,
             "unit": "%",
         },
     ]
@@ -204,22 +210,22 @@ def record(v: Callable[[str], str]) -> dict[str, Any]:
         "system": {v("system-metric"): {"max": 0.4, "avg": 0.3, "last": 0.35}},
         "load_levels": [{"users": 100, "p95_ms": 12.0, "error_rate": 0.2}],
         "expected": {"p95 response time": v("expected")},
-        "attempts": [{"attempt": 1, "verdict": v("attempt-verdict"), "requests": 10}],
+        "attempts": [
+            {"attempt": 1, "verdict": "inconclusive", "reasons": ["too few"], "requests": 10}
+        ],
         "baseline": {
             "run_id": v("baseline-run-id"),
             "release": v("baseline-release"),
             "comparisons": [
-                {
-                    "scope": "all",
-                    "outcome": "no_regression",
-                    "text": v("comparison"),
-                    "unit": "ms",
-                    "baseline_value": 20.0,
-                    "current_value": 20.6,
-                }
+                comparison(
+                    "all", "no_regression", v("comparison"), baseline_value=20.0, current_value=20.6
+                )
             ],
+            "findings": [],
+            "inconclusive": [],
             "thin_baseline": [v("thin-baseline")],
             "noisy": [v("noisy")],
+            "figures": {},
         },
     }
     return {
@@ -234,18 +240,27 @@ def record(v: Callable[[str], str]) -> dict[str, Any]:
         "verdict": "rollback",
         "reasons": [v("reason")],
         "checklist": [
-            {"item": v("check-item"), "status": "fail", "evidence": v("check-evidence")},
+            {
+                "item": v("check-item"),
+                "status": "fail",
+                "evidence": v("check-evidence"),
+                "required": True,
+            },
         ],
         "stages": {v("stage"): stage},
         "rollback": {
             "action": v("rollback-action"),
-            "outcome": v("rollback-outcome"),
-            "health": {},
+            "release": "v2",
+            "outcome": "failed",
+            "error": "HTTP 500",
+            "health": {"healthy": None},
+            "seconds": 0.5,
+            "at": "2026-01-01T00:00:05+00:00",
         },
         "timeline": [{"at": v("timeline-at"), "event": v("timeline-event")}],
         "history": [
-            {"run_id": "r0", "release": v("history-release"), "stages": {v("history-stage"): {}}},
-            {"run_id": v("run-id"), "release": v("release"), "stages": {"api": {}}},
+            history_entry("r0", v("history-release"), v("history-stage")),
+            history_entry(v("run-id"), v("release"), "api"),
         ],
         "dry_run_load": [
             {

@@ -41,9 +41,9 @@ def test_crash_is_evidence_not_only_errors(start_syncbridge, tmp_path) -> None:
     outcome = run_stage_local(run, "api", lambda line: None)
     assert outcome["aborted"], outcome
     decided = gate.decide(run, "api")
-    assert decided["verdict"] == "rollback"
-    assert any("crashed" in e for e in decided["events"]), decided["events"]
-    assert decided["reasons"][0] == decided["events"][0]
+    assert decided.verdict == "rollback"
+    assert any("crashed" in e for e in decided.events), decided.events
+    assert decided.reasons[0] == decided.events[0]
     assert svc.proc.poll() is not None  # the service really died
 
 
@@ -55,7 +55,7 @@ def test_rerun_replaces_results_and_uses_the_previous_run_as_baseline(
     first = make_run(svc, tmp_path, run_id="run-1")
     run_stage_local(first, "api", lambda line: None)
     first_gate = gate.decide(first, "api")
-    assert first_gate["verdict"] == "pass", first_gate["reasons"]
+    assert first_gate.verdict == "pass", first_gate.reasons
 
     second = make_run(svc, tmp_path, run_id="run-2")
     lines: list[str] = []
@@ -71,19 +71,22 @@ def test_rerun_replaces_results_and_uses_the_previous_run_as_baseline(
     assert json.loads(shard_meta.read_text())["started_at"] > first_start
     decided = gate.decide(second, "api")
     # no history yet: the first run is no baseline until it is recorded
-    assert decided["baseline_run"] is None
-    degradation = next(c for c in decided["criteria"] if c["id"] == "api-response-time-degradation")
-    assert degradation["status"] == "no baseline" and not degradation["breached"]
+    assert decided.baseline_run is None
+    degradation = next(c for c in decided.criteria if c.id == "api-response-time-degradation")
+    assert degradation.status == "no baseline" and not degradation.breached
     assert pipeline.record_history(first) is not None
     assert pipeline.record_history(first) is None  # once per run
     decided = gate.decide(second, "api")
-    assert decided["baseline_run"] == "run-1"
-    degradation = next(c for c in decided["criteria"] if c["id"] == "api-response-time-degradation")
-    first_p95 = first.gate("api")["summary"]["p95_ms"]
+    assert decided.baseline_run == "run-1"
+    degradation = next(c for c in decided.criteria if c.id == "api-response-time-degradation")
+    first_gate = first.gate("api")
+    assert first_gate is not None and first_gate.summary is not None
+    first_p95 = first_gate.summary.p95_ms
     # the baseline is the first run's measured p95 (from its seconds), not the plan's reference
-    assert degradation["reference"] == pytest.approx(first_p95, rel=0.02)
-    comparisons = decided["baseline"]["comparisons"]
-    assert comparisons and all(c["baseline_label"] == "v1" for c in comparisons)
+    assert degradation.reference == pytest.approx(first_p95, rel=0.02)
+    assert decided.baseline is not None
+    comparisons = decided.baseline.comparisons
+    assert comparisons and all(c.baseline_label == "v1" for c in comparisons)
     # the history keeps each scope's figures, from which later runs learn the spread between
     # runs: with four more passing runs whose p50 varied 0.5–4 ms, any p50 change is undecided
     # (shown, held against nobody, no re-run), never a regression (p50: the stage's ~150
@@ -100,22 +103,23 @@ def test_rerun_replaces_results_and_uses_the_previous_run_as_baseline(
         noisy.stages["api"].scopes["http all"]["p50"] = p50
         history.append(first.config.artifacts_root, pipeline.history_key(first), noisy)
     decided = gate.decide(second, "api")
+    assert decided.baseline is not None
     p50 = next(
         c
-        for c in decided["baseline"]["comparisons"]
-        if c["scope"] == "all" and c["metric"] == "p50" and c["source"] == "http"
+        for c in decided.baseline.comparisons
+        if c.scope == "all" and c.metric == "p50" and c.source == "http"
     )
-    assert p50["between_runs"] == 5 and p50["widened"], p50
-    assert p50["outcome"] == "inconclusive" and p50["ci_low"] < 0.3 < p50["ci_high"]
-    assert decided["verdict"] == "pass", decided["reasons"]
-    assert not any(line.startswith("p50 ") for line in decided["baseline"]["inconclusive"])
+    assert p50.between_runs == 5 and p50.widened, p50
+    assert p50.outcome == "inconclusive" and p50.ci_low < 0.3 < p50.ci_high
+    assert decided.verdict == "pass", decided.reasons
+    assert not any(line.startswith("p50 ") for line in decided.baseline.inconclusive)
 
 
 def test_no_results_is_an_error_not_a_pass(start_syncbridge, tmp_path) -> None:
     svc = start_syncbridge(tmp_path / "svc")
     run = make_run(svc, tmp_path)
     decided = gate.decide(run, "api")
-    assert decided["verdict"] == "error"
+    assert decided.verdict == "error"
     assert pipeline.run_verdict(run)[0] == "error"
 
 
@@ -142,9 +146,9 @@ def test_a_generator_that_cannot_vouch_for_its_numbers_makes_the_stage_invalid(
     run = make_run(svc, tmp_path, plan=str(path))
     run_stage_local(run, "api", lambda line: None)
     decided = gate.decide(run, "api")
-    assert decided["verdict"] == Verdict.INVALID, decided["reasons"]
-    assert any(r.startswith("invalid: generator saturated") for r in decided["reasons"])
-    assert decided["invalid"] and decided["summary"]["generator_saturated"]
+    assert decided.verdict == Verdict.INVALID, decided.reasons
+    assert any(r.startswith("invalid: generator saturated") for r in decided.reasons)
+    assert decided.invalid and decided.summary and decided.summary.generator_saturated
     verdict, _ = pipeline.run_verdict(run)
     assert verdict == Verdict.INVALID and verdict.fails_run
 
@@ -191,9 +195,9 @@ def test_too_little_evidence_reruns_the_stage_and_decides_on_both_attempts(
     assert pipeline.attempt_skip_reason(run, "api", 2) is not None  # nothing gated yet
     run_stage_local(run, "api", lambda line: None)
     first = gate.decide(run, "api")
-    assert first["summary"]["requests"] == 60
-    assert first["verdict"] == Verdict.INCONCLUSIVE, first["reasons"]
-    assert "errors has 60 samples" in " ".join(first["reasons"])
+    assert first.summary is not None and first.summary.requests == 60
+    assert first.verdict == Verdict.INCONCLUSIVE, first.reasons
+    assert "errors has 60 samples" in " ".join(first.reasons)
     assert pipeline.attempt_skip_reason(run, "api", 2) is None  # the re-run is due
     # a profile that never re-runs: the same gate says so, and the re-run is skipped
     once = pipeline.Run(run.record)
@@ -204,9 +208,9 @@ def test_too_little_evidence_reruns_the_stage_and_decides_on_both_attempts(
     outcome = run_stage_local(run, "api", lambda line: None, attempt=2)
     assert outcome["attempt"] == 2 and not outcome["errors"]
     second = gate.decide(run, "api", attempt=2)
-    assert second["verdict"] == Verdict.PASS, second["reasons"]
-    assert second["summary"]["requests"] == 120  # pooled: both attempts
-    assert [a["verdict"] for a in second["attempts"]] == ["inconclusive", "pass"]
+    assert second.verdict == Verdict.PASS, second.reasons
+    assert second.summary is not None and second.summary.requests == 120  # pooled: both
+    assert [a.verdict for a in second.attempts] == ["inconclusive", "pass"]
     assert run.artifacts.read_json("gates/api.attempt-1.json")["verdict"] == "inconclusive"
     assert pipeline.attempt_skip_reason(run, "api", 2) is not None  # decided: no third run
     assert pipeline.run_verdict(run)[0] == Verdict.PASS
@@ -219,11 +223,11 @@ def test_still_too_little_evidence_after_the_rerun_stays_inconclusive(
     svc = start_syncbridge(tmp_path / "svc")
     run = make_run(svc, tmp_path, plan=arrival_plan(tmp_path, 1000), scale=1, time_scale=1)
     run_stage_local(run, "api", lambda line: None)
-    assert gate.decide(run, "api")["verdict"] == Verdict.INCONCLUSIVE
+    assert gate.decide(run, "api").verdict == Verdict.INCONCLUSIVE
     run_stage_local(run, "api", lambda line: None, attempt=2)
     second = gate.decide(run, "api", attempt=2)
-    assert second["verdict"] == Verdict.INCONCLUSIVE
-    assert "after the re-run, still" in " ".join(second["reasons"])
+    assert second.verdict == Verdict.INCONCLUSIVE
+    assert "after the re-run, still" in " ".join(second.reasons)
     verdict, _ = pipeline.run_verdict(run)
     assert verdict == Verdict.INCONCLUSIVE and not verdict.fails_run
     # a first attempt rerun from the UI starts the stage clean, later attempts included

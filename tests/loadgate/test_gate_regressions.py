@@ -21,6 +21,7 @@ import yaml
 
 from loadgate import gate, pipeline
 from loadgate.local_backend import run_stage_local
+from loadgate.records import CriterionRecord, StageGate, StageSummary
 from loadgate.runconfig import build_run_config
 from loadgate.verdicts import Verdict
 from tests.support.helpers import one_stage_plan, scenario, shipped_criteria
@@ -81,9 +82,9 @@ def baseline(tmp_path_factory):
     try:
         base = gated_run(svc, tmp, plan_path, "baseline")
         decided = base.gate("api")
-        assert decided["verdict"] == Verdict.PASS, decided["reasons"]
+        assert decided is not None and decided.verdict == Verdict.PASS, decided
         assert pipeline.record_history(base) is not None
-        yield svc, tmp, plan_path, decided["summary"]
+        yield svc, tmp, plan_path, decided.summary
     finally:
         svc.stop()
 
@@ -110,7 +111,7 @@ def gated_run(svc, tmp, plan_path, run_id: str) -> pipeline.Run:
     return run
 
 
-def current(baseline, run_id: str, faults: dict) -> dict:
+def current(baseline, run_id: str, faults: dict) -> StageGate:
     svc, tmp, plan_path, _ = baseline
     svc.set_faults(faults)
     try:
@@ -118,16 +119,17 @@ def current(baseline, run_id: str, faults: dict) -> dict:
     finally:
         svc.set_faults(BASE)
     decided = run.gate("api")
-    assert decided["baseline_run"] == "baseline"
+    assert decided is not None and decided.summary is not None
+    assert decided.baseline_run == "baseline"
     return decided
 
 
-def p95_of_a(summary: dict) -> float:
-    return summary["by_name"][NAME_A]["p95_ms"]
+def p95_of_a(summary: StageSummary) -> float:
+    return summary.by_name[NAME_A].p95_ms
 
 
-def degradation(decided: dict) -> dict:
-    return next(c for c in decided["criteria"] if c["id"] == "sessions-p95-degradation")
+def degradation(decided: StageGate) -> CriterionRecord:
+    return next(c for c in decided.criteria if c.id == "sessions-p95-degradation")
 
 
 def test_40_percent_slower_endpoint_is_investigated_and_named(baseline) -> None:
@@ -137,14 +139,14 @@ def test_40_percent_slower_endpoint_is_investigated_and_named(baseline) -> None:
         "slower-40",
         BASE | {"tail_rate": 1.0, "tail_ms": extra, "tail_routes": [ROUTE_A]},
     )
-    assert decided["verdict"] == Verdict.INVESTIGATE, decided["reasons"]
+    assert decided.verdict == Verdict.INVESTIGATE, decided.reasons
     crit = degradation(decided)
-    assert crit["breached"] and crit["status"] == "breach", crit
-    assert 0.30 < crit["observed"] < 0.55, crit
-    assert any(NAME_A in r and "p95" in r for r in decided["reasons"]), decided["reasons"]
+    assert crit.breached and crit.status == "breach", crit
+    assert 0.30 < crit.observed < 0.55, crit
+    assert any(NAME_A in r and "p95" in r for r in decided.reasons), decided.reasons
     # the other endpoint did not move: no finding names it
-    assert not any(ROUTE_B in r for r in decided["reasons"]), decided["reasons"]
-    assert not decided["aborted"]
+    assert not any(ROUTE_B in r for r in decided.reasons), decided.reasons
+    assert not decided.aborted
 
 
 def test_10_percent_slower_endpoint_passes(baseline) -> None:
@@ -155,29 +157,29 @@ def test_10_percent_slower_endpoint_passes(baseline) -> None:
         BASE | {"tail_rate": 1.0, "tail_ms": extra, "tail_routes": [ROUTE_A]},
     )
     crit = degradation(decided)
-    assert 0.03 < crit["observed"] < 0.2, crit  # the change was there, and measured
-    assert crit["status"] == "pass" and not crit["breached"], crit
-    assert decided["verdict"] == Verdict.PASS, decided["reasons"]
+    assert 0.03 < crit.observed < 0.2, crit  # the change was there, and measured
+    assert crit.status == "pass" and not crit.breached, crit
+    assert decided.verdict == Verdict.PASS, decided.reasons
 
 
 def test_p99_doubled_with_p50_unchanged_is_investigated(baseline) -> None:
     base = baseline[3]
     decided = current(
-        baseline, "tail", BASE | {"tail_rate": 0.03, "tail_ms": round(base["p99_ms"], 2)}
+        baseline, "tail", BASE | {"tail_rate": 0.03, "tail_ms": round(base.p99_ms, 2)}
     )
-    summary = decided["summary"]
-    assert summary["p99_ms"] > 1.7 * base["p99_ms"], (summary["p99_ms"], base["p99_ms"])
-    assert abs(summary["p50_ms"] / base["p50_ms"] - 1) < 0.1
-    assert decided["verdict"] == Verdict.INVESTIGATE, decided["reasons"]
-    assert not degradation(decided)["breached"]  # p95 did not move: found by the tail
-    tails = [r for r in decided["reasons"] if "regression" in r and ("p99" in r)]
-    assert tails, decided["reasons"]
+    summary = decided.summary
+    assert summary.p99_ms > 1.7 * base.p99_ms, (summary.p99_ms, base.p99_ms)
+    assert abs(summary.p50_ms / base.p50_ms - 1) < 0.1
+    assert decided.verdict == Verdict.INVESTIGATE, decided.reasons
+    assert not degradation(decided).breached  # p95 did not move: found by the tail
+    tails = [r for r in decided.reasons if "regression" in r and ("p99" in r)]
+    assert tails, decided.reasons
 
 
 def test_two_points_more_errors_is_investigated_never_rolled_back(baseline) -> None:
     decided = current(baseline, "errors", BASE | {"error_rate": 0.02})
-    assert decided["verdict"] == Verdict.INVESTIGATE, decided["reasons"]
-    assert not decided["aborted"]  # the live sequential test did not stop the stage at 2%
-    assert 0.01 < decided["summary"]["error_rate"] < 0.035, decided["summary"]["error_rate"]
-    errors = [r for r in decided["reasons"] if "error" in r.lower()]
-    assert errors, decided["reasons"]
+    assert decided.verdict == Verdict.INVESTIGATE, decided.reasons
+    assert not decided.aborted  # the live sequential test did not stop the stage at 2%
+    assert 0.01 < decided.summary.error_rate < 0.035, decided.summary.error_rate
+    errors = [r for r in decided.reasons if "error" in r.lower()]
+    assert errors, decided.reasons

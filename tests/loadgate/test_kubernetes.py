@@ -118,7 +118,7 @@ def test_pods_run_the_plan_copy_that_prepare_wrote_into_the_run_root(tmp_path) -
     pod = k8s.shard_pod(run, "api", 0, 2, key="k", settings=k8s.PodSettings())
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index("--plan") + 1] == str(copy_path)
-    assert run.plan.name == record["plan_name"] != "changed-after-prepare"
+    assert run.plan.name == record.plan_name != "changed-after-prepare"
     assert copy_path.read_bytes() == PLANS_DIR.joinpath(f"{DEFAULT_PLAN}.yaml").read_bytes()
 
 

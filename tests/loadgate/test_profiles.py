@@ -320,12 +320,12 @@ def test_any_plan_numbers_are_bounded_or_refused_before_anything_is_written(
         assert not artifacts.exists()
         return
     limits = config.limits
-    for row in record["load"]:
-        assert math.isfinite(row["duration_s"]) and row["start_s"] + row["duration_s"] <= (
+    for row in record.load:
+        assert math.isfinite(row.duration_s) and row.start_s + row.duration_s <= (
             limits.max_stage_s
         )
-        assert row["peak_total"] <= limits.max_vus
-    assert len({row["shard"] for row in record["load"]}) <= limits.max_shards
+        assert row.peak_total <= limits.max_vus
+    assert len({row.shard for row in record.load}) <= limits.max_shards
 
 
 def test_run_json_and_xcom_hold_a_webhook_as_scheme_and_host_only(tmp_path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from loadgate.artifacts import RunArtifacts
 from loadgate.report import build_report
+from tests.support.records import comparison, history_entry
 
 RECORD = {
     "title": "HarmonyFlow SyncBridge load test",
@@ -59,6 +60,10 @@ RECORD = {
                     "threshold": 0.01,
                     "observed": 0.2,
                     "breached": True,
+                    "stat": "rate",
+                    "status": "breach",
+                    "samples": 1234,
+                    "window": "stage",
                     "unit": "%",
                 },
                 {
@@ -69,6 +74,10 @@ RECORD = {
                     "threshold": 500,
                     "observed": 12.5,
                     "breached": False,
+                    "stat": "p95",
+                    "status": "pass",
+                    "samples": 1234,
+                    "window": "stage",
                     "unit": "ms",
                 },
                 {
@@ -79,6 +88,10 @@ RECORD = {
                     "threshold": 0.05,
                     "observed": 0.2,
                     "breached": True,
+                    "stat": "rate",
+                    "status": "breach",
+                    "samples": 1234,
+                    "window": "stage",
                     "unit": "%",
                 },
                 {
@@ -89,6 +102,11 @@ RECORD = {
                     "threshold": 0.8,
                     "observed": None,
                     "breached": False,
+                    "stat": "max",
+                    "status": "unknown",
+                    "samples": 0,
+                    "window": "stage",
+                    "unit": "%",
                 },
             ],
             "series": {
@@ -108,8 +126,11 @@ RECORD = {
     },
     "rollback": {
         "action": "syncbridge",
+        "release": "v2",
         "outcome": "rolled back, target healthy",
         "health": {"healthy": True, "release": "v1"},
+        "seconds": 1.5,
+        "at": "2026-01-01T00:00:05+00:00",
     },
     "timeline": [{"at": "2026-01-01T00:00:00+00:00", "event": "gate api: rollback"}],
 }
@@ -148,24 +169,28 @@ def test_rates_baseline_attempts_and_history_are_reported(tmp_path) -> None:
             "rates": {"planned": 20.0, "offered": 19.5, "achieved": 19.4, "by_scenario": {}},
         },
         "attempts": [
-            {"attempt": 1, "verdict": "inconclusive", "requests": 2000},
-            {"attempt": 2, "verdict": "investigate", "requests": 4000},
+            {"attempt": 1, "verdict": "inconclusive", "reasons": ["too few"], "requests": 2000},
+            {"attempt": 2, "verdict": "investigate", "reasons": ["p95 +40%"], "requests": 4000},
         ],
         "baseline": {
             "run_id": "run-41",
             "release": "v41",
             "comparisons": [
-                {
-                    "scope": "all",
-                    "outcome": "no_regression",
-                    "text": "p95 +3% (95% CI -2%…+8%)",
-                    "unit": "ms",
-                    "baseline_value": 20.0,
-                    "current_value": 20.6,
-                },
-                {"scope": "GET /a", "outcome": "regression", "text": "GET /a p95 +40% (…)"},
-                {"scope": "GET /b", "outcome": "no_regression", "text": "GET /b p95 +1% (…)"},
+                comparison(
+                    "all",
+                    "no_regression",
+                    "p95 +3% (95% CI -2%…+8%)",
+                    baseline_value=20.0,
+                    current_value=20.6,
+                ),
+                comparison("GET /a", "regression", "GET /a p95 +40% (…)"),
+                comparison("GET /b", "no_regression", "GET /b p95 +1% (…)"),
             ],
+            "findings": ["regression: GET /a p95 +40% (…)"],
+            "inconclusive": [],
+            "thin_baseline": [],
+            "noisy": [],
+            "figures": {},
         },
     }
     record = {
@@ -173,8 +198,8 @@ def test_rates_baseline_attempts_and_history_are_reported(tmp_path) -> None:
         "verdict": "investigate",
         "stages": {"api": stage},
         "history": [
-            {"run_id": "run-41", "release": "v41", "stages": {"api": {"verdict": "pass"}}},
-            {"run_id": "r1", "release": "v2", "stages": {"api": {"verdict": "investigate"}}},
+            history_entry("run-41", "v41", "api", "pass"),
+            history_entry("r1", "v2", "api", "investigate"),
         ],
     }
     paths = build_report(RunArtifacts(tmp_path, "r1"), record)
