@@ -136,11 +136,37 @@ def _criterion_result(crit: Criterion, found: Comparison | None) -> CriterionRes
     )
 
 
-def _settings(relative: list[Criterion]) -> CompareSettings:
-    """The plan's degradation threshold (the first relative criterion's; +30% by default)."""
+# A latency change is material when it is at least this share of the plan's limit for it (the
+# stage's acceptance or rollback criteria on latency: ``p95 < 500 ms`` → 25 ms), and never less
+# than CompareSettings' floor (5 ms): what the service's own target says is worth noticing.
+MATERIAL_SHARE = 0.05
+LATENCY_METRICS = {HTTP: "http_req_duration", WS: "ws_rtt"}
+
+
+def _material_ms(stage_criteria: list[Criterion], source: str, floor: float) -> float:
+    limits = [
+        c.threshold
+        for c in stage_criteria
+        if c.metric == LATENCY_METRICS[source]
+        and not c.relative_to
+        and c.level in ("acceptance", "rollback")
+        and c.op in (">", ">=")
+        and c.threshold > 0
+    ]
+    return max(floor, MATERIAL_SHARE * min(limits)) if limits else floor
+
+
+def _settings(relative: list[Criterion], stage_criteria: list[Criterion]) -> CompareSettings:
+    """The plan's degradation threshold (the first relative criterion's; +30% by default) and
+    the least latency change that matters (:data:`MATERIAL_SHARE` of its latency limits)."""
+    base = CompareSettings()
+    values: dict[str, float] = {
+        "min_change_ms": _material_ms(stage_criteria, HTTP, base.min_change_ms),
+        "min_change_ms_ws": _material_ms(stage_criteria, WS, base.min_change_ms_ws),
+    }
     if relative:
-        return CompareSettings(latency_threshold=relative[0].threshold)
-    return CompareSettings()
+        values["latency_threshold"] = relative[0].threshold
+    return base.model_copy(update=values)
 
 
 def _read_digest(root: str, stage: str) -> SecondsDigest | None:
@@ -188,7 +214,7 @@ def read_against_baseline(run: Run, stage: str, merged: MergedStage) -> Baseline
     if base is None:
         reading.criteria = [_criterion_result(c, None) for c in relative]
         return reading
-    settings = _settings(relative)
+    settings = _settings(relative, run.plan.criteria_for(stage))
     earlier = history.passing_runs(
         history.entries(root, key),
         plan=run.config.plan,

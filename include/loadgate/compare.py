@@ -40,9 +40,10 @@ default +30%, the plan's ``relative_to: baseline`` criteria; error rate: absolut
 - ``regression``: the interval's lower bound is above the threshold;
 - ``no_regression``: its upper bound is below the threshold;
 - ``inconclusive``: the interval straddles the threshold;
-- a latency change smaller than ``min_change_ms`` (5 ms; for the spread, of its p99) is no
+- a latency change smaller than ``min_change_ms`` (by default 5 ms; the gate sets 5% of the
+  plan's latency limit where that is more; for the spread, the change of its p99) is no
   regression whatever its ratio: a p50 of 1.5 ms becoming 5 ms on a machine busy with other
-  work is +223% and nothing a user notices;
+  work is +223% and nothing a user of a service with a 500 ms limit notices;
 - ``insufficient``: either side has fewer samples than the metric needs (error rate and p50:
   ``min_samples``, 100; a percentile: at least ``beyond`` (15) samples beyond it, so p95 300
   and p99 and the tail ratio 1,500) or fewer seconds with samples than ``min_seconds`` (10).
@@ -145,6 +146,7 @@ class CompareSettings(BaseModel):
         description="a latency change smaller than this (ms; for the spread: of its p99) is "
         "no regression, whatever its relative size",
     )
+    min_change_ms_ws: float = Field(5.0, ge=0, description="the same for WebSocket latencies")
     min_runs: int = Field(
         4, ge=3, description="earlier passing runs needed to estimate the spread between runs"
     )
@@ -598,11 +600,11 @@ def compare(
         note = None
         if not is_rate and clamp_share > 0.01:
             note = f"{clamp_share:.1%} of resampled percentiles fell outside the kept bins"
-        material = moved_ms >= settings.min_change_ms
+        floor = settings.min_change_ms_ws if key[0] == WS else settings.min_change_ms
+        material = moved_ms >= floor
         if not material:
-            note = (
-                f"{moved_ms:+.1f} ms: under the {settings.min_change_ms:g} ms a regression "
-                "needs" + (f"; {note}" if note else "")
+            note = f"{moved_ms:+.1f} ms: under the {floor:g} ms a regression needs" + (
+                f"; {note}" if note else ""
             )
         out.append(
             Comparison(

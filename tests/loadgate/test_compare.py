@@ -275,3 +275,27 @@ def test_a_few_milliseconds_are_no_regression_whatever_the_ratio() -> None:
     slower = side(rng, slower={"/a": 1.4}, mu=math.log(0.020))
     a50 = by_key(compare(slower, base, FAST))[("GET /a", Metric.P50)]
     assert a50.material and a50.outcome is Outcome.REGRESSION
+
+
+def test_what_matters_follows_the_plans_latency_limit() -> None:
+    """5% of the stage's latency limit (the shipped plan's p95 < 500 ms: 25 ms), never under
+    5 ms; WebSocket round trips by their own limit."""
+    from loadgate.baseline import _settings
+    from loadgate.plan import load_plan
+    from loadgate.runconfig import resolve_plan_path
+
+    plan = load_plan(resolve_plan_path("harmonyflow-10k"))
+    for stage, http_ms in (("api", 25.0), ("session", 25.0), ("websocket", 5.0)):
+        criteria = plan.criteria_for(stage)
+        settings = _settings([c for c in criteria if c.relative_to], criteria)
+        assert settings.min_change_ms == http_ms, stage
+        assert settings.min_change_ms_ws == 5.0 and settings.latency_threshold == 0.3
+    assert _settings([], []).min_change_ms == 5.0  # no limit in the plan: the floor
+    # an 18 ms change is within a 25 ms floor: no regression; with the default floor it is
+    rng = random.Random(5)
+    base = side(rng, t0=5_000, mu=math.log(0.010))
+    slower = side(rng, slower=dict.fromkeys(("/a", "/b", "/c", "/d"), 2.8), mu=math.log(0.010))
+    strict = by_key(compare(slower, base, FAST))[("all", Metric.P50)]
+    lenient = by_key(compare(slower, base, FAST.model_copy(update={"min_change_ms": 25.0})))
+    assert strict.outcome is Outcome.REGRESSION
+    assert lenient[("all", Metric.P50)].outcome is Outcome.NO_REGRESSION
