@@ -23,7 +23,7 @@ from tests.e2e.test_release_gate import (
     store_objects,
 )
 from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
-from tests.support.k8s_api import FakeKubeAPI
+from tests.support.k8s import FakeKubeAPI
 from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

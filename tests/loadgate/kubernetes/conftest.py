@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s_api import FakeKubeAPI
+from tests.support.k8s import FakeKubeAPI
 
 NAMESPACE = "loadgate"
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.k8s_api import FakeKubeAPI, parse_label_selector
+from tests.support.k8s import FakeKubeAPI, parse_label_selector
 
 from .conftest import NAMESPACE
 
