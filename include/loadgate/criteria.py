@@ -217,9 +217,7 @@ def _count_value(n: int, agg: Aggregate, stat: str) -> tuple[float, int]:
     return float(n), agg.windows
 
 
-def _system_value(
-    values: Sequence[float], stat: str, window: int = 1
-) -> tuple[float | None, int]:
+def _system_value(values: Sequence[float], stat: str, window: int = 1) -> tuple[float | None, int]:
     if not values:
         return None, 0
     n = len(values)
