@@ -113,23 +113,18 @@ def _humanize(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def build_run_config(
-    params: Mapping[str, Any],
-    *,
-    asset_extra: Mapping[str, Any] | None = None,
-    allowlist: list[str] | None = None,
-) -> RunConfig:
-    """Params (with the trigger's conf already merged by Airflow) plus a deploy event's extra.
-
-    A deploy pipeline's Asset event may carry ``release`` and ``target_url``; they fill in what
-    the params leave empty. The target must be on the allowlist; the plan must exist.
-    """
+def build_run_config(params: Mapping[str, Any], *, allowlist: list[str] | None = None) -> RunConfig:
+    """A run config from operator-level settings (the CLI, tests; never a trigger's values):
+    ``None`` means "not given". The target must be on the allowlist; the plan must exist."""
     values = {k: v for k, v in params.items() if v is not None}
-    for key in ("release", "target_url"):
-        if asset_extra and asset_extra.get(key) and not values.get(key):
-            values[key] = asset_extra[key]
     if allowlist is not None:
         values["allowlist"] = allowlist
+    return _validated(values)
+
+
+def _validated(values: Mapping[str, Any], where: str = "") -> RunConfig:
+    """``values`` as a RunConfig whose target is allowed and whose plan exists; ``where`` ends
+    an allowlist refusal (the profile it came from)."""
     try:
         config = RunConfig.model_validate(values)
     except ValidationError as exc:
@@ -137,7 +132,7 @@ def build_run_config(
     try:
         check_target(config.target_url, config.allowlist)
     except ValueError as exc:
-        raise RunConfigError(str(exc)) from None
+        raise RunConfigError(f"{exc}{where}") from None
     config.plan_path()
     return config
 
@@ -187,13 +182,4 @@ def resolve_trigger(
     )
     if trigger.stages is not None:
         settings["stages"] = trigger.stages
-    try:
-        config = RunConfig.model_validate(settings)
-    except ValidationError as exc:
-        raise RunConfigError(f"invalid run parameters: {_humanize(exc)}") from None
-    try:
-        check_target(config.target_url, config.allowlist)
-    except ValueError as exc:
-        raise RunConfigError(f"{exc} (profile {trigger.profile!r})") from None
-    config.plan_path()
-    return config
+    return _validated(settings, f" (profile {trigger.profile!r})")

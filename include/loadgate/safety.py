@@ -229,6 +229,6 @@ def check_target(url: str, allowlist: Iterable[str] = ()) -> str:
         return target.host
     raise TargetNotAllowed(
         f"target {redact_url(url.strip())!r} is not on the allowlist (loopback is always "
-        "allowed; add the host, a *.suffix, a network or a URL prefix to the "
-        "loadgate_target_allowlist Variable)"
+        "allowed; operators add the host, a *.suffix, a network or a URL prefix to the "
+        "profile's allowlist)"
     )

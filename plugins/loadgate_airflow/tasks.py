@@ -28,15 +28,20 @@ from loadgate_airflow import settings
 log = logging.getLogger("loadgate")
 
 
-def _run(run_record: dict[str, Any] | None | None) -> pipeline.Run:
-    """The run a task works on; a task that runs after a failed ``prepare`` has none."""
+def _run(run_record: dict[str, Any] | None, *, rollback_action: bool = False) -> pipeline.Run:
+    """The run a task works on; a task that runs after a failed ``prepare`` has none.
+
+    ``rollback_action``: the tasks that check or run the rollback take it from the profile
+    again (the record holds a webhook as scheme://host only); no other task reads the
+    profiles, so a profile edited during the run cannot stop the report or the message.
+    """
     if run_record is None:
         raise AirflowSkipException("the run was never prepared (see the prepare task)")
     run = pipeline.Run(run_record)
-    # the record holds a webhook as scheme://host only: the action comes from the profile
-    profile = settings.profiles().get(run.config.profile)
-    if profile is not None:
-        run.config = run.config.model_copy(update={"rollback": profile.rollback})
+    if rollback_action:
+        profile = settings.profiles().get(run.config.profile)
+        if profile is not None:
+            run.config = run.config.model_copy(update={"rollback": profile.rollback})
     _object_store(run.config)
     return run
 
@@ -103,7 +108,7 @@ def prepare(**context: Any) -> dict[str, Any]:
 @task(retries=1)
 def checklist(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """The seed's §7.1; a failed required item ends the run before any load is sent."""
-    run = _run(run_record)
+    run = _run(run_record, rollback_action=True)
     checks = pipeline.run_checklist(
         run,
         notifier=_notifier(run),
@@ -200,7 +205,7 @@ def gate(run_record: dict[str, Any] | None, stage: str, attempt: int = 1) -> dic
 @task(trigger_rule="all_done", retries=0)
 def rollback(run_record: dict[str, Any] | None) -> dict[str, Any]:
     """Only on a rollback verdict: run the configured action, then verify the target's health."""
-    run = _run(run_record)
+    run = _run(run_record, rollback_action=True)
     outcome = pipeline.rollback(
         run, secret=settings.secret(settings.TARGET), apps_api=_apps_api(run)
     )

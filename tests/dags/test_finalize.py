@@ -70,3 +70,34 @@ def test_finalize_fails_the_run_as_the_verdict_and_profile_say(
             tasks.finalize.function(record)
     else:
         assert tasks.finalize.function(record) == verdict
+
+
+def test_the_rollback_tasks_take_the_webhook_from_the_profile_the_record_holds_its_host(
+    tmp_path, monkeypatch
+) -> None:
+    """run.json and XCom hold a webhook as scheme://host; the checklist and rollback tasks read
+    the whole URL from the profile again, and no other task reads the profiles."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    from loadgate_airflow import settings, tasks
+
+    url = "https://deploy.example.com/hooks/s3cr3t-path?token=abc"
+    profiles = load_profiles(
+        {
+            "t": {
+                "artifacts_root": str(tmp_path / "artifacts"),
+                "default_target": "http://127.0.0.1:9",
+                "rollback": {"type": "webhook", "url": url},
+            }
+        }
+    )
+    config = resolve_trigger({"profile": "t", "stages": ["api"]}, profiles=profiles)
+    record = pipeline.prepare(config, "r1").model_dump(mode="json")
+    assert (
+        "s3cr3t" not in str(record)
+        and "s3cr3t" not in (tmp_path / "artifacts").joinpath("r1", "run.json").read_text()
+    )
+    calls = []
+    monkeypatch.setattr(settings, "profiles", lambda: calls.append(1) or profiles)
+    assert str(tasks._run(record).config.rollback.url) == "https://deploy.example.com/"
+    assert not calls  # a task that does not roll back never reads the profiles
+    assert str(tasks._run(record, rollback_action=True).config.rollback.url) == url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadgate.runconfig import RunConfigError, build_run_config
+from loadgate.runconfig import RunConfigError, build_run_config, resolve_trigger
 
 
 def test_defaults_and_stage_order() -> None:
@@ -18,14 +18,19 @@ def test_defaults_and_stage_order() -> None:
 
 
 def test_deploy_event_fills_release_and_target() -> None:
+    from loadgate.profiles import load_profiles
+
+    profiles = load_profiles({"shop": {"allowlist": ["api.example.com"]}})
     extra = {"release": "v42", "target_url": "https://api.example.com"}
-    config = build_run_config(
-        {"target_url": "", "release": ""}, asset_extra=extra, allowlist=["api.example.com"]
+    config = resolve_trigger(
+        {"profile": "shop", "target_url": "", "release": ""}, profiles=profiles, asset_extra=extra
     )
     assert (config.release, config.target_url) == ("v42", "https://api.example.com")
-    # what the params say wins over the event
-    config = build_run_config(
-        {"target_url": "http://127.0.0.1:1", "release": "v1"}, asset_extra=extra
+    # what the trigger says wins over the event
+    config = resolve_trigger(
+        {"profile": "shop", "target_url": "http://127.0.0.1:1", "release": "v1"},
+        profiles=profiles,
+        asset_extra=extra,
     )
     assert config.release == "v1"
 
