@@ -58,7 +58,7 @@ COPY --from=build /opt/venv /opt/venv
 # The pods of a run read the plan from the run root (plan.yaml, the copy the DAG's prepare task
 # validated and wrote), not from this image, so the image and the Airflow image cannot disagree
 # on it. The plans here are data for running the image by hand, at a fixed path.
-COPY include/plans/ /opt/loadgate/plans/
+COPY include/loadgate_syncbridge/plans/ /opt/loadgate/plans/
 RUN loadgate run-stage --help > /dev/null \
     && syncbridge --help > /dev/null
 

@@ -29,11 +29,11 @@ format: $(STAMP)
 
 ## demo: the release gate end to end on this machine (reference service, airflow dags test)
 demo: $(STAMP)
-	$(BIN)/python -m loadgate.demo
+	$(BIN)/python -m loadgate_syncbridge.demo
 
 ## demo-bad-release: the same with a faulty release, which the gate rolls back
 demo-bad-release: $(STAMP)
-	$(BIN)/python -m loadgate.demo --bad-release
+	$(BIN)/python -m loadgate_syncbridge.demo --bad-release
 
 ## lock: re-pin requirements*.txt from requirements*.in (needs PyPI)
 lock:

@@ -2,8 +2,8 @@
 # Release gate: load-test a fresh release, keep it or roll it back
 
 After a production deploy this DAG load-tests the deployed service and decides, with evidence,
-whether the release stays. The plan is data (`include/plans/harmonyflow-10k.yaml` by default:
-the HarmonyFlow SyncBridge test of 10,000 concurrent connections).
+whether the release stays. The plan is data (`harmonyflow-10k` by default, shipped by the
+example package: the HarmonyFlow SyncBridge test of 10,000 concurrent connections).
 
 ## Execution plan
 

@@ -57,7 +57,7 @@ PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 LOAD_DOCKERFILE = ROOT / "Dockerfile"
 AIRFLOW_DOCKERFILE = ROOT / "Dockerfile.airflow"
 DOCKERIGNORE = ROOT / ".dockerignore"
-PLAN = ROOT / "include" / "plans" / "harmonyflow-10k.yaml"
+PLAN = ROOT / "include" / "loadgate_syncbridge" / "plans" / "harmonyflow-10k.yaml"
 BASE = "FROM python:3.11-slim-bookworm\n"  # the load image's final stage
 
 # What a user with Docker triggers release_gate with (docker-compose.yaml's header).
@@ -442,8 +442,8 @@ def airflow_problems(doc: Mapping[str, Any]) -> list[str]:
 
 def loadgate_problems(doc: Mapping[str, Any]) -> list[str]:
     """The gate as a user runs it: target and Prometheus reachable, allowlisted, with secrets."""
-    from loadgate.profiles import ProfileError, load_profiles
-    from loadgate.runconfig import RunConfigError, resolve_trigger
+    from loadgate.config.profiles import ProfileError, load_profiles
+    from loadgate.config.run import RunConfigError, resolve_trigger
     from loadgate.safety import TargetNotAllowed, check_target
     from syncbridge.cli import build_parser
 
@@ -820,7 +820,7 @@ def copied_files(instructions: list[Instruction], root: Path) -> dict[str, str]:
 
 def load_image_problems(text: str, root: Path = ROOT) -> list[str]:
     """The load image: slim Python 3.11, no Airflow, runs `loadgate` as the pods' user."""
-    from loadgate.kubernetes import PodSettings
+    from loadgate.config.pods import PodSettings
 
     problems: list[str] = []
     instructions = parse_dockerfile(text)
@@ -867,7 +867,7 @@ def load_image_problems(text: str, root: Path = ROOT) -> list[str]:
     if env.get("PYTHONDONTWRITEBYTECODE") != "1":
         problems.append("PYTHONDONTWRITEBYTECODE is not 1 (no .pyc writes on a read-only root)")
     placed = copied_files(final, root)
-    for plan in sorted((root / "include" / "plans").glob("*.yaml")):
+    for plan in sorted((root / "include" / "loadgate_syncbridge" / "plans").glob("*.yaml")):
         if f"/opt/loadgate/plans/{plan.name}" not in placed:
             problems.append(f"/opt/loadgate/plans/{plan.name} is not in the image")
     return problems
@@ -1007,7 +1007,11 @@ def test_dockerignore_keeps_secrets_and_local_state_out():
         "include/loadgate.egg-info/PKG-INFO",
     ):
         assert dockerignored(path, rules), path
-    for path in ("pyproject.toml", "include/plans/harmonyflow-10k.yaml", "dags/release_gate.py"):
+    for path in (
+        "pyproject.toml",
+        "include/loadgate_syncbridge/plans/harmonyflow-10k.yaml",
+        "dags/release_gate.py",
+    ):
         assert not dockerignored(path, rules), path
 
 
@@ -1171,8 +1175,8 @@ HADOLINT_BREAKS: dict[str, tuple[Path, str, str, str]] = {
     ),
     "copy without destination": (
         LOAD_DOCKERFILE,
-        "COPY include/plans/ /opt/loadgate/plans/",
-        "COPY include/plans/",
+        "COPY include/loadgate_syncbridge/plans/ /opt/loadgate/plans/",
+        "COPY include/loadgate_syncbridge/plans/",
         "DL1000",
     ),
     "instruction before FROM": (
@@ -1256,7 +1260,11 @@ def test_hadolint_catches(path, old, new, rule):
 
 
 BUILD_CONTEXT_BREAKS: Breaks = {
-    "missing source": ("COPY include/plans/", "COPY include/plan/", "does not exist"),
+    "missing source": (
+        "COPY include/loadgate_syncbridge/plans/",
+        "COPY include/plan/",
+        "does not exist",
+    ),
     "no readme": ("COPY pyproject.toml README.md", "COPY pyproject.toml", "without README.md"),
 }
 
@@ -1287,8 +1295,8 @@ LOAD_IMAGE_BREAKS: Breaks = {
     "named user": ("USER 10001:10001", "USER loadgate", "numeric USER"),
     "no user": ("USER 10001:10001\n", "", "numeric USER"),
     "no plans": (
-        "COPY include/plans/ /opt/loadgate/plans/",
-        "COPY include/plans/ /plans/",
+        "COPY include/loadgate_syncbridge/plans/ /opt/loadgate/plans/",
+        "COPY include/loadgate_syncbridge/plans/ /plans/",
         "plans",
     ),
     "writable home": ("    HOME=/tmp \\\n", "", "HOME"),
@@ -1330,9 +1338,11 @@ def test_image_rules_catch(rule, path, old, new, expected):
 
 
 def test_build_context_rules_catch_a_source_dockerignore_leaves_out():
-    ignore = read(DOCKERIGNORE) + "\ninclude/plans\n"
+    ignore = read(DOCKERIGNORE) + "\ninclude/loadgate_syncbridge/plans\n"
     problems = build_context_problems(read(LOAD_DOCKERFILE), ignore_text=ignore)
-    assert any(".dockerignore leaves include/plans/" in p for p in problems), problems
+    assert any(".dockerignore leaves include/loadgate_syncbridge/plans/" in p for p in problems), (
+        problems
+    )
 
 
 def test_interpolation_follows_compose():
@@ -1414,9 +1424,9 @@ def test_real_prometheus_with_this_config_answers_the_plans_queries(start_syncbr
         pytest.skip(
             "Prometheus is not installed (Debian package 'prometheus'; .ci/run installs it)"
         )
-    from loadgate.checklist import check_alert_rules
     from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
     from loadgate.plan import load_plan
+    from loadgate.run.checklist import check_alert_rules
     from tests.support.prometheus import free_port
 
     service = start_syncbridge(tmp_path / "sb")

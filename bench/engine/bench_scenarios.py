@@ -6,7 +6,7 @@ one connection and hold it until asked to stop; a heartbeat every ``heartbeat_in
 (timestamped just before it is written; the echoed timestamp gives the round trip, recorded as
 ``heartbeat``), and for the first ``state_update_connections`` VUs a state update every
 ``state_update_interval``, offset by half an interval. Written the way
-``loadgate.scenarios.syncbridge.websocket`` is (callback mode: ``on_message``, the sends from
+``loadgate_syncbridge.scenarios.websocket`` is (callback mode: ``on_message``, the sends from
 ``vu.every``, the VU waiting in ``vu.hold()``), so the engine's cost per connection is what the
 real scenario pays, minus its login and auth message.
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from loadgate.engine.durations import parse_duration
 from loadgate.engine.vu import VU
-from loadgate.plan.durations import parse_duration
 from loadgate.scenarios import scenario
 
 _perf = time.perf_counter

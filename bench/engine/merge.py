@@ -26,8 +26,8 @@ import orjson
 
 from loadgate.engine.merge import load_merged
 from loadgate.engine.results import FORMAT, META, WINDOWS
-from loadgate.engine.summary import summarize
 from loadgate.engine.window import Recorder, window_record
+from loadgate.runner.summary import summarize
 
 NAMES = [
     ("POST", "/api/v1/auth/login", 0.20, 201),

@@ -13,7 +13,7 @@ release answers ``/api/v1/sessions/{id}`` 40% slower. Then times, in order:
    baseline's back (``from_dict``): a later run reads its baseline's seconds from it;
 3. ``compare`` of the current digest with the baseline's read back (B = 1,000 resamples of both
    sides);
-4. for reference, ``SecondsDigest.from_dirs`` of the baseline (a digest read from the windows
+4. for reference, ``digest_paths`` of the baseline (a digest read from the windows
    alone: a baseline with no stored digest).
 
 "On top of the merge" is what the gate adds to the merge of its stage: (merge with digest −
@@ -39,10 +39,10 @@ from pathlib import Path
 
 import orjson
 
-from loadgate.compare import CompareSettings, Outcome, SecondsDigest, compare
-from loadgate.engine.merge import MergedStage, load_merged
+from loadgate.engine.merge import MergedStage, digest_paths, load_merged
 from loadgate.engine.results import FORMAT, META, WINDOWS
 from loadgate.engine.window import Recorder, window_record
+from loadgate.verdict.compare import CompareSettings, Outcome, SecondsDigest, compare
 
 NAMES = [
     ("POST", "/api/v1/auth/login", 0.20, 201),
@@ -152,7 +152,7 @@ def main() -> None:
         compare_s = time.perf_counter() - t
 
         t = time.perf_counter()
-        SecondsDigest.from_dirs([root / "baseline"], workers=args.workers)
+        digest_paths([root / "baseline"], args.workers)
         from_dirs_s = time.perf_counter() - t
         for r in results:
             print(f"{r.outcome.value:14} {r.describe()}")

@@ -50,10 +50,11 @@ from typing import Any
 
 import yaml
 
-from loadgate import gate, pipeline
-from loadgate.local_backend import run_stage_local
-from loadgate.runconfig import build_run_config, resolve_plan_path
-from loadgate.verdicts import Verdict
+from loadgate import pipeline
+from loadgate.backends.local import run_stage_local
+from loadgate.config.run import build_run_config, resolve_plan_path
+from loadgate.run import gate
+from loadgate.verdict.outcomes import Verdict
 from syncbridge.launcher import RunningService, start_syncbridge
 
 ROOT = Path(__file__).resolve().parents[2]

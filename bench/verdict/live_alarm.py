@@ -1,5 +1,5 @@
 """Live rollback criteria by simulation: false alarms and detection delay of the engine's live
-rate test (loadgate.sequential), next to today's point estimate and a sliding-window exact
+rate test (loadgate.verdict.sequential), next to today's point estimate and a sliding-window exact
 (Clopper-Pearson) bound with alpha spent over the stage's looks.
 
     .venv/bin/python bench/verdict/live_alarm.py            # the tables of live_alarm.md
@@ -30,7 +30,7 @@ import time
 from collections import deque
 from functools import cache
 
-from loadgate.sequential import RateMonitor, detection_bound, split_alpha
+from loadgate.verdict.sequential import RateMonitor, detection_bound, split_alpha
 
 THRESHOLD = 0.05
 WINDOW_S = 30

@@ -131,7 +131,7 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
 
 
 def _shard(text: str) -> Any:
-    from loadgate.plan.shard import Shard
+    from loadgate.engine.shard import Shard
 
     try:
         return Shard.parse(text)
@@ -156,7 +156,9 @@ def _metrics_source(args: argparse.Namespace, plan: Any) -> Any:
 
 
 def cmd_run_stage(args: argparse.Namespace) -> int:
-    from loadgate.engine.runner import (
+    from loadgate.engine.users import UsersError, load_users
+    from loadgate.plan import PlanError, load_plan
+    from loadgate.runner.stage import (
         AlreadyAborted,
         EngineInputError,
         StageConfig,
@@ -164,9 +166,7 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
         prepare,
         run_stage,
     )
-    from loadgate.engine.summary import render_text, summarize
-    from loadgate.engine.users import UsersError, load_users
-    from loadgate.plan import PlanError, load_plan
+    from loadgate.runner.summary import render_text, summarize
 
     try:
         plan = load_plan(args.plan)
@@ -244,7 +244,7 @@ def cmd_run_stage(args: argparse.Namespace) -> int:
 def cmd_summarize(args: argparse.Namespace) -> int:
     from loadgate.engine.merge import load_merged
     from loadgate.engine.results import ResultsError
-    from loadgate.engine.summary import render_text, summarize
+    from loadgate.runner.summary import render_text, summarize
 
     try:
         merged = load_merged(args.dirs)
@@ -252,8 +252,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         return _err(str(exc))
     summary = summarize(merged)
     if args.plan:
-        from loadgate.criteria import evaluate_stage
         from loadgate.plan import PlanError, load_plan
+        from loadgate.verdict.criteria import evaluate_stage
 
         try:
             plan = load_plan(args.plan)
@@ -279,8 +279,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
     """Register (or log in) N test users and write the users file the engine reads."""
     import asyncio
 
+    from loadgate.run.seeding import SeedingError, load_or_create_secret, seed_users
     from loadgate.safety import check_target
-    from loadgate.seeding import SeedingError, load_or_create_secret, seed_users
 
     allow = list(args.allow or []) + [
         e for e in os.environ.get("LOADGATE_TARGET_ALLOWLIST", "").split(",") if e
@@ -320,7 +320,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from loadgate import history
+    from loadgate.run import history
 
     try:
         args.key = history.find_key(args.root, args.key)
@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list a profile's release history; pin or unpin its baseline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="PROFILE names the history: a profile (syncbridge), or its key with the plan\n"
-        "(syncbridge--harmonyflow-10k: loadgate.history.history_key).\n"
+        "(syncbridge--harmonyflow-10k: loadgate.run.history.history_key).\n"
         "The table lists entries oldest first: * marks the pinned run, B the baseline.\n"
         "exit codes: 0 listed (or pinned), 2 unknown key, run or unreadable root",
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from loadgate.artifacts import RunArtifacts
+from loadgate.run.artifacts import RunArtifacts
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Every default validates, so the form opens ready to submit: with nothing changed
 starts the documented default run. A value that may be left out is nullable with a ``None``
 default (Airflow's UI marks a field required unless its type admits ``null``, and an emptied
 text field is sent as ``null``); the run config reads ``None`` as "not given" and applies its
-own default (``loadgate.runconfig.resolve_trigger``). The form holds only what a trigger may
+own default (``loadgate.config.run.resolve_trigger``). The form holds only what a trigger may
 set; everything else is the profile's.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from loadgate.profiles import DEFAULT_PROFILE
+from loadgate.config.profiles import DEFAULT_PROFILE
 
 TARGET = "Target and release"
 LOAD = "Load shape"
@@ -32,7 +32,7 @@ def _optional(
 
 def release_gate_params(stages: Sequence[str]) -> dict[str, Param]:
     """The form of ``release_gate``: what a trigger may set, and nothing else (the rest is the
-    profile's, set by operators: ``loadgate.profiles``); ``stages`` are the plan's, in its
+    profile's, set by operators: ``loadgate.config.profiles``); ``stages`` are the plan's, in its
     order."""
     return {
         # --- what to gate -------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Where loadgate's Airflow settings live: Variables and Connections, each optional.
 
 - Variable ``loadgate_profiles``: the gate profiles, JSON or YAML, a mapping of profile name to
-  its settings (``loadgate.profiles.Profile``: plan, allowlist, rollback, backend and pods,
+  its settings (``loadgate.config.profiles.Profile``: plan, allowlist, rollback, backend and pods,
   artifacts root, limits, Slack channel …), over the shipped ``syncbridge`` profile. Only
   operators set it; a trigger only names a profile.
 - Connection ``loadgate_slack`` (type slack: bot token as password, extra ``channel``, optional
@@ -22,8 +22,8 @@ import logging
 from airflow.sdk import Connection, Variable
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from loadgate.config.profiles import Profile, load_profiles
 from loadgate.notify import Sender, SlackApiSender, SlackWebhookSender
-from loadgate.profiles import Profile, load_profiles
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import TaskGroup, chain
 
+from loadgate.config.profiles import MAX_STAGE_S
 from loadgate.engine.exitcodes import EXIT_ABORTED
-from loadgate.profiles import MAX_STAGE_S
 from loadgate_airflow import tasks
 
 # A load task's backstop: the longest stage a profile may allow (prepare refuses a plan whose

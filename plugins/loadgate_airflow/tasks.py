@@ -14,15 +14,17 @@ from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from loadgate import gate as gates
-from loadgate import kubernetes as k8s
 from loadgate import pipeline
-from loadgate.local_backend import run_stage_local
+from loadgate.backends.kubernetes import logs as k8s_logs
+from loadgate.backends.kubernetes import manifests
+from loadgate.backends.kubernetes import pods as k8s_pods
+from loadgate.backends.local import run_stage_local
+from loadgate.config.profiles import ProfileError
+from loadgate.config.run import RunConfig, RunConfigError, resolve_trigger
 from loadgate.notify import Notifier, task_failed_message
-from loadgate.profiles import ProfileError
-from loadgate.runconfig import RunConfig, RunConfigError, resolve_trigger
+from loadgate.run import gate as gates
 from loadgate.storage import is_remote
-from loadgate.verdicts import Verdict
+from loadgate.verdict.outcomes import Verdict
 from loadgate_airflow import settings
 
 log = logging.getLogger("loadgate")
@@ -181,7 +183,7 @@ def stage_pods(
     """The Kubernetes backend: one pod per shard, for the mapped KubernetesPodOperator."""
     run = _stage_run(run_record, stage, "kubernetes", attempt)
     pipeline.clear_stage(run, stage, attempt)
-    pods = k8s.stage_pods(run, stage, run.config.kubernetes, attempt=attempt)
+    pods = manifests.stage_pods(run, stage, run.config.kubernetes, attempt=attempt)
     run.timeline(f"stage {stage} started: {len(pods)} pod(s) in {run.config.kubernetes.namespace}")
     return pods
 
@@ -228,11 +230,11 @@ def collect_logs(run_record: dict[str, Any] | None) -> dict[str, Any]:
         core = KubernetesHook().core_v1_client
         cfg = run.config
         logs_dir = run.artifacts.ensure("logs", "pods")
-        collected["generator_pods"] = k8s.collect_pod_logs(
-            core, cfg.kubernetes.namespace, k8s.run_selector(run.run_id), logs_dir
+        collected["generator_pods"] = k8s_logs.collect_pod_logs(
+            core, cfg.kubernetes.namespace, manifests.run_selector(run.run_id), logs_dir
         )
         if cfg.target_selector:
-            collected["target_pods"] = k8s.collect_pod_logs(
+            collected["target_pods"] = k8s_logs.collect_pod_logs(
                 core,
                 cfg.kubernetes.namespace,
                 cfg.target_selector,
@@ -247,10 +249,10 @@ def cleanup_pods(run_record: dict[str, Any] | None) -> list[str]:
     run = _run(run_record)
     if run.config.backend != "kubernetes":
         raise AirflowSkipException("the local backend starts no pods")
-    deleted = k8s.delete_run_pods(
+    deleted = k8s_pods.delete_run_pods(
         KubernetesHook().core_v1_client,
         run.config.kubernetes.namespace,
-        k8s.run_label(run.run_id),
+        manifests.run_label(run.run_id),
         wait_s=60,
     )
     log.info("deleted %d pod(s) of this run", len(deleted))

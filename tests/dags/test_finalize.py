@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from loadgate import pipeline
-from loadgate.profiles import load_profiles
-from loadgate.records import StageGate
-from loadgate.runconfig import resolve_trigger
+from loadgate.config.profiles import load_profiles
+from loadgate.config.run import resolve_trigger
+from loadgate.run.records import StageGate
 
 airflow = pytest.importorskip("airflow")
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"

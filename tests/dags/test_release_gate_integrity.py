@@ -14,8 +14,8 @@ from tests.support.airflow import airflow_env
 PROBE = r"""
 import json
 from airflow.dag_processing.dagbag import DagBag
-from loadgate.profiles import shipped_profiles
-from loadgate.runconfig import resolve_trigger
+from loadgate.config.profiles import shipped_profiles
+from loadgate.config.run import resolve_trigger
 bag = DagBag()
 dag = bag.dags.get("release_gate")
 out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}}
@@ -131,7 +131,7 @@ def test_the_grid_reads_like_the_plan(probe) -> None:
 def test_params_form_is_documented_and_valid(probe) -> None:
     """The form holds what a trigger may set, and nothing else (#10: the rest is the
     profile's)."""
-    from loadgate.profiles import TRIGGER_KEYS
+    from loadgate.config.profiles import TRIGGER_KEYS
 
     params = probe["params"]
     assert sorted(params) == sorted(TRIGGER_KEYS)
@@ -150,7 +150,7 @@ def test_params_form_is_documented_and_valid(probe) -> None:
 
 
 def test_the_form_as_it_opens_is_the_documented_default_run(probe) -> None:
-    from loadgate.runconfig import RunConfig
+    from loadgate.config.run import RunConfig
 
     assert probe["default_run"] == RunConfig(target_url="http://127.0.0.1:8080").model_dump(
         mode="json"

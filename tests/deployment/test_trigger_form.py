@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from loadgate.profiles import TRIGGER_KEYS, shipped_profiles
-from loadgate.runconfig import RunConfig, resolve_trigger
+from loadgate.config.profiles import TRIGGER_KEYS, shipped_profiles
+from loadgate.config.run import RunConfig, resolve_trigger
 from tests.support.airflow_server import DAG_ID
 from tests.support.airflow_ui import (
     form_trigger_button,

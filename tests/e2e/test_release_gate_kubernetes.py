@@ -28,7 +28,13 @@ from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAMESPACE = "loadgate"
-PLAN = Path(__file__).resolve().parents[2] / "include" / "plans" / "harmonyflow-10k.yaml"
+PLAN = (
+    Path(__file__).resolve().parents[2]
+    / "include"
+    / "loadgate_syncbridge"
+    / "plans"
+    / "harmonyflow-10k.yaml"
+)
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-PLAN_FILE = Path(__file__).parents[2] / "include" / "plans" / "harmonyflow-10k.yaml"
+PLAN_FILE = (
+    Path(__file__).parents[2] / "include" / "loadgate_syncbridge" / "plans" / "harmonyflow-10k.yaml"
+)
 
 
 def _post(url: str, body: dict, token: str | None = None) -> dict:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from loadgate import checklist as cl
+from loadgate.actions.rollback import RollbackConfig
 from loadgate.plan.model import ScrapeSpec
-from loadgate.rollback import RollbackConfig
+from loadgate.run import checklist as cl
 
 SPECS = {
     "memory_utilization": ScrapeSpec(metric="syncbridge_memory_utilization_ratio"),

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from loadgate import pipeline
-from loadgate.pipeline import LOG_TAIL_BYTES, Run, collect_logs
-from loadgate.runconfig import RunConfig
+from loadgate.config.run import RunConfig
+from loadgate.pipeline import LOG_TAIL_BYTES, collect_logs
+from loadgate.run.folder import Run
 
 pytestmark = pytest.mark.timeout(120)
 MB = 1_000_000

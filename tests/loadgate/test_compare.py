@@ -15,7 +15,10 @@ import random
 
 import orjson
 
-from loadgate.compare import (
+from loadgate.engine.merge import digest_paths
+from loadgate.engine.results import FORMAT, META, ResultsWriter
+from loadgate.engine.window import Recorder, window_record
+from loadgate.verdict.compare import (
     CompareSettings,
     Comparison,
     Metric,
@@ -26,8 +29,6 @@ from loadgate.compare import (
     figures,
     t_quantile,
 )
-from loadgate.engine.results import FORMAT, META, ResultsWriter
-from loadgate.engine.window import Recorder, window_record
 
 NAMES = [("GET", "/a"), ("POST", "/b"), ("GET", "/c"), ("PUT", "/d")]
 MU, SIGMA = -2.3, 0.3  # median 100 ms
@@ -165,7 +166,7 @@ def test_seeded_digests_from_files_and_storage_give_the_same_intervals(tmp_path)
             writer.append_window(rec)
         writer.close()
     assert (folder / "shard-0" / META).is_file()
-    from_files = SecondsDigest.from_dirs([folder], workers=2)
+    from_files = digest_paths([folder], 2)
     stored = SecondsDigest.from_dict(orjson.loads(orjson.dumps(from_files.to_dict())))
     one = compare(current, base, FAST)
     two = compare(from_files, SecondsDigest.from_records(base), FAST)
@@ -280,9 +281,9 @@ def test_a_few_milliseconds_are_no_regression_whatever_the_ratio() -> None:
 def test_what_matters_follows_the_plans_latency_limit() -> None:
     """5% of the stage's latency limit (the shipped plan's p95 < 500 ms: 25 ms), never under
     5 ms; WebSocket round trips by their own limit."""
-    from loadgate.baseline import _settings
+    from loadgate.config.run import resolve_plan_path
     from loadgate.plan import load_plan
-    from loadgate.runconfig import resolve_plan_path
+    from loadgate.run.baseline import _settings
 
     plan = load_plan(resolve_plan_path("harmonyflow-10k"))
     for stage, http_ms in (("api", 25.0), ("session", 25.0), ("websocket", 5.0)):

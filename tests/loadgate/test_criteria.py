@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from loadgate.criteria import SlidingEvaluator, evaluate, evaluate_stage
 from loadgate.engine.aggregate import Aggregate
 from loadgate.engine.window import Recorder, window_record
 from loadgate.plan import plan_from_data
+from loadgate.verdict.criteria import SlidingEvaluator, evaluate, evaluate_stage
 
 STAGE = {
     "scenarios": {"s": {"exec": "basic.get", "executor": "constant-vus", "vus": 1, "duration": 1}}

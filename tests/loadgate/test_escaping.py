@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from loadgate.artifacts import RunArtifacts
 from loadgate.notify import (
     Message,
     Notifier,
@@ -23,7 +22,8 @@ from loadgate.notify import (
     start_message,
     task_failed_message,
 )
-from loadgate.report import build_report, md_block, md_code, md_inline
+from loadgate.report.build import build_report, md_block, md_code, md_inline
+from loadgate.run.artifacts import RunArtifacts
 from tests.support.records import comparison, history_entry
 from tests.support.slack_standin import SlackStandIn
 

@@ -7,11 +7,12 @@ import json
 import pytest
 import yaml
 
-from loadgate import gate, pipeline
-from loadgate.local_backend import run_stage_local
+from loadgate import pipeline
+from loadgate.backends.local import run_stage_local
+from loadgate.config.run import build_run_config, resolve_plan_path
 from loadgate.notify import Notifier
-from loadgate.runconfig import build_run_config, resolve_plan_path
-from loadgate.verdicts import Verdict
+from loadgate.run import gate
+from loadgate.verdict.outcomes import Verdict
 from tests.support.helpers import one_stage_plan, scenario
 
 
@@ -91,7 +92,7 @@ def test_rerun_replaces_results_and_uses_the_previous_run_as_baseline(
     # runs: with four more passing runs whose p50 varied 0.5–4 ms, any p50 change is undecided
     # (shown, held against nobody, no re-run), never a regression (p50: the stage's ~150
     # requests are too few for a p95 interval)
-    from loadgate import history
+    from loadgate.run import history
 
     recorded = history.entries(first.config.artifacts_root, pipeline.history_key(first))[-1]
     figures = recorded.stages["api"].scopes["http all"]

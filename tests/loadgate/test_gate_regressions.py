@@ -19,11 +19,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from loadgate import gate, pipeline
-from loadgate.local_backend import run_stage_local
-from loadgate.records import CriterionRecord, StageGate, StageSummary
-from loadgate.runconfig import build_run_config
-from loadgate.verdicts import Verdict
+from loadgate import pipeline
+from loadgate.backends.local import run_stage_local
+from loadgate.config.run import build_run_config
+from loadgate.run import gate
+from loadgate.run.records import CriterionRecord, StageGate, StageSummary
+from loadgate.verdict.outcomes import Verdict
 from tests.support.helpers import one_stage_plan, scenario, shipped_criteria
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

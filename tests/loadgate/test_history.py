@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from loadgate import history
 from loadgate.cli import main
-from loadgate.history import HistoryEntry, HistoryError, entry_from_gates, history_key
+from loadgate.run import history
+from loadgate.run.history import HistoryEntry, HistoryError, entry_from_gates, history_key
 
 T0 = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
 KEY = "sb-example--harmonyflow-10k"

@@ -14,15 +14,17 @@ import kubernetes_validate
 import pytest
 from pydantic import ValidationError
 
-from loadgate import kubernetes as k8s
-from loadgate.local_backend import engine_argv
-from loadgate.pipeline import Run, prepare
-from loadgate.runconfig import DEFAULT_PLAN, PLANS_DIR, RunConfig
+from loadgate.backends.command import engine_argv
+from loadgate.backends.kubernetes import manifests
+from loadgate.config import pods as pod_settings
+from loadgate.config.run import DEFAULT_PLAN, RunConfig, resolve_plan_path
+from loadgate.pipeline import prepare
+from loadgate.run.folder import Run
 
 K8S_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
 RUN_ID = "manual__2026-05-01T10:00:00.123456+00:00"
 
-FULL = k8s.PodSettings(
+FULL = pod_settings.PodSettings(
     namespace="load-testing",
     image="registry.example.com/loadgate:1.4.2",
     image_pull_policy="Always",
@@ -69,17 +71,17 @@ def run(tmp_path: Path) -> Run:
 
 
 @pytest.mark.parametrize("stage", ["api", "websocket", "session"])
-@pytest.mark.parametrize("settings", [k8s.PodSettings(), FULL], ids=["defaults", "full"])
+@pytest.mark.parametrize("settings", [pod_settings.PodSettings(), FULL], ids=["defaults", "full"])
 def test_every_shard_pod_validates_against_kubernetes_1_29_to_1_33(run, stage, settings) -> None:
-    pods = k8s.stage_pods(run, stage, settings)
+    pods = manifests.stage_pods(run, stage, settings)
     assert len(pods) == run.shards(stage)
     for pod in pods:
         validate_all(pod)
-        assert k8s.secret_findings(pod) == []
+        assert manifests.secret_findings(pod) == []
 
 
 def test_the_validator_is_not_vacuous(run) -> None:
-    pod = k8s.shard_pod(run, "api", 0, 2, key="k", settings=FULL)
+    pod = manifests.shard_pod(run, "api", 0, 2, key="k", settings=FULL)
     broken = copy.deepcopy(pod)
     broken["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = "yes"
     unknown = copy.deepcopy(pod)
@@ -90,7 +92,7 @@ def test_the_validator_is_not_vacuous(run) -> None:
 
 
 def test_the_pod_runs_the_local_backends_command_line(run) -> None:
-    pod = k8s.shard_pod(run, "api", 1, 3, key="abcd1234-5", settings=FULL)
+    pod = manifests.shard_pod(run, "api", 1, 3, key="abcd1234-5", settings=FULL)
     (container,) = pod["spec"]["containers"]
     out = str(run.artifacts.path("stages", "api", "shard-1"))
     assert container["command"] + container["args"] == [
@@ -105,7 +107,7 @@ def test_pods_run_the_plan_copy_that_prepare_wrote_into_the_run_root(tmp_path) -
     """Pods read the plan from the run root, not from their image: the shards run the plan
     the DAG validated, even if the plan file (or the image's copy) changes during the run."""
     plan_file = tmp_path / "gate.yaml"
-    plan_file.write_bytes(PLANS_DIR.joinpath(f"{DEFAULT_PLAN}.yaml").read_bytes())
+    plan_file.write_bytes(resolve_plan_path(DEFAULT_PLAN).read_bytes())
     cfg = RunConfig(
         target_url="http://127.0.0.1:8080",
         artifacts_root=str(tmp_path / "artifacts"),
@@ -115,15 +117,15 @@ def test_pods_run_the_plan_copy_that_prepare_wrote_into_the_run_root(tmp_path) -
     plan_file.write_text("name: changed-after-prepare\nstages: {}\n")
     run = Run(record)
     copy_path = run.artifacts.path("plan.yaml")
-    pod = k8s.shard_pod(run, "api", 0, 2, key="k", settings=k8s.PodSettings())
+    pod = manifests.shard_pod(run, "api", 0, 2, key="k", settings=pod_settings.PodSettings())
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index("--plan") + 1] == str(copy_path)
     assert run.plan.name == record.plan_name != "changed-after-prepare"
-    assert copy_path.read_bytes() == PLANS_DIR.joinpath(f"{DEFAULT_PLAN}.yaml").read_bytes()
+    assert copy_path.read_bytes() == resolve_plan_path(DEFAULT_PLAN).read_bytes()
 
 
 def test_resources_come_from_the_plans_stage(run) -> None:
-    pod = k8s.shard_pod(run, "websocket", 0, 1, key="k", settings=FULL)
+    pod = manifests.shard_pod(run, "websocket", 0, 1, key="k", settings=FULL)
     plan_resources = run.plan.stages["websocket"].resources
     assert pod["spec"]["containers"][0]["resources"] == {
         "requests": dict(plan_resources.requests),
@@ -153,10 +155,10 @@ def test_a_stage_without_resources_gets_the_settings_default(tmp_path: Path) -> 
         )
     )
     run = make_run(tmp_path, plan=str(plan), stages=["api"])
-    settings = k8s.PodSettings(
+    settings = pod_settings.PodSettings(
         default_resources={"requests": {"cpu": "250m"}, "limits": {"memory": "256Mi"}}
     )
-    pod = k8s.shard_pod(run, "api", 0, 1, key="k", settings=settings)
+    pod = manifests.shard_pod(run, "api", 0, 1, key="k", settings=settings)
     assert pod["spec"]["containers"][0]["resources"] == {
         "requests": {"cpu": "250m"},
         "limits": {"memory": "256Mi"},
@@ -165,9 +167,9 @@ def test_a_stage_without_resources_gets_the_settings_default(tmp_path: Path) -> 
 
 
 def test_labels_name_the_run_stage_and_shard(run) -> None:
-    pods = k8s.stage_pods(run, "api", FULL)
-    label = k8s.run_label(RUN_ID)
-    assert len({p["metadata"]["labels"][k8s.KEY_LABEL] for p in pods}) == 1  # one engine key
+    pods = manifests.stage_pods(run, "api", FULL)
+    label = manifests.run_label(RUN_ID)
+    assert len({p["metadata"]["labels"][manifests.KEY_LABEL] for p in pods}) == 1  # one engine key
     for i, pod in enumerate(pods):
         labels = pod["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "loadgate"
@@ -178,21 +180,21 @@ def test_labels_name_the_run_stage_and_shard(run) -> None:
         assert pod["metadata"]["annotations"]["loadgate/run-id"] == RUN_ID
         assert pod["metadata"]["namespace"] == "load-testing"
     assert len({p["metadata"]["name"] for p in pods}) == len(pods)
-    assert k8s.run_selector(RUN_ID) == f"app.kubernetes.io/name=loadgate,loadgate/run={label}"
+    assert manifests.run_selector(RUN_ID) == f"app.kubernetes.io/name=loadgate,loadgate/run={label}"
 
 
 def test_run_label_is_stable_short_and_label_safe() -> None:
-    label = k8s.run_label(RUN_ID)
-    assert label == k8s.run_label(RUN_ID)
-    assert label != k8s.run_label(RUN_ID + "x")
+    label = manifests.run_label(RUN_ID)
+    assert label == manifests.run_label(RUN_ID)
+    assert label != manifests.run_label(RUN_ID + "x")
     assert len(label) == 16 and label.isalnum()
-    from loadgate.local_backend import run_key
+    from loadgate.backends.command import run_key
 
     assert run_key(RUN_ID).startswith(label[:8])  # the engine's ids point back to the run
 
 
 def test_security_context_non_root_read_only_root_filesystem(run) -> None:
-    pod = k8s.shard_pod(run, "session", 0, 1, key="k", settings=k8s.PodSettings())
+    pod = manifests.shard_pod(run, "session", 0, 1, key="k", settings=pod_settings.PodSettings())
     spec = pod["spec"]
     (container,) = spec["containers"]
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -210,7 +212,7 @@ def test_security_context_non_root_read_only_root_filesystem(run) -> None:
 
 
 def test_placement_settings(run) -> None:
-    spec = k8s.shard_pod(run, "api", 0, 2, key="k", settings=FULL)["spec"]
+    spec = manifests.shard_pod(run, "api", 0, 2, key="k", settings=FULL)["spec"]
     assert spec["serviceAccountName"] == "loadgate-runner"
     assert spec["nodeSelector"] == {"node-pool": "load-generators"}
     assert spec["tolerations"] == [
@@ -221,19 +223,19 @@ def test_placement_settings(run) -> None:
     assert spec["imagePullSecrets"] == [{"name": "registry-pull"}]
     term = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term[0]["podAffinityTerm"]["labelSelector"]["matchLabels"] == {
-        "loadgate/run": k8s.run_label(RUN_ID)
+        "loadgate/run": manifests.run_label(RUN_ID)
     }
 
 
 def test_the_pod_is_bounded_in_time(run) -> None:
-    pod = k8s.shard_pod(run, "api", 0, 1, key="k", settings=k8s.PodSettings())
+    pod = manifests.shard_pod(run, "api", 0, 1, key="k", settings=pod_settings.PodSettings())
     stage_s = run.plan.stages["api"].duration * run.config.time_scale
     deadline = pod["spec"]["activeDeadlineSeconds"]
     assert stage_s < deadline <= stage_s + 601
 
 
 def test_credentials_come_from_secrets_never_from_values(run) -> None:
-    pod = k8s.shard_pod(run, "api", 0, 1, key="k", settings=FULL)
+    pod = manifests.shard_pod(run, "api", 0, 1, key="k", settings=FULL)
     (container,) = pod["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert env["AWS_SECRET_ACCESS_KEY"] == {
@@ -243,7 +245,7 @@ def test_credentials_come_from_secrets_never_from_values(run) -> None:
     assert container["envFrom"] == [{"secretRef": {"name": "loadgate-extra"}}]
     secret_volume = next(v for v in pod["spec"]["volumes"] if "secret" in v)
     assert secret_volume["secret"] == {"secretName": "loadgate-target", "defaultMode": 0o400}
-    assert k8s.secret_findings(pod) == []
+    assert manifests.secret_findings(pod) == []
 
 
 def test_no_secret_value_reaches_the_spec(run, tmp_path: Path) -> None:
@@ -251,10 +253,10 @@ def test_no_secret_value_reaches_the_spec(run, tmp_path: Path) -> None:
     users = run.users_file()
     users.parent.mkdir(parents=True, exist_ok=True)
     users.write_text(json.dumps({"email": "u@example.com", "password": "Hunter2-secret!"}) + "\n")
-    pod = k8s.shard_pod(run, "api", 0, 1, key="k", settings=FULL)
+    pod = manifests.shard_pod(run, "api", 0, 1, key="k", settings=FULL)
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index("--users") + 1] == str(users)
-    assert k8s.secret_findings(pod, known_secrets=["Hunter2-secret!", "xoxb-slack"]) == []
+    assert manifests.secret_findings(pod, known_secrets=["Hunter2-secret!", "xoxb-slack"]) == []
     assert "Hunter2" not in json.dumps(pod)
 
 
@@ -269,7 +271,7 @@ def test_secret_findings_catch_what_must_not_be_there() -> None:
             ]
         }
     }
-    findings = k8s.secret_findings(leaky, known_secrets=["abc"])
+    findings = manifests.secret_findings(leaky, known_secrets=["abc"])
     assert any("known secret" in f for f in findings)
     assert any("ADMIN_TOKEN" in f for f in findings)
     assert any("--token" in f for f in findings)
@@ -279,26 +281,26 @@ def test_secret_findings_catch_what_must_not_be_there() -> None:
 @pytest.mark.parametrize("name", ["API_TOKEN", "DB_PASSWORD", "AWS_SECRET_ACCESS_KEY", "apikey"])
 def test_settings_refuse_a_credential_as_a_plain_env_value(name: str) -> None:
     with pytest.raises(ValidationError, match="secret_env"):
-        k8s.PodSettings(env={name: "value"})
+        pod_settings.PodSettings(env={name: "value"})
 
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ValidationError):
-        k8s.PodSettings(namespace="Not_A_Namespace")
+        pod_settings.PodSettings(namespace="Not_A_Namespace")
     with pytest.raises(ValidationError):
-        k8s.PodSettings(labels={"team": "not a label value"})
+        pod_settings.PodSettings(labels={"team": "not a label value"})
     with pytest.raises(ValidationError):
-        k8s.PodSettings(results_dir="/tmp")
+        pod_settings.PodSettings(results_dir="/tmp")
     with pytest.raises(ValidationError):
-        k8s.PodSettings(unknown_field=1)
+        pod_settings.PodSettings(unknown_field=1)
     with pytest.raises(ValidationError, match="needs a key"):
-        k8s.PodSettings(tolerations=[{"value": "x"}])
-    assert k8s.PodSettings.model_validate(json.loads(FULL.model_dump_json())) == FULL
+        pod_settings.PodSettings(tolerations=[{"value": "x"}])
+    assert pod_settings.PodSettings.model_validate(json.loads(FULL.model_dump_json())) == FULL
 
 
 def test_a_manifest_becomes_the_operators_v1pod(run) -> None:
-    pod = k8s.shard_pod(run, "api", 0, 1, key="k", settings=FULL)
-    v1 = k8s.to_v1pod(pod)
+    pod = manifests.shard_pod(run, "api", 0, 1, key="k", settings=FULL)
+    v1 = manifests.to_v1pod(pod)
     assert v1.metadata.labels == pod["metadata"]["labels"]
     assert v1.spec.containers[0].args == pod["spec"]["containers"][0]["args"]
     assert v1.spec.containers[0].security_context.read_only_root_filesystem is True
@@ -307,16 +309,26 @@ def test_a_manifest_becomes_the_operators_v1pod(run) -> None:
 
 def test_pod_manifest_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="command"):
-        k8s.pod_manifest(name="x", argv=[], settings=k8s.PodSettings(), labels={})
+        manifests.pod_manifest(name="x", argv=[], settings=pod_settings.PodSettings(), labels={})
     with pytest.raises(ValueError, match="pod name"):
-        k8s.pod_manifest(name="Bad_Name", argv=["x"], settings=k8s.PodSettings(), labels={})
+        manifests.pod_manifest(
+            name="Bad_Name", argv=["x"], settings=pod_settings.PodSettings(), labels={}
+        )
     with pytest.raises(ValueError, match="label"):
-        k8s.pod_manifest(
-            name="ok", argv=["x"], settings=k8s.PodSettings(), labels={"loadgate/stage": "a b"}
+        manifests.pod_manifest(
+            name="ok",
+            argv=["x"],
+            settings=pod_settings.PodSettings(),
+            labels={"loadgate/stage": "a b"},
         )
     with pytest.raises(ValueError, match="shard"):
-        k8s.shard_pod(
-            make_run(Path("/nonexistent")), "api", 2, 2, key="k", settings=k8s.PodSettings()
+        manifests.shard_pod(
+            make_run(Path("/nonexistent")),
+            "api",
+            2,
+            2,
+            key="k",
+            settings=pod_settings.PodSettings(),
         )
 
 
@@ -326,7 +338,7 @@ def test_a_pod_of_an_s3_run_root_needs_no_shared_volume(s3) -> None:
     run = Run({"run_id": RUN_ID, "config": cfg.model_dump(mode="json")})
     run.users_file().write_text('{"email": "u@example.com", "password": "Hunter2-s3!"}\n')
     settings = FULL.model_copy(update={"env": {"AWS_ENDPOINT_URL": s3.endpoint}})
-    pod = k8s.shard_pod(run, "api", 1, 2, key="k", settings=settings)
+    pod = manifests.shard_pod(run, "api", 1, 2, key="k", settings=settings)
     validate_all(pod)
     (container,) = pod["spec"]["containers"]
     args = container["args"]
@@ -339,4 +351,4 @@ def test_a_pod_of_an_s3_run_root_needs_no_shared_volume(s3) -> None:
     assert env["AWS_ENDPOINT_URL"]["value"] == s3.endpoint
     assert env["LOADGATE_RESULTS_DIR"]["value"] == settings.results_dir  # the engine's scratch
     known = ["Hunter2-s3!", os.environ["AWS_SECRET_ACCESS_KEY"]]
-    assert k8s.secret_findings(pod, known_secrets=known) == []
+    assert manifests.secret_findings(pod, known_secrets=known) == []

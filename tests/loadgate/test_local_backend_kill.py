@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TASK = """
 import signal, sys
 from loadgate import pipeline
-from loadgate.local_backend import run_stage_local
-from loadgate.runconfig import build_run_config
+from loadgate.backends.local import run_stage_local
+from loadgate.config.run import build_run_config
 
 target, plan, root = sys.argv[1:4]
 if sys.argv[4:] == ["handle-sigterm"]:  # as Airflow's task runner does: raise, run finally

@@ -7,7 +7,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
-from loadgate.artifacts import RunArtifacts
 from loadgate.notify import (
     LEDGER,
     Notifier,
@@ -18,6 +17,7 @@ from loadgate.notify import (
     start_message,
     task_failed_message,
 )
+from loadgate.run.artifacts import RunArtifacts
 from tests.support.slack_standin import SlackStandIn
 
 START = start_message(

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from loadgate import pipeline
-from loadgate.profiles import (
+from loadgate.config.profiles import (
     TRIGGER_KEYS,
     Limits,
     ProfileError,
@@ -24,7 +24,7 @@ from loadgate.profiles import (
     load_profiles_file,
     shipped_profiles,
 )
-from loadgate.runconfig import RunConfigError, resolve_trigger
+from loadgate.config.run import RunConfigError, resolve_trigger
 from tests.support.helpers import one_stage_plan, scenario
 
 SHOP = {
@@ -203,7 +203,7 @@ def _plan_file(tmp_path, **probe) -> str:
 def test_load_beyond_the_profile_is_refused_before_anything_is_written(
     tmp_path, probe, message
 ) -> None:
-    from loadgate.runconfig import build_run_config
+    from loadgate.config.run import build_run_config
 
     config = build_run_config(
         {
@@ -244,7 +244,7 @@ def test_a_plan_naming_a_module_outside_the_allowed_packages_imports_nothing(
     marker = tmp_path / "imported"
     (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    from loadgate.runconfig import build_run_config
+    from loadgate.config.run import build_run_config
 
     plan = one_stage_plan(
         {"probe": scenario("constant-vus", vus=1, duration="1s", exec="sideeffect_pkg:fn")},
@@ -288,8 +288,8 @@ def test_any_plan_numbers_are_bounded_or_refused_before_anything_is_written(
 ) -> None:
     """150 plans (derandomized) with any users, duration and shards: each is refused with a
     clear error before the run folder exists, or prepared within the default profile's caps."""
+    from loadgate.config.run import build_run_config
     from loadgate.plan.errors import PlanError
-    from loadgate.runconfig import build_run_config
 
     tmp = tmp_path_factory.mktemp("plan")
     plan = one_stage_plan(

@@ -20,11 +20,12 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from loadgate import gate, pipeline, records
-from loadgate.criteria import CriterionResult
-from loadgate.local_backend import run_stage_local
+from loadgate import pipeline
+from loadgate.backends.local import run_stage_local
+from loadgate.config.run import build_run_config
 from loadgate.notify import Notifier
-from loadgate.records import (
+from loadgate.run import gate, records
+from loadgate.run.records import (
     Checklist,
     CriterionRecord,
     Report,
@@ -34,8 +35,8 @@ from loadgate.records import (
     StageGate,
     TargetHealth,
 )
-from loadgate.runconfig import build_run_config
-from loadgate.verdicts import Verdict
+from loadgate.verdict.criteria import CriterionResult
+from loadgate.verdict.outcomes import Verdict
 from tests.support.helpers import one_stage_plan, scenario, shipped_criteria
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -78,7 +79,7 @@ def check_folder(root: Path) -> list[str]:
 def test_the_checked_in_schemas_are_the_models() -> None:
     on_disk = {p.name: p.read_text() for p in SCHEMAS.glob("*.schema.json")}
     assert on_disk == records.schema_texts(), (
-        "docs/schemas is out of date: python -m loadgate.records --write-schemas docs/schemas"
+        "docs/schemas is out of date: python -m loadgate.run.records --write-schemas docs/schemas"
     )
 
 

@@ -6,8 +6,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from loadgate.artifacts import RunArtifacts
-from loadgate.report import build_report
+from loadgate.report.build import build_report
+from loadgate.run.artifacts import RunArtifacts
 from tests.support.records import comparison, history_entry
 
 RECORD = {

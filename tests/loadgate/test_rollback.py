@@ -10,7 +10,7 @@ import pytest
 import requests
 from pydantic import ValidationError
 
-from loadgate.rollback import RollbackConfig, execute
+from loadgate.actions.rollback import RollbackConfig, execute
 
 
 def test_syncbridge_restores_previous_release(start_syncbridge, tmp_path) -> None:

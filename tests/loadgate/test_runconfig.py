@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadgate.runconfig import RunConfigError, build_run_config, resolve_trigger
+from loadgate.config.run import RunConfigError, build_run_config, resolve_trigger
 
 
 def test_defaults_and_stage_order() -> None:
@@ -18,7 +18,7 @@ def test_defaults_and_stage_order() -> None:
 
 
 def test_deploy_event_fills_release_and_target() -> None:
-    from loadgate.profiles import load_profiles
+    from loadgate.config.profiles import load_profiles
 
     profiles = load_profiles({"shop": {"allowlist": ["api.example.com"]}})
     extra = {"release": "v42", "target_url": "https://api.example.com"}

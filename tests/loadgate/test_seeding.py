@@ -8,7 +8,7 @@ import stat
 import pytest
 import requests
 
-from loadgate.seeding import (
+from loadgate.run.seeding import (
     SeedingError,
     load_or_create_secret,
     password_for,

@@ -1,4 +1,4 @@
-"""The live rate test (loadgate.sequential) by simulation: its false-alarm rate over whole
+"""The live rate test (loadgate.verdict.sequential) by simulation: its false-alarm rate over whole
 stages and shards, and its detection delay for faults that start mid-stage.
 
 Each simulated stage runs 5 shards; each shard sees Bernoulli requests in one-second batches
@@ -18,7 +18,7 @@ from functools import cache
 
 import pytest
 
-from loadgate.sequential import (
+from loadgate.verdict.sequential import (
     RateMonitor,
     alternative,
     detection_bound,

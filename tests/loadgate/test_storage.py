@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from upath import UPath
 
-from loadgate.artifacts import RunArtifacts
 from loadgate.engine.abort import AbortMarker, read_marker, write_marker
 from loadgate.engine.users import load_users
-from loadgate.seeding import load_or_create_secret, read_users, write_users
+from loadgate.run.artifacts import RunArtifacts
+from loadgate.run.seeding import load_or_create_secret, read_users, write_users
 from loadgate.storage import as_path, create_exclusive, is_remote, remove_tree, write_atomic
 
 RUN_ID = "manual__2026-05-01T10:00:00+00:00"

@@ -22,12 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from loadgate import checklist as cl
+from loadgate.actions.rollback import RollbackConfig, RollbackError, execute, validate, wait_healthy
 from loadgate.engine.http import HttpConnection
 from loadgate.metrics.scrape import ScrapeSource
 from loadgate.plan.model import ScrapeSpec
-from loadgate.rollback import RollbackConfig, RollbackError, execute, validate, wait_healthy
-from loadgate.seeding import SeedingError, password_for, seed_users
+from loadgate.run import checklist as cl
+from loadgate.run.seeding import SeedingError, password_for, seed_users
 
 TOKENS = {"accessToken": "acc", "refreshToken": "ref"}
 Reply = tuple[int, dict[str, str], bytes]

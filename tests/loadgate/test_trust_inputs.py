@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadgate.artifacts import MAX_SLUG, RunArtifacts, safe_name
 from loadgate.cli import build_parser, main
+from loadgate.run.artifacts import MAX_SLUG, RunArtifacts, safe_name
 from tests.support.helpers import run_stage_args
 
 from .conftest import PLAN_FILE  # type: ignore[misc]

@@ -17,7 +17,7 @@ import yarl
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from loadgate.runconfig import RunConfigError, build_run_config
+from loadgate.config.run import RunConfigError, build_run_config
 from loadgate.safety import TargetNotAllowed, check_target, is_loopback, redact_url
 
 PASSWORD = "S3cret-pw"  # made up: the messages must not repeat it

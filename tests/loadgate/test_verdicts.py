@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loadgate.verdicts import Verdict, worst
+from loadgate.verdict.outcomes import Verdict, worst
 
 
 def test_worst_orders_outcomes_from_pass_to_rollback() -> None:

@@ -1,6 +1,6 @@
 """Run the real Airflow (``airflow dags test``) against this checkout's dags/ and plugins/."""
 
-from loadgate.demo import airflow_env, connection_env, dags_test, migrate, profiles_env
+from loadgate_syncbridge.demo import airflow_env, connection_env, dags_test, migrate, profiles_env
 
 __all__ = ["airflow_env", "connection_env", "dags_test", "migrate", "profiles_env"]
 
@@ -8,8 +8,8 @@ __all__ = ["airflow_env", "connection_env", "dags_test", "migrate", "profiles_en
 def as_profile(full: dict, name: str = "e2e") -> tuple[dict[str, str], dict]:
     """A test's run settings split as a deployment has them: the operator's (a profile
     ``name`` in the ``loadgate_profiles`` Variable, by environment) and the trigger's conf
-    (``loadgate.profiles.TRIGGER_KEYS``)."""
-    from loadgate.profiles import TRIGGER_KEYS
+    (``loadgate.config.profiles.TRIGGER_KEYS``)."""
+    from loadgate.config.profiles import TRIGGER_KEYS
 
     conf = {k: v for k, v in full.items() if k in TRIGGER_KEYS}
     profile = {k: v for k, v in full.items() if k not in TRIGGER_KEYS}

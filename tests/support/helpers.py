@@ -23,7 +23,7 @@ def shipped_criteria(*ids: str, **changes: Any) -> list[dict[str, Any]]:
     ``stages=None`` to apply it to any stage of a test plan)."""
     import yaml
 
-    from loadgate.runconfig import resolve_plan_path
+    from loadgate.config.run import resolve_plan_path
 
     by_id = {
         c["id"]: c

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .histogram import Accumulator
-from .window import TRANSPORT_ERRORS
+from loadgate.engine.histogram import Accumulator
+from loadgate.engine.window import TRANSPORT_ERRORS
 
 HttpKey = tuple[str, str, str, str]
 WS_COUNTS = (

@@ -16,7 +16,7 @@ running ``graceful_stop`` later; a cancelled iteration is counted as interrupted
 Each VU of a closed-model executor leaves its lifetime as the schedule ran it
 (:meth:`ScenarioRun.lifetimes`): the seconds from its start until it was asked to stop (no
 iteration starts after that), and the grace its last iteration then had before being cancelled.
-The summary plans a scenario's requests from them (:mod:`loadgate.engine.summary`).
+The summary plans a scenario's requests from them (:mod:`loadgate.runner.summary`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from loadgate.engine.vu import VU, StageRuntime, _wake
 from loadgate.plan.profile import (
     ArrivalProfile,
     ConnectionRampProfile,
@@ -35,8 +36,6 @@ from loadgate.plan.profile import (
     Profile,
     RampingProfile,
 )
-
-from .vu import VU, StageRuntime, _wake
 
 ScenarioFn = Callable[[VU], Awaitable[None]]
 TICK = 0.05

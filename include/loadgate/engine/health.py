@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from .window import Recorder
+from loadgate.engine.window import Recorder
 
 LAG_PROBE_S = 0.05
 MIN_CPU_SPAN_S = 0.5

@@ -61,7 +61,7 @@ from urllib.parse import quote, urlsplit
 import httptools
 import orjson
 
-from ._proto import DNS_TTL_S, default_ssl_context, open_connection
+from loadgate.engine._proto import DNS_TTL_S, default_ssl_context, open_connection
 
 __all__ = ["DNS_TTL_S", "MAX_BODY_BYTES", "HttpConnection", "HttpError", "Response"]
 

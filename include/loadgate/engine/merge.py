@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from loadgate.storage import as_path, is_remote
-
-from .aggregate import Aggregate
-from .histogram import Accumulator
-from .results import (
+from loadgate.engine.aggregate import Aggregate
+from loadgate.engine.histogram import Accumulator
+from loadgate.engine.results import (
     ResultsError,
     ShardResults,
     find_shard_dirs,
@@ -36,7 +34,8 @@ from .results import (
     read_meta,
     windows_bytes,
 )
-from .seconds import HttpDecoder, Record, SecondsDigest, by_second
+from loadgate.engine.seconds import HttpDecoder, Record, SecondsDigest, by_second
+from loadgate.storage import as_path, is_remote
 
 PARALLEL_MIN_BYTES = 16_000_000
 T = TypeVar("T")
@@ -189,6 +188,14 @@ def digest_paths(paths: Sequence[Any], workers: int | None = None) -> SecondsDig
     for part in parts[1:]:
         digest.add(part)
     return digest
+
+
+def stage_digest(merged: MergedStage, workers: int | None = None) -> SecondsDigest:
+    """A merged stage's per-second digest: the one its merge folded (``digest=True``), else read
+    from its shard directories (their windows are read again)."""
+    if merged.digest is not None:
+        return merged.digest
+    return digest_paths([shard.dir for shard in merged.shards], workers)
 
 
 def merge_dirs(dirs: list[Any], workers: int | None = None, digest: bool = False) -> MergedStage:

@@ -99,15 +99,6 @@ class ResultsWriter:
             self._windows.close()
 
 
-def open_results(out: Any, upload_every_s: float | None = None) -> ResultsWriter:
-    """The writer of ``--out``: a local folder, or a store URL (written locally, then shipped)."""
-    if is_remote(out):
-        from .upload import UploadingResultsWriter
-
-        return UploadingResultsWriter(as_path(out), upload_every_s=upload_every_s)
-    return ResultsWriter(Path(out))
-
-
 @dataclass
 class ShardResults:
     """One shard's results as read back. ``windows`` is read from disk on first use (a merge

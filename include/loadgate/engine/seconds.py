@@ -4,7 +4,7 @@ For each scope (``http all``, each ``"METHOD name"``; ``ws all`` and each WebSoc
 name) and each wall-clock second: the requests (the error rate's denominator), the failed ones,
 and the second's latency histogram folded into cumulative counts over coarse bins of ``STEP``
 HDR counts indexes (0.8–1.6% wide), plus the scope's pooled histogram over the stage.
-:mod:`loadgate.compare` bootstraps over these seconds.
+:mod:`loadgate.verdict.compare` bootstraps over these seconds.
 
 A digest is built from the records of one second of all shards at a time
 (:meth:`SecondsDigest.add_second`), in time order: the merge folds each second into one while
@@ -22,14 +22,11 @@ from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyhdrh import add_array
 
-from .histogram import COUNTS_LEN, Accumulator
-
-if TYPE_CHECKING:
-    from .merge import MergedStage
+from loadgate.engine.histogram import COUNTS_LEN, Accumulator
 
 STEP = 16  # HDR counts indexes per coarse bin (HDR sub-buckets are 0.05–0.1% wide)
 ALL = "all"
@@ -197,26 +194,6 @@ class SecondsDigest:
             digest.add_second(t, by_t[t])
         digest.finish()
         return digest
-
-    @classmethod
-    def from_merged(cls, merged: MergedStage, workers: int | None = None) -> SecondsDigest:
-        """A merged stage's digest: the one its merge folded (``digest=True``), else read from
-        its shard directories (their windows are read again)."""
-        if merged.digest is not None:
-            return merged.digest
-        return cls.from_dirs([shard.dir for shard in merged.shards], workers=workers)
-
-    @classmethod
-    def from_dirs(cls, paths: Sequence[Any], workers: int | None = None) -> SecondsDigest:
-        """From shard directories (or stage directories holding them), local or store URLs.
-
-        The shards' windows are streamed in time order and merged by second, so only one
-        second's records are held at a time. Large stages are split over worker processes as
-        the merge does (``workers``: None picks as it does); the digests are then added.
-        """
-        from .merge import digest_paths  # the merge reads shards and builds digests
-
-        return digest_paths(paths, workers)
 
     def add(self, other: SecondsDigest) -> None:
         """Add another digest of the same stage (other shards): seconds align by their time."""

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .results import META, SEGMENTS, WINDOWS, ResultsError, ResultsWriter
+from loadgate.engine.results import META, SEGMENTS, WINDOWS, ResultsError, ResultsWriter
+from loadgate.storage import as_path, is_remote
 
 UPLOAD_EVERY_S = 5.0
 MAX_FAILING_S = 60.0
@@ -150,3 +151,10 @@ class UploadingResultsWriter(ResultsWriter):
             return
         if self._own_scratch:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def open_results(out: Any, upload_every_s: float | None = None) -> ResultsWriter:
+    """The writer of ``--out``: a local folder, or a store URL (written locally, then shipped)."""
+    if is_remote(out):
+        return UploadingResultsWriter(as_path(out), upload_every_s=upload_every_s)
+    return ResultsWriter(Path(out))

@@ -45,10 +45,10 @@ from typing import Any
 
 import orjson
 
-from .http import MAX_BODY_BYTES, HttpConnection, HttpError, Response
-from .schedule import Periodic, Scheduler
-from .window import Recorder
-from .ws import WebSocket, WsError
+from loadgate.engine.http import MAX_BODY_BYTES, HttpConnection, HttpError, Response
+from loadgate.engine.schedule import Periodic, Scheduler
+from loadgate.engine.window import Recorder
+from loadgate.engine.ws import WebSocket, WsError
 
 _perf = time.perf_counter
 _NO_JSON: Any = object()

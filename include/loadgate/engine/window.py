@@ -13,7 +13,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from .histogram import encode, new_histogram, record_seconds
+from loadgate.engine.histogram import encode, new_histogram, record_seconds
 
 _perf = time.perf_counter
 TRANSPORT_ERRORS = ("connect", "timeout", "closed", "protocol")

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from ._proto import default_ssl_context, mask_payload, open_connection
+from loadgate.engine._proto import default_ssl_context, mask_payload, open_connection
 
 __all__ = ["WebSocket", "WsError"]
 

@@ -1,9 +1,10 @@
 """Test plans as data: the validated model, loading, sharding and per-shard profiles."""
 
-from .durations import format_duration, parse_duration
-from .errors import PlanError
-from .load import load_plan, plan_from_data
-from .model import (
+from loadgate.engine.durations import format_duration, parse_duration
+from loadgate.engine.shard import Shard
+from loadgate.plan.errors import PlanError
+from loadgate.plan.load import load_plan, plan_from_data
+from loadgate.plan.model import (
     ConnectionRamp,
     ConstantArrivalRate,
     ConstantVUs,
@@ -13,7 +14,6 @@ from .model import (
     Stage,
     SystemMetric,
 )
-from .shard import Shard
 
 __all__ = [
     "ConnectionRamp",

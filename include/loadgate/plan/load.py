@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .errors import PlanError
-from .model import EXECUTORS, Plan
+from loadgate.plan.errors import PlanError
+from loadgate.plan.model import EXECUTORS, Plan
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -72,7 +72,7 @@ def load_plan(path: str | Path) -> Plan:
 
 def check_references(plan: Plan) -> Iterator[tuple[str, str]]:
     """Cross-field checks pydantic cannot express: names that must refer to something."""
-    from loadgate.criteria import ENGINE_METRICS, SYSTEM_STATS
+    from loadgate.plan.vocabulary import ENGINE_METRICS, SYSTEM_STATS
 
     seen: set[str] = set()
     for i, crit in enumerate(plan.criteria):

@@ -1,11 +1,11 @@
 """The plan as a validated model: stages, scenarios with their executors, criteria, metrics.
 
-A plan is data (``include/plans/*.yaml``); :func:`loadgate.plan.load_plan` turns a file into a
-:class:`Plan` or raises a :class:`~loadgate.plan.errors.PlanError` naming file, field and reason.
-Every duration accepts ``"2m"``, ``"30s"``, ``"10ms"`` or plain seconds and is stored in seconds.
-Models are frozen: a loaded plan is never changed; scale, time scale and shard are applied by
-:mod:`loadgate.plan.profile`, which derives a concrete per-shard profile from it.
-"""
+A plan is data (a ``*.yaml`` file, shipped as package data: :mod:`loadgate.extensions`);
+:func:`loadgate.plan.load_plan` turns a file into a :class:`Plan` or raises a
+:class:`~loadgate.plan.errors.PlanError` naming file, field and reason. Every duration accepts
+``"2m"``, ``"30s"``, ``"10ms"`` or plain seconds and is stored in seconds. Models are frozen: a
+loaded plan is never changed; scale, time scale and shard are applied by
+:mod:`loadgate.plan.profile`, which derives a concrete per-shard profile from it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from .durations import parse_duration
+from loadgate.engine.durations import parse_duration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
@@ -310,7 +310,7 @@ class Plan(_Model):
     generator: GeneratorLimits = Field(default_factory=GeneratorLimits)
     # The live rollback test's false-alarm budget per stage: the probability that a release
     # whose rates are all at or below their thresholds is aborted by a rate criterion, over
-    # the whole stage, all its shards and all its live rate criteria (loadgate.sequential).
+    # the whole stage, all its shards and all its live rate criteria (loadgate.verdict.sequential).
     live_alpha: float = Field(default=0.01, gt=0, lt=1)
 
     def criteria_for(self, stage: str, levels: tuple[str, ...] = LEVELS) -> list[Criterion]:

@@ -12,7 +12,7 @@ scaled either: they are measurement windows in real seconds.
 
 Every profile answers ``target_at(t)``: how many VUs (connections) this shard should run ``t``
 seconds after the stage start, the shard's share of the scaled total at that moment; the shares
-of all shards add up exactly to the total at every moment (see :mod:`loadgate.plan.shard`).
+of all shards add up exactly to the total at every moment (see :mod:`loadgate.engine.shard`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import (
+from loadgate.engine.shard import Shard, scale_count
+from loadgate.plan.model import (
     ConnectionRamp,
     ConstantArrivalRate,
     ConstantVUs,
     RampingVUs,
     Stage,
 )
-from .shard import Shard, scale_count
 
 
 @dataclass(frozen=True)

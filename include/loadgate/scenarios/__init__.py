@@ -1,6 +1,7 @@
 """Scenarios: user behaviours as plain async functions ``async def name(vu: VU) -> None``.
 
-A plan's ``exec`` names one by a registered short name (:data:`REGISTRY`) or as
+A plan's ``exec`` names one by a registered short name (:data:`REGISTRY`: the installed
+packages' ``loadgate.scenarios`` entry points) or as
 ``package.module:function`` within a package the deployment allows (``loadgate.scenarios``, and
 the packages its operators list in :data:`PACKAGES_ENV`, an environment variable of the
 workers and, for pods, of the profile's ``kubernetes.env``): nothing else is imported, so a
@@ -18,7 +19,7 @@ time, as a think time does), and ``idle_sd``, the standard deviation of an itera
 seconds (uniform in [a, b]: (b - a) / √12; default: the idle time after the requests taken as
 uniform from 0, the seed's think times). One VU then runs an iteration every ``idle + requests
 × latency`` seconds, whatever ``--time-scale`` is (it never scales pacing), the first the moment
-it starts; :mod:`loadgate.engine.summary` turns this into the stage's planned rate with the
+it starts; :mod:`loadgate.runner.summary` turns this into the stage's planned rate with the
 latency it measured (``spread`` and ``idle_sd`` matter only in a stage a few iterations long:
 which requests of its last iteration a VU stopped early still sends, and how soon VUs that
 started together lose step). A scenario without a declaration has no planned rate.
@@ -32,6 +33,8 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
+
+from loadgate.extensions import SCENARIOS, declared
 
 F = TypeVar("F", bound=Callable[..., Any])
 # options -> (requests per iteration, idle seconds per iteration[, spread[, idle_sd]])
@@ -47,13 +50,7 @@ class IterationPacing(NamedTuple):
     idle_sd: float | None = None  # standard deviation of ``idle`` (None: not declared)
 
 
-REGISTRY: dict[str, str] = {
-    "basic.get": "loadgate.scenarios.basic:get",
-    "syncbridge.api_mix": "loadgate.scenarios.syncbridge:api_mix",
-    "syncbridge.websocket": "loadgate.scenarios.syncbridge:websocket",
-    "syncbridge.session_state": "loadgate.scenarios.syncbridge:session_state",
-    "syncbridge.handoff": "loadgate.scenarios.syncbridge:handoff",
-}
+REGISTRY: dict[str, str] = declared(SCENARIOS)  # short name -> module:function
 
 
 class ScenarioError(ValueError):

@@ -13,8 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from loadgate.engine.durations import parse_duration
 from loadgate.engine.vu import VU
-from loadgate.plan.durations import parse_duration
 from loadgate.scenarios import scenario
 
 

@@ -10,8 +10,8 @@ import pytest
 from loadgate.engine.histogram import new_histogram, record_seconds
 from loadgate.engine.merge import load_merged
 from loadgate.engine.results import FORMAT, ResultsWriter
-from loadgate.engine.summary import render_text, summarize
 from loadgate.engine.window import Recorder, window_record
+from loadgate.runner.summary import render_text, summarize
 
 NAMES = [("GET", "/a"), ("POST", "/b/{id}")]
 

@@ -17,13 +17,13 @@ from typing import Any
 import orjson
 import pytest
 
-from loadgate.compare import SecondsDigest
 from loadgate.engine.histogram import Accumulator, new_histogram
-from loadgate.engine.merge import load_merged
+from loadgate.engine.merge import digest_paths, load_merged, stage_digest
 from loadgate.engine.results import FORMAT, WINDOWS, ResultsWriter
 from loadgate.engine.seconds import ALL, HTTP, STEP, WS, fold, sum_folded
-from loadgate.engine.summary import summarize
 from loadgate.engine.window import Recorder, window_record
+from loadgate.runner.summary import summarize
+from loadgate.verdict.compare import SecondsDigest
 
 T0, SECONDS, SHARDS = 1_000, 30, 3
 
@@ -106,8 +106,8 @@ def test_digest_folded_in_the_merge_equals_the_digest_from_the_windows(
     merged = load_merged([root], workers=workers, digest=True)
     assert merged.digest is not None and merged.truncated_lines == 1
     folded = _canonical(merged.digest)
-    assert folded == _canonical(SecondsDigest.from_dirs([root], workers=1))
-    assert folded == _canonical(SecondsDigest.from_dirs([root], workers=2))
+    assert folded == _canonical(digest_paths([root], 1))
+    assert folded == _canonical(digest_paths([root], 2))
     assert folded == _canonical(SecondsDigest.from_records(records))
     scopes = {(s["source"], s["scope"]) for s in folded["scopes"]}
     assert scopes == {
@@ -119,7 +119,7 @@ def test_digest_folded_in_the_merge_equals_the_digest_from_the_windows(
         (WS, "push"),
     }
     assert folded["seconds"] == list(range(T0, T0 + SECONDS))
-    assert SecondsDigest.from_merged(merged) is merged.digest
+    assert stage_digest(merged) is merged.digest
     assert load_merged([root], workers=workers).digest is None
 
 

@@ -1,5 +1,5 @@
 """The planned request count of a closed-model scenario: the declared pacing over the VU
-lifetimes the executor ran (:func:`loadgate.engine.summary.expected_requests`), against seeded
+lifetimes the executor ran (:func:`loadgate.runner.summary.expected_requests`), against seeded
 simulations of VUs that follow the pacing; the lifetimes the executors record; a short stage
 against the reference service.
 
@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 from loadgate.engine.executors import ScenarioRun
-from loadgate.engine.summary import ASYMPTOTE_CYCLES, expected_requests, planned_requests
 from loadgate.engine.vu import VU, StageRuntime
 from loadgate.engine.window import Recorder
 from loadgate.plan import Shard, plan_from_data
 from loadgate.plan.profile import stage_profiles
+from loadgate.runner.summary import ASYMPTOTE_CYCLES, expected_requests, planned_requests
 from loadgate.scenarios import IterationPacing, pacing_of
 from tests.support.helpers import one_stage_plan, ramp, run_stage_args, scenario
 

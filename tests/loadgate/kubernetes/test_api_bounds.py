@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
-from loadgate import kubernetes as k8s
+from loadgate import kube
+from loadgate.actions import kubernetes as rollout
+from loadgate.backends.kubernetes import logs as k8s_logs
+from loadgate.backends.kubernetes import pods as k8s_pods
 
 pytestmark = pytest.mark.timeout(120)
 NAMESPACE = "loadgate"
@@ -127,17 +130,17 @@ def finishes(call: Callable[[], Any], within_s: float) -> tuple[float, Any, Base
 def test_every_call_gives_up_on_an_api_server_that_never_answers(monkeypatch, tmp_path) -> None:
     from kubernetes import client
 
-    monkeypatch.setattr(k8s, "API_TIMEOUT", (2.0, 0.5), raising=False)
+    monkeypatch.setattr(kube, "API_TIMEOUT", (2.0, 0.5))
     silent = SilentServer()
     apis = api_client(silent.url)
     core, apps = client.CoreV1Api(apis), client.AppsV1Api(apis)
     calls: dict[str, Callable[[], Any]] = {
-        "delete_run_pods": lambda: k8s.delete_run_pods(core, NAMESPACE, "r"),
-        "collect_pod_logs": lambda: k8s.collect_pod_logs(core, NAMESPACE, "app=x", tmp_path),
-        "rollout_history": lambda: k8s.rollout_history(apps, NAMESPACE, "svc"),
-        "check_rollout_undo": lambda: k8s.check_rollout_undo(apps, NAMESPACE, "svc"),
-        "wait_for_rollout": lambda: k8s.wait_for_rollout(apps, NAMESPACE, "svc", timeout_s=1),
-        "rollout_undo": lambda: k8s.rollout_undo(apps, NAMESPACE, "svc", timeout_s=1),
+        "delete_run_pods": lambda: k8s_pods.delete_run_pods(core, NAMESPACE, "r"),
+        "collect_pod_logs": lambda: k8s_logs.collect_pod_logs(core, NAMESPACE, "app=x", tmp_path),
+        "rollout_history": lambda: rollout.rollout_history(apps, NAMESPACE, "svc"),
+        "check_rollout_undo": lambda: rollout.check_rollout_undo(apps, NAMESPACE, "svc"),
+        "wait_for_rollout": lambda: rollout.wait_for_rollout(apps, NAMESPACE, "svc", timeout_s=1),
+        "rollout_undo": lambda: rollout.rollout_undo(apps, NAMESPACE, "svc", timeout_s=1),
     }
     try:
         for name, call in calls.items():
@@ -161,7 +164,7 @@ def test_a_log_still_growing_is_read_for_a_bounded_time_and_kept_to_its_tail(
             yield b"line %08d\n" % n
             time.sleep(0.01)
 
-    monkeypatch.setattr(k8s, "LOG_READ_S", 1.0, raising=False)
+    monkeypatch.setattr(k8s_logs, "LOG_READ_S", 1.0, raising=False)
     server = LogServer(forever)
     apis = api_client(server.url)
     try:
@@ -169,7 +172,7 @@ def test_a_log_still_growing_is_read_for_a_bounded_time_and_kept_to_its_tail(
 
         core = client.CoreV1Api(apis)
         took, entries, error = finishes(
-            lambda: k8s.collect_pod_logs(core, NAMESPACE, "app=x", tmp_path, max_bytes=100),
+            lambda: k8s_logs.collect_pod_logs(core, NAMESPACE, "app=x", tmp_path, max_bytes=100),
             within_s=20,
         )
         assert error is None and took < 10
@@ -202,7 +205,7 @@ def test_a_big_log_is_streamed_never_held_whole(tmp_path: Path) -> None:
         core = client.CoreV1Api(apis)
         tracemalloc.start()
         try:
-            entries = k8s.collect_pod_logs(core, NAMESPACE, "app=x", tmp_path, max_bytes=1000)
+            entries = k8s_logs.collect_pod_logs(core, NAMESPACE, "app=x", tmp_path, max_bytes=1000)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

@@ -11,26 +11,35 @@ from typing import Any
 
 import pytest
 
-from loadgate import kubernetes as k8s
+from loadgate.actions import kubernetes as rollout
+from loadgate.backends.kubernetes import logs as k8s_logs
+from loadgate.backends.kubernetes import manifests
+from loadgate.backends.kubernetes import pods as k8s_pods
+from loadgate.config import pods as pod_settings
+from loadgate.kube import KubernetesError
 
 from .conftest import NAMESPACE
 
-SETTINGS = k8s.PodSettings(namespace=NAMESPACE)
+SETTINGS = pod_settings.PodSettings(namespace=NAMESPACE)
 
 
 def sleeper(name: str, run: str, *, stage: str = "api", shard: int = 0) -> dict[str, Any]:
     """A load pod as ``loadgate.kubernetes`` builds it, running a stand-in for the engine."""
     code = "import time\nprint('generating load', flush=True)\ntime.sleep(120)"
-    return k8s.pod_manifest(
+    return manifests.pod_manifest(
         name=name,
         argv=[sys.executable, "-c", code],
         settings=SETTINGS,
-        labels={k8s.RUN_LABEL: run, k8s.STAGE_LABEL: stage, k8s.SHARD_LABEL: str(shard)},
+        labels={
+            manifests.RUN_LABEL: run,
+            manifests.STAGE_LABEL: stage,
+            manifests.SHARD_LABEL: str(shard),
+        },
     )
 
 
 def test_delete_run_pods_deletes_every_pod_of_the_run_and_only_those(kube, core) -> None:
-    mine, other = k8s.run_label("run-a"), k8s.run_label("run-b")
+    mine, other = manifests.run_label("run-a"), manifests.run_label("run-b")
     for i, stage in enumerate(("api", "api", "websocket")):
         core.create_namespaced_pod(NAMESPACE, sleeper(f"mine-{i}", mine, stage=stage, shard=i))
     core.create_namespaced_pod(NAMESPACE, sleeper("other-0", other))
@@ -45,7 +54,7 @@ def test_delete_run_pods_deletes_every_pod_of_the_run_and_only_those(kube, core)
         for p in kube.pods(NAMESPACE)
     }
 
-    deleted = k8s.delete_run_pods(core, NAMESPACE, mine, wait_s=10, poll_s=0.1)
+    deleted = k8s_pods.delete_run_pods(core, NAMESPACE, mine, wait_s=10, poll_s=0.1)
 
     assert sorted(deleted) == ["mine-0", "mine-1", "mine-2"]
     assert [p["metadata"]["name"] for p in kube.pods(NAMESPACE)] == ["other-0"]
@@ -53,38 +62,38 @@ def test_delete_run_pods_deletes_every_pod_of_the_run_and_only_those(kube, core)
         gone = not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
         assert gone == name.startswith("mine"), name
     # a second cleanup (a retry, or the task after a killed one) finds nothing and is fine
-    assert k8s.delete_run_pods(core, NAMESPACE, mine) == []
+    assert k8s_pods.delete_run_pods(core, NAMESPACE, mine) == []
 
 
 def test_delete_run_pods_includes_finished_and_failed_pods(kube, core) -> None:
-    label = k8s.run_label("run-c")
+    label = manifests.run_label("run-c")
     for name, code in (("done", "pass"), ("failed", "raise SystemExit(3)")):
-        manifest = k8s.pod_manifest(
+        manifest = manifests.pod_manifest(
             name=name,
             argv=[sys.executable, "-c", code],
             settings=SETTINGS,
-            labels={k8s.RUN_LABEL: label},
+            labels={manifests.RUN_LABEL: label},
         )
         core.create_namespaced_pod(NAMESPACE, manifest)
     assert kube.wait_for(
         lambda: {p["status"]["phase"] for p in kube.pods(NAMESPACE)} == {"Succeeded", "Failed"}
     )
-    assert sorted(k8s.delete_run_pods(core, NAMESPACE, label, wait_s=5)) == ["done", "failed"]
+    assert sorted(k8s_pods.delete_run_pods(core, NAMESPACE, label, wait_s=5)) == ["done", "failed"]
     assert kube.pods(NAMESPACE) == []
 
 
 def test_delete_run_pods_reports_pods_that_will_not_go(kube, core) -> None:
-    label = k8s.run_label("run-d")
+    label = manifests.run_label("run-d")
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"
-    manifest = k8s.pod_manifest(
+    manifest = manifests.pod_manifest(
         name="stubborn",
         argv=[sys.executable, "-c", code],
         settings=SETTINGS,
-        labels={k8s.RUN_LABEL: label},
+        labels={manifests.RUN_LABEL: label},
     )
     core.create_namespaced_pod(NAMESPACE, manifest)
-    with pytest.raises(k8s.KubernetesError, match="stubborn"):
-        k8s.delete_run_pods(core, NAMESPACE, label, wait_s=0.5, poll_s=0.1)
+    with pytest.raises(KubernetesError, match="stubborn"):
+        k8s_pods.delete_run_pods(core, NAMESPACE, label, wait_s=0.5, poll_s=0.1)
     assert kube.wait_for(lambda: not kube.pods(NAMESPACE), timeout=10)  # the grace period ends
 
 
@@ -123,7 +132,7 @@ def test_collect_pod_logs_by_selector(kube, core, tmp_path: Path) -> None:
         )
     )
 
-    entries = k8s.collect_pod_logs(core, NAMESPACE, "app=syncbridge", tmp_path / "logs/target")
+    entries = k8s_logs.collect_pod_logs(core, NAMESPACE, "app=syncbridge", tmp_path / "logs/target")
 
     files = sorted(p.name for p in (tmp_path / "logs/target").iterdir())
     assert files == [
@@ -147,7 +156,9 @@ def test_collect_pod_logs_keeps_going_past_a_pod_it_cannot_read(kube, core, tmp_
     core.create_namespaced_pod(NAMESPACE, waiting)
     core.create_namespaced_pod(NAMESPACE, sleeper("running", "r"))
     assert kube.wait_for(lambda: "generating" in kube.pod_log(NAMESPACE, "running"))
-    entries = k8s.collect_pod_logs(core, NAMESPACE, f"{k8s.RUN_LABEL}=r", tmp_path, max_bytes=10)
+    entries = k8s_logs.collect_pod_logs(
+        core, NAMESPACE, f"{manifests.RUN_LABEL}=r", tmp_path, max_bytes=10
+    )
     by_pod = {e["pod"]: e for e in entries}
     assert "400" in by_pod["waiting"]["error"]
     assert by_pod["running"]["bytes"] == 10  # the last 10 bytes: the end of the log
@@ -192,14 +203,14 @@ def image_of(apps, name: str) -> str:
 def test_rollout_undo_restores_the_previous_revision_and_waits(kube, apps) -> None:
     kube.create("apps/v1", "deployments", NAMESPACE, deployment("syncbridge", "syncbridge:v1"))
     deploy(apps, "syncbridge", "syncbridge:v2")
-    assert [h["images"] for h in k8s.rollout_history(apps, NAMESPACE, "syncbridge")] == [
+    assert [h["images"] for h in rollout.rollout_history(apps, NAMESPACE, "syncbridge")] == [
         ["syncbridge:v1"],
         ["syncbridge:v2"],
     ]
     kube.set_rollout(NAMESPACE, "syncbridge", seconds=1.0)
     started = time.monotonic()
 
-    outcome = k8s.rollout_undo(apps, NAMESPACE, "syncbridge", timeout_s=10, poll_s=0.1)
+    outcome = rollout.rollout_undo(apps, NAMESPACE, "syncbridge", timeout_s=10, poll_s=0.1)
 
     assert time.monotonic() - started >= 0.9  # it waited for the rollout
     assert image_of(apps, "syncbridge") == "syncbridge:v1"
@@ -209,13 +220,13 @@ def test_rollout_undo_restores_the_previous_revision_and_waits(kube, apps) -> No
     assert outcome["skipped"] is False
     assert outcome["rollout"]["updated"] == outcome["rollout"]["ready"] == 3
     # as on a real cluster, the restored ReplicaSet becomes revision 3
-    history = k8s.rollout_history(apps, NAMESPACE, "syncbridge")
+    history = rollout.rollout_history(apps, NAMESPACE, "syncbridge")
     assert [(h["revision"], h["images"]) for h in history] == [
         (2, ["syncbridge:v2"]),
         (3, ["syncbridge:v1"]),
     ]
     dep = apps.read_namespaced_deployment("syncbridge", NAMESPACE)
-    assert dep.metadata.annotations[k8s.REVISION] == "3"
+    assert dep.metadata.annotations[rollout.REVISION] == "3"
     assert "pod-template-hash" not in dep.spec.template.metadata.labels
     patches = kube.calls("PATCH", "/deployments/syncbridge")
     assert patches[-1]["content_type"] == "application/json-patch+json"
@@ -226,9 +237,9 @@ def test_rollout_undo_twice_goes_back_and_forth(kube, apps) -> None:
     """Like kubectl: undoing an undo restores the release that was undone."""
     kube.create("apps/v1", "deployments", NAMESPACE, deployment("svc", "svc:v1"))
     deploy(apps, "svc", "svc:v2")
-    k8s.rollout_undo(apps, NAMESPACE, "svc", timeout_s=5, poll_s=0.05)
+    rollout.rollout_undo(apps, NAMESPACE, "svc", timeout_s=5, poll_s=0.05)
     assert image_of(apps, "svc") == "svc:v1"
-    k8s.rollout_undo(apps, NAMESPACE, "svc", timeout_s=5, poll_s=0.05)
+    rollout.rollout_undo(apps, NAMESPACE, "svc", timeout_s=5, poll_s=0.05)
     assert image_of(apps, "svc") == "svc:v2"
 
 
@@ -236,20 +247,20 @@ def test_rollout_undo_to_a_given_revision(kube, apps) -> None:
     kube.create("apps/v1", "deployments", NAMESPACE, deployment("svc", "svc:v1"))
     deploy(apps, "svc", "svc:v2")
     deploy(apps, "svc", "svc:v3")
-    outcome = k8s.rollout_undo(apps, NAMESPACE, "svc", to_revision=1, timeout_s=5, poll_s=0.05)
+    outcome = rollout.rollout_undo(apps, NAMESPACE, "svc", to_revision=1, timeout_s=5, poll_s=0.05)
     assert outcome["to_revision"] == 1 and image_of(apps, "svc") == "svc:v1"
-    with pytest.raises(k8s.RolloutError, match="revision 9"):
-        k8s.rollout_undo(apps, NAMESPACE, "svc", to_revision=9, timeout_s=5)
+    with pytest.raises(rollout.RolloutError, match="revision 9"):
+        rollout.rollout_undo(apps, NAMESPACE, "svc", to_revision=9, timeout_s=5)
 
 
 def test_rollout_undo_needs_a_previous_revision(kube, apps) -> None:
     kube.create("apps/v1", "deployments", NAMESPACE, deployment("fresh", "fresh:v1"))
-    with pytest.raises(k8s.RolloutError, match="no rollout history"):
-        k8s.rollout_undo(apps, NAMESPACE, "fresh", timeout_s=5)
-    with pytest.raises(k8s.RolloutError, match="no rollout history"):
-        k8s.check_rollout_undo(apps, NAMESPACE, "fresh")
+    with pytest.raises(rollout.RolloutError, match="no rollout history"):
+        rollout.rollout_undo(apps, NAMESPACE, "fresh", timeout_s=5)
+    with pytest.raises(rollout.RolloutError, match="no rollout history"):
+        rollout.check_rollout_undo(apps, NAMESPACE, "fresh")
     deploy(apps, "fresh", "fresh:v2")
-    evidence = k8s.check_rollout_undo(apps, NAMESPACE, "fresh")
+    evidence = rollout.check_rollout_undo(apps, NAMESPACE, "fresh")
     assert "revision 1" in evidence and "fresh:v1" in evidence
 
 
@@ -257,8 +268,8 @@ def test_rollout_undo_refuses_a_paused_deployment(kube, apps) -> None:
     kube.create("apps/v1", "deployments", NAMESPACE, deployment("paused", "p:v1"))
     deploy(apps, "paused", "p:v2")
     apps.patch_namespaced_deployment("paused", NAMESPACE, {"spec": {"paused": True}})
-    with pytest.raises(k8s.RolloutError, match="paused"):
-        k8s.rollout_undo(apps, NAMESPACE, "paused", timeout_s=5)
+    with pytest.raises(rollout.RolloutError, match="paused"):
+        rollout.rollout_undo(apps, NAMESPACE, "paused", timeout_s=5)
     assert image_of(apps, "paused") == "p:v2"
 
 
@@ -267,8 +278,8 @@ def test_a_rollout_that_does_not_complete_times_out(kube, apps) -> None:
     deploy(apps, "stuck", "s:v2")
     kube.set_rollout(NAMESPACE, "stuck", stuck=True)
     started = time.monotonic()
-    with pytest.raises(k8s.RolloutError, match="not complete after"):
-        k8s.rollout_undo(apps, NAMESPACE, "stuck", timeout_s=1.0, poll_s=0.1)
+    with pytest.raises(rollout.RolloutError, match="not complete after"):
+        rollout.rollout_undo(apps, NAMESPACE, "stuck", timeout_s=1.0, poll_s=0.1)
     assert time.monotonic() - started < 3
     assert image_of(apps, "stuck") == "s:v1"  # the undo was applied; the rollout hangs
 
@@ -279,8 +290,8 @@ def test_progress_deadline_exceeded_fails_at_once(kube, apps) -> None:
     kube.create("apps/v1", "deployments", NAMESPACE, manifest)
     deploy(apps, "deadline", "d:v2")
     kube.set_rollout(NAMESPACE, "deadline", stuck=True)
-    with pytest.raises(k8s.RolloutError, match="progress deadline"):
-        k8s.rollout_undo(apps, NAMESPACE, "deadline", timeout_s=30, poll_s=0.1)
+    with pytest.raises(rollout.RolloutError, match="progress deadline"):
+        rollout.rollout_undo(apps, NAMESPACE, "deadline", timeout_s=30, poll_s=0.1)
 
 
 def test_rollout_undo_skips_when_the_template_already_matches(kube, apps) -> None:
@@ -293,7 +304,7 @@ def test_rollout_undo_skips_when_the_template_already_matches(kube, apps) -> Non
     apps.patch_namespaced_deployment(
         "same", NAMESPACE, [{"op": "replace", "path": "/spec/template", "value": template}]
     )
-    outcome = k8s.rollout_undo(apps, NAMESPACE, "same", to_revision=3, timeout_s=5, poll_s=0.05)
+    outcome = rollout.rollout_undo(apps, NAMESPACE, "same", to_revision=3, timeout_s=5, poll_s=0.05)
     assert outcome["skipped"] is True and "already matches" in outcome["message"]
 
 
@@ -309,18 +320,18 @@ def test_only_replicasets_the_deployment_controls_count(kube, apps) -> None:
     stray["metadata"] = {
         "name": "owned-stray",
         "labels": current["metadata"]["labels"],
-        "annotations": {k8s.REVISION: "7"},
+        "annotations": {rollout.REVISION: "7"},
     }
     stray["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
     kube.create("apps/v1", "replicasets", NAMESPACE, stray)
-    outcome = k8s.rollout_undo(apps, NAMESPACE, "owned", timeout_s=5, poll_s=0.05)
+    outcome = rollout.rollout_undo(apps, NAMESPACE, "owned", timeout_s=5, poll_s=0.05)
     assert outcome["images_after"] == ["o:v1"]
 
 
 def test_kubernetes_rollback_action_with_a_kubeconfig(kube, apps, kubeconfig: Path) -> None:
     kube.create("apps/v1", "deployments", NAMESPACE, deployment("syncbridge", "syncbridge:v1"))
     deploy(apps, "syncbridge", "syncbridge:v2")
-    outcome = k8s.kubernetes_rollback(
+    outcome = rollout.kubernetes_rollback(
         namespace=NAMESPACE,
         deployment="syncbridge",
         kube_config=str(kubeconfig),

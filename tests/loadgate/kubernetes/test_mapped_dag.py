@@ -27,7 +27,9 @@ import pendulum
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import dag, task
 
-from loadgate import kubernetes as k8s
+from loadgate.backends.kubernetes import manifests
+from loadgate.backends.kubernetes import pods as k8s_pods
+from loadgate.config import pods as pod_settings
 
 FAILING_SHARD = {failing_shard}
 NAMESPACE = "{namespace}"
@@ -37,22 +39,22 @@ NAMESPACE = "{namespace}"
 def kpo_shards():
     @task
     def shard_pods(**context):
-        label = k8s.run_label(context["run_id"])
-        settings = k8s.PodSettings(namespace=NAMESPACE, image="loadgate:test")
+        label = manifests.run_label(context["run_id"])
+        settings = pod_settings.PodSettings(namespace=NAMESPACE, image="loadgate:test")
         pods = []
         for i in range(2):
             code = f"print('shard {{i}} of 2 generating load', flush=True)"
             if i == FAILING_SHARD:
                 code += "; raise SystemExit(3)"
             pods.append(
-                k8s.pod_manifest(
+                manifests.pod_manifest(
                     name=f"loadgate-api-{{label[:8]}}-{{i}}",
                     argv=[sys.executable, "-c", code],
                     settings=settings,
                     labels={{
-                        k8s.RUN_LABEL: label,
-                        k8s.STAGE_LABEL: "api",
-                        k8s.SHARD_LABEL: str(i),
+                        manifests.RUN_LABEL: label,
+                        manifests.STAGE_LABEL: "api",
+                        manifests.SHARD_LABEL: str(i),
                     }},
                 )
             )
@@ -75,8 +77,8 @@ def kpo_shards():
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
         core = KubernetesHook().core_v1_client
-        label = k8s.run_label(context["run_id"])
-        deleted = k8s.delete_run_pods(core, NAMESPACE, label, wait_s=10)
+        label = manifests.run_label(context["run_id"])
+        deleted = k8s_pods.delete_run_pods(core, NAMESPACE, label, wait_s=10)
         print("DELETED", sorted(deleted))
         return deleted
 

@@ -19,9 +19,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from loadgate import kubernetes as k8s
-from loadgate.pipeline import Run
-from loadgate.runconfig import RunConfig
+from loadgate.backends.kubernetes import manifests
+from loadgate.backends.kubernetes import pods as k8s_pods
+from loadgate.config import pods as pod_settings
+from loadgate.config.run import RunConfig
+from loadgate.run.folder import Run
 from tests.support.airflow import airflow_env
 from tests.support.helpers import one_stage_plan, scenario
 
@@ -29,7 +31,7 @@ from ..conftest import loadgate  # type: ignore[misc]
 from .conftest import NAMESPACE
 
 RUNNER = Path(__file__).with_name("kpo_runner.py")
-SETTINGS = k8s.PodSettings(namespace=NAMESPACE, image="loadgate:test")
+SETTINGS = pod_settings.PodSettings(namespace=NAMESPACE, image="loadgate:test")
 RUN_ID = "manual__2026-05-01T10:00:00+00:00"
 
 # What the backend passes the operator; the pod itself is the template (pod_template_dict).
@@ -57,11 +59,17 @@ def operator_args(kubeconfig: Path | None, pod: dict[str, Any], **extra: Any) ->
 
 
 def shard_pod(
-    name: str, code: str, *, shard: str, settings: k8s.PodSettings = SETTINGS, **kw: Any
+    name: str, code: str, *, shard: str, settings: pod_settings.PodSettings = SETTINGS, **kw: Any
 ) -> dict[str, Any]:
     """The pod of shard ``shard`` of this run's api stage, running the Python ``code``."""
-    labels = {k8s.RUN_LABEL: k8s.run_label(RUN_ID), k8s.STAGE_LABEL: "api", k8s.SHARD_LABEL: shard}
-    return k8s.pod_manifest(name=name, argv=script(code), settings=settings, labels=labels, **kw)
+    labels = {
+        manifests.RUN_LABEL: manifests.run_label(RUN_ID),
+        manifests.STAGE_LABEL: "api",
+        manifests.SHARD_LABEL: shard,
+    }
+    return manifests.pod_manifest(
+        name=name, argv=script(code), settings=settings, labels=labels, **kw
+    )
 
 
 def operator_process(
@@ -103,7 +111,7 @@ def created_pods(kube) -> list[dict[str, Any]]:
 
 def test_a_pod_runs_its_command_and_its_log_comes_back(kube, kubeconfig, tmp_path) -> None:
     kube.add_secret(NAMESPACE, "loadgate-s3", {"secret_access_key": "not-in-the-spec"})
-    settings = k8s.PodSettings(
+    settings = pod_settings.PodSettings(
         namespace=NAMESPACE,
         image="loadgate:test",
         service_account="loadgate-runner",
@@ -111,7 +119,7 @@ def test_a_pod_runs_its_command_and_its_log_comes_back(kube, kubeconfig, tmp_pat
         tolerations=[{"key": "dedicated", "value": "load", "effect": "NoSchedule"}],
         secret_env={"S3_SECRET": {"secret": "loadgate-s3", "key": "secret_access_key"}},
     )
-    label = k8s.run_label(RUN_ID)
+    label = manifests.run_label(RUN_ID)
     code = (
         "import os, time\n"
         "print('secret of', len(os.environ['S3_SECRET']), 'characters', flush=True)\n"
@@ -149,9 +157,9 @@ def test_a_pod_runs_its_command_and_its_log_comes_back(kube, kubeconfig, tmp_pat
     assert spec["tolerations"][0]["key"] == "dedicated"
     assert spec["activeDeadlineSeconds"] == 600
     assert spec["automountServiceAccountToken"] is False
-    assert sent["metadata"]["labels"][k8s.RUN_LABEL] == label
+    assert sent["metadata"]["labels"][manifests.RUN_LABEL] == label
     assert sent["metadata"]["labels"]["task_id"] == "api_load_test"
-    assert k8s.secret_findings(sent, known_secrets=["not-in-the-spec"]) == []
+    assert manifests.secret_findings(sent, known_secrets=["not-in-the-spec"]) == []
     for version in ("1.29", "1.30", "1.31", "1.32", "1.33"):
         kubernetes_validate.validate(sent, version, strict=True)
     follow = [c for c in kube.calls("GET") if c["path"].endswith("/log")]
@@ -161,7 +169,7 @@ def test_a_pod_runs_its_command_and_its_log_comes_back(kube, kubeconfig, tmp_pat
 
 
 def test_a_failing_command_fails_the_task_and_keeps_the_pod(kube, kubeconfig, tmp_path) -> None:
-    label = k8s.run_label(RUN_ID)
+    label = manifests.run_label(RUN_ID)
     code = "print('criterion breached: aborting', flush=True)\nraise SystemExit(3)"
     pod = shard_pod("loadgate-api-1", code, shard="1")
 
@@ -179,12 +187,12 @@ def test_a_failing_command_fails_the_task_and_keeps_the_pod(kube, kubeconfig, tm
     from kubernetes import client
 
     core = client.CoreV1Api(kube.client(NAMESPACE))
-    assert k8s.delete_run_pods(core, NAMESPACE, label, wait_s=5) == [kept["metadata"]["name"]]
+    assert k8s_pods.delete_run_pods(core, NAMESPACE, label, wait_s=5) == [kept["metadata"]["name"]]
     assert kube.pods(NAMESPACE) == []
 
 
 def test_exit_codes_can_be_skips(kube, kubeconfig, tmp_path) -> None:
-    pod = k8s.pod_manifest(
+    pod = manifests.pod_manifest(
         name="skip", argv=script("raise SystemExit(99)"), settings=SETTINGS, labels={}
     )
     operator = operator_args(kubeconfig, pod, skip_on_exit_code=99)
@@ -197,7 +205,7 @@ def test_the_airflow_connection_points_the_operator_at_the_server(
 ) -> None:
     """``AIRFLOW_CONN_KUBERNETES_DEFAULT`` with extra ``kube_config_path``: no operator argument
     names the cluster."""
-    pod = k8s.pod_manifest(
+    pod = manifests.pod_manifest(
         name="via-conn",
         argv=script("print('through the connection')"),
         settings=SETTINGS,
@@ -212,10 +220,10 @@ def test_the_airflow_connection_points_the_operator_at_the_server(
 
 
 def test_a_missing_secret_fails_the_start_within_the_timeout(kube, kubeconfig, tmp_path) -> None:
-    settings = k8s.PodSettings(
+    settings = pod_settings.PodSettings(
         namespace=NAMESPACE, secret_env={"S3_KEY": {"secret": "absent", "key": "k"}}
     )
-    pod = k8s.pod_manifest(name="nosecret", argv=script("pass"), settings=settings, labels={})
+    pod = manifests.pod_manifest(name="nosecret", argv=script("pass"), settings=settings, labels={})
     operator = operator_args(kubeconfig, pod, startup_timeout_seconds=2)
     started = time.monotonic()
     result, output = run_operator(tmp_path, "nosecret", operator)
@@ -233,7 +241,7 @@ def test_a_killed_task_leaves_a_pod_that_the_run_cleanup_deletes(
 ) -> None:
     """The worker dies (SIGKILL: no on_kill) while the shard runs: the pod and its process go
     on until the run's cleanup deletes every pod of the run by label."""
-    label = k8s.run_label(RUN_ID)
+    label = manifests.run_label(RUN_ID)
     code = "import time\nprint('generating load', flush=True)\ntime.sleep(120)"
     pod = shard_pod("loadgate-api-0", code, shard="0")
     proc = operator_process(tmp_path, "api_load_test", operator_args(kubeconfig, pod))
@@ -255,7 +263,7 @@ def test_a_killed_task_leaves_a_pod_that_the_run_cleanup_deletes(
     from kubernetes import client
 
     core = client.CoreV1Api(kube.client(NAMESPACE))
-    deleted = k8s.delete_run_pods(core, NAMESPACE, label, wait_s=10, poll_s=0.1)
+    deleted = k8s_pods.delete_run_pods(core, NAMESPACE, label, wait_s=10, poll_s=0.1)
 
     assert deleted == [orphan["metadata"]["name"]]
     assert kube.pods(NAMESPACE) == []
@@ -295,7 +303,7 @@ def test_loadgate_run_stage_in_two_pods_against_the_reference_service(
         artifacts_root=str(tmp_path / "artifacts"),
     )
     run = Run({"run_id": RUN_ID, "config": config.model_dump(mode="json")})
-    pods = k8s.stage_pods(run, "api", SETTINGS)
+    pods = manifests.stage_pods(run, "api", SETTINGS)
     assert len(pods) == 2
     procs = [
         operator_process(
@@ -334,7 +342,7 @@ def test_a_task_killed_from_the_ui_deletes_its_pod_and_the_shard_stops_gracefull
         artifacts_root=str(tmp_path / "artifacts"),
     )
     run = Run({"run_id": RUN_ID, "config": config.model_dump(mode="json")})
-    (pod,) = k8s.stage_pods(run, "api", SETTINGS)
+    (pod,) = manifests.stage_pods(run, "api", SETTINGS)
     shard = Path(str(run.artifacts.path("stages", "api", "shard-0")))
     proc = operator_process(tmp_path, "api_load_test_0", operator_args(kubeconfig, pod))
     try:

@@ -1,12 +1,13 @@
-"""The ``kubernetes`` rollback action through loadgate.rollback (what the rollback task runs)."""
+"""The ``kubernetes`` rollback action through loadgate.actions.rollback (what the rollback task
+runs)."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from loadgate import checklist as cl
-from loadgate.rollback import RollbackConfig, execute
+from loadgate.actions.rollback import RollbackConfig, execute
+from loadgate.run import checklist as cl
 
 from .conftest import NAMESPACE
 from .test_backend_api import deploy, deployment, image_of

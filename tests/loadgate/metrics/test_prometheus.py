@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
-from loadgate import checklist as cl
 from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
+from loadgate.run import checklist as cl
 from syncbridge.launcher import start_syncbridge
 from tests.support.prometheus import Prometheus
 

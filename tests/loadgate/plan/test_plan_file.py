@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from loadgate.criteria import ENGINE_METRICS
 from loadgate.plan import Shard, load_plan
 from loadgate.plan.model import ConnectionRamp, ConstantVUs, RampingVUs
 from loadgate.plan.profile import stage_profiles
+from loadgate.plan.vocabulary import ENGINE_METRICS
 from loadgate.scenarios import resolve
 
-PLAN = Path(__file__).parents[3] / "include" / "plans" / "harmonyflow-10k.yaml"
+PLAN = (
+    Path(__file__).parents[3] / "include" / "loadgate_syncbridge" / "plans" / "harmonyflow-10k.yaml"
+)
 
 
 @pytest.fixture(scope="module")

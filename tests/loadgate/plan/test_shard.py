@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loadgate.engine.shard import scale_count
 from loadgate.plan import Shard, plan_from_data
 from loadgate.plan.profile import stage_profiles
-from loadgate.plan.shard import scale_count
 from tests.support.helpers import one_stage_plan, ramp, scenario
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from loadgate.artifacts import safe_name
+from loadgate.run.artifacts import safe_name
 from loadgate.storage import as_path, create_exclusive, is_remote, write_atomic
 
 HISTORY = "history"

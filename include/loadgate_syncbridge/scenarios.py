@@ -35,9 +35,9 @@ from typing import Any
 
 import orjson
 
+from loadgate.engine.durations import parse_duration
+from loadgate.engine.shard import scale_count
 from loadgate.engine.vu import VU
-from loadgate.plan.durations import parse_duration
-from loadgate.plan.shard import scale_count
 from loadgate.scenarios import scenario
 
 LOGIN = "/api/v1/auth/login"

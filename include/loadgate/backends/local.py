@@ -18,7 +18,6 @@ closed and stops every group the same way.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -31,57 +30,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from loadgate.backends.command import engine_argv, run_key
+
 if TYPE_CHECKING:  # imported where used: the watchdog imports this module and needs no more
-    from loadgate import pipeline
+    from loadgate.run.folder import Run
 
 EXIT_COMPLETED, EXIT_ERROR, EXIT_ABORTED = 0, 2, 3
 GRACE_S = 20.0  # between SIGTERM and SIGKILL for a shard's process group
-
-
-def run_key(run_id: str) -> str:
-    """A short id for one execution of a stage, unique across reruns of the same DAG run.
-
-    The engine builds the ids of what it creates (``ss-<key>-<shard>-<vu>-<iteration>``) from
-    it; Airflow run ids are long and carry characters ids may not (``+``, ``:``, ``_``).
-    """
-    digest = hashlib.sha1(run_id.encode()).hexdigest()[:8]
-    return f"{digest}-{time.time_ns() // 1_000_000 % 10**10:x}"
-
-
-def engine_argv(
-    run: pipeline.Run, stage: str, shard: int, shards: int, out: str, key: str
-) -> list[str]:
-    """``loadgate run-stage …`` for one shard: the same for a local process and for a pod."""
-    cfg = run.config
-    argv = [
-        "run-stage",
-        "--plan",
-        str(run.plan_location()),
-        "--stage",
-        stage,
-        "--target",
-        cfg.target_url,
-        "--out",
-        out,
-        "--shard",
-        f"{shard}/{shards}",
-        "--scale",
-        f"{cfg.scale:g}",
-        "--time-scale",
-        f"{cfg.time_scale:g}",
-        "--run-id",
-        key,
-    ]
-    for entry in cfg.allowlist:
-        argv += ["--allow", entry]
-    users = run.users_file()
-    if users.exists():
-        argv += ["--users", str(users)]
-    if cfg.prometheus_url:
-        argv += ["--prometheus-url", cfg.prometheus_url]
-    else:
-        argv += ["--metrics-url", f"{cfg.target_url}/metrics"]
-    return argv
 
 
 def _pump(stream: IO[bytes], log_file: Path, prefix: str, emit: Callable[[str], None]) -> None:
@@ -150,7 +105,7 @@ class _Watchdog:
     """The task's side of :func:`watchdog`."""
 
     def __init__(self, grace_s: float, label: str) -> None:
-        code = f"from loadgate.local_backend import watchdog; watchdog({float(grace_s)!r})"
+        code = f"from loadgate.backends.local import watchdog; watchdog({float(grace_s)!r})"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, label],  # label: what it guards, for ps; never run
             stdin=subprocess.PIPE,
@@ -191,13 +146,13 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_stage_local(
-    run: pipeline.Run, stage: str, emit: Callable[[str], None] = print, attempt: int = 1
+    run: Run, stage: str, emit: Callable[[str], None] = print, attempt: int = 1
 ) -> dict[str, Any]:
     """Run every shard of ``stage`` concurrently and wait for all; a fresh start on a rerun.
     ``attempt`` 2 is the re-run an inconclusive gate asks for (its own folder)."""
-    from loadgate import pipeline
+    from loadgate.run.folder import clear_stage  # not at the top: the watchdog needs no more
 
-    folder = pipeline.clear_stage(run, stage, attempt)
+    folder = clear_stage(run, stage, attempt)
     local = run.artifacts.is_local
     logs = Path(str(folder)) if local else Path(tempfile.mkdtemp(prefix=f"loadgate-{stage}-"))
     shards = run.shards(stage)

@@ -18,12 +18,12 @@ from typing import Any
 import requests
 
 from loadgate import probe
+from loadgate.actions.rollback import RollbackConfig, RollbackError
+from loadgate.actions.rollback import validate as validate_rollback
 from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
 from loadgate.metrics.scrape import parse_exposition
 from loadgate.plan.model import ScrapeSpec
-from loadgate.records import ChecklistItem, CheckStatus
-from loadgate.rollback import RollbackConfig, RollbackError
-from loadgate.rollback import validate as validate_rollback
+from loadgate.run.records import ChecklistItem, CheckStatus
 
 Status = CheckStatus
 

@@ -4,7 +4,7 @@
 ``report.html`` (the same text plus SVG charts), ``report.json`` (the machine-readable verdict)
 and ``junit.xml`` (one test case per criterion, for CI systems).
 
-Input is the run's record: the checklist, one gate result per stage (see ``loadgate.gate``), the
+Input is the run's record: the checklist, one gate result per stage (see ``loadgate.run.gate``), the
 rollback outcome and the timeline. Nothing in it is a secret.
 
 Much of the record's text comes from a trigger, a plan or the target (the release, the target
@@ -27,9 +27,9 @@ from xml.etree import ElementTree as ET
 
 from markdown_it import MarkdownIt
 
-from loadgate.artifacts import RunArtifacts
-from loadgate.charts import line_chart
-from loadgate.records import Report, ReportStage
+from loadgate.report.charts import line_chart
+from loadgate.run.artifacts import RunArtifacts
+from loadgate.run.records import Report, ReportStage
 
 STATUS = {
     "pass": "✅ PASS",

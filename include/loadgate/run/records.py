@@ -13,7 +13,7 @@ know is refused (``extra="forbid"``). A key its producer did not set is not writ
 no ``http_status``.
 
 Their JSON Schemas are checked in under ``docs/schemas/`` (``<name>.schema.json``, written by
-``python -m loadgate.records --write-schemas docs/schemas``); ``report.json``'s is the public
+``python -m loadgate.run.records --write-schemas docs/schemas``); ``report.json``'s is the public
 interface.
 """
 
@@ -35,10 +35,10 @@ from pydantic import (
     model_serializer,
 )
 
-from loadgate.compare import Comparison
-from loadgate.history import HistoryEntry
-from loadgate.runconfig import RunConfig
-from loadgate.verdicts import Verdict
+from loadgate.config.run import RunConfig
+from loadgate.run.history import HistoryEntry
+from loadgate.verdict.compare import Comparison
+from loadgate.verdict.outcomes import Verdict
 
 # A measured value as its producer computed it: an int stays an int and a float a float, so a
 # record read and written again is the same JSON (JSON Schema's "number" either way).
@@ -60,7 +60,7 @@ class Record(BaseModel):
         return {k: v for k, v in data.items() if k in self.model_fields_set}
 
 
-# --- a stage's summary (loadgate.engine.summary.summarize) -------------------------------------
+# --- a stage's summary (loadgate.runner.summary.summarize) -------------------------------------
 
 
 class LatencyFigures(Record):
@@ -152,7 +152,7 @@ class Pacing(Record):
 
 
 class ScenarioRates(Record):
-    """One scenario's request rates (requests/s; see loadgate.engine.summary)."""
+    """One scenario's request rates (requests/s; see loadgate.runner.summary)."""
 
     planned: Number | None
     offered: Number | None
@@ -182,7 +182,7 @@ class StageRates(RateTotals):
 
 class AbortRecord(Record):
     """Why the engine stopped a stage: the breached live criterion's evidence
-    (:func:`loadgate.engine.runner.abort_evidence`; a sequential test adds its statistic),
+    (:func:`loadgate.runner.stage.abort_evidence`; a sequential test adds its statistic),
     when in the stage, and on which shard. A shard stopped by another's marker copies it."""
 
     criterion: str | None = None
@@ -240,7 +240,7 @@ class StageSummary(HttpFigures):
 
 
 class CriterionRecord(Record):
-    """A criterion as a gate read it (:class:`loadgate.criteria.CriterionResult`), with the
+    """A criterion as a gate read it (:class:`loadgate.verdict.criteria.CriterionResult`), with the
     unit the report shows it in (``%``, ``ms`` or none)."""
 
     id: str
@@ -279,8 +279,8 @@ class AttemptRecord(Record):
 
 
 class TargetHealth(Record):
-    """One look at the target's ``/healthz`` and ``/readyz`` (:func:`loadgate.rollback.health`):
-    ``healthy`` None when it was not looked at."""
+    """One look at the target's ``/healthz`` and ``/readyz``
+    (:func:`loadgate.actions.rollback.health`): ``healthy`` None when it was not looked at."""
 
     healthy: bool | None
     healthz: int | None = None
@@ -329,7 +329,7 @@ class BaselineComparison(Comparison):
 
 
 class BaselineRecord(Record):
-    """The stage against the same stage of the baseline release (loadgate.baseline)."""
+    """The stage against the same stage of the baseline release (loadgate.run.baseline)."""
 
     run_id: str | None
     release: str | None
@@ -416,7 +416,7 @@ class RollbackOutcome(Record):
     release: str | None
     exit_code: int | None = None  # command
     output_tail: str | None = None  # command, scrubbed of secrets
-    # kubernetes: what the rollout did (loadgate.kubernetes.rollout_undo), keyed as the
+    # kubernetes: what the rollout did (loadgate.actions.kubernetes.rollout_undo), keyed as the
     # deployment's revisions and replica counts come; kept as that function reports it
     rollout: dict[str, Any] | None = None
     webhook: str | None = None  # webhook: scheme://host only
@@ -516,7 +516,7 @@ def write_schemas(folder: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m loadgate.records", description="The run records' JSON Schemas."
+        prog="python -m loadgate.run.records", description="The run records' JSON Schemas."
     )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write-schemas", type=Path, metavar="DIR", help="write them to DIR")
@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     stale = stale_schemas(args.check)
     for name in stale:
         print(
-            f"{args.check / name} is out of date: run python -m loadgate.records "
+            f"{args.check / name} is out of date: run python -m loadgate.run.records "
             f"--write-schemas {args.check}",
             file=sys.stderr,
         )

@@ -39,14 +39,13 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from loadgate.plan.durations import format_duration
+from loadgate.engine.aggregate import Aggregate, HttpFigures
+from loadgate.engine.durations import format_duration
+from loadgate.engine.histogram import Accumulator
+from loadgate.engine.merge import MergedStage
+from loadgate.engine.window import TRANSPORT_ERRORS
 from loadgate.plan.profile import ArrivalProfile, ConnectionRampProfile, Profile
 from loadgate.scenarios import IterationPacing, pacing_of
-
-from .aggregate import Aggregate, HttpFigures
-from .histogram import Accumulator
-from .merge import MergedStage
-from .window import TRANSPORT_ERRORS
 
 ARRIVAL = "constant-arrival-rate"
 CONNECTION_RAMP = "connection-ramp"

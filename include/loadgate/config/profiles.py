@@ -34,8 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from loadgate.kubernetes import PodSettings
-from loadgate.rollback import RollbackConfig
+from loadgate.actions.rollback import RollbackConfig
+from loadgate.config.pods import PodSettings
 from loadgate.safety import allowlist_entry
 
 DEFAULT_PROFILE = "syncbridge"

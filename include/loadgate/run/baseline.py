@@ -1,12 +1,12 @@
 """A stage against the same stage of the last good release, and what that means for its gate.
 
-The baseline is the run the release history names (:func:`loadgate.history.baseline`: the
+The baseline is the run the release history names (:func:`loadgate.run.history.baseline`: the
 pinned run, else the newest passing run of the same target, plan and scale, of the same time
 scale where one exists). Each gate stores
 its stage's per-second digest beside its decision (``gates/<stage>.digest.json``), so a later
 run reads its baseline's seconds without decoding the baseline's windows again.
 
-:func:`loadgate.compare.compare` gives every comparison with its interval. Here they become
+:func:`loadgate.verdict.compare.compare` gives every comparison with its interval. Here they become
 evidence for the verdict:
 
 - the plan's ``relative_to: baseline`` criteria (p95 degradation > 30%, overall or of named
@@ -16,7 +16,7 @@ evidence for the verdict:
 - any other regression (a request's p99, the spread p99/p50, an error rate up by more than a
   percentage point) is a finding: the stage is at least ``investigate``;
 - every interval is widened by the spread between healthy runs, estimated from the same
-  figure of the newest passing runs in the history (:func:`loadgate.compare.between_runs`;
+  figure of the newest passing runs in the history (:func:`loadgate.verdict.compare.between_runs`;
   each gate stores its stage's figures per scope for this, ``baseline.figures``);
 - an inconclusive comparison that decides a criterion, or the stage's overall error rate, makes
   a stage that would pass ``inconclusive`` (re-run once, then decided on the pooled evidence)
@@ -31,8 +31,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from loadgate import history
-from loadgate.compare import (
+from loadgate.engine.merge import MergedStage, digest_paths, stage_digest
+from loadgate.plan.model import Criterion
+from loadgate.run import history
+from loadgate.run.folder import Run, history_key
+from loadgate.run.records import BaselineComparison, BaselineRecord
+from loadgate.storage import as_path
+from loadgate.verdict.compare import (
     ALL,
     HTTP,
     WS,
@@ -46,12 +51,7 @@ from loadgate.compare import (
     figures,
     scope_label,
 )
-from loadgate.criteria import CriterionResult
-from loadgate.engine.merge import MergedStage
-from loadgate.pipeline import Run, history_key
-from loadgate.plan.model import Criterion
-from loadgate.records import BaselineComparison, BaselineRecord
-from loadgate.storage import as_path
+from loadgate.verdict.criteria import CriterionResult
 
 
 def digest_name(stage: str) -> str:
@@ -176,7 +176,7 @@ def _read_digest(root: str, stage: str) -> SecondsDigest | None:
         if stored.exists():
             return SecondsDigest.from_dict(orjson.loads(stored.read_bytes()))
         folder = base / "stages" / stage
-        return SecondsDigest.from_dirs([folder]) if folder.exists() else None
+        return digest_paths([folder]) if folder.exists() else None
     except (OSError, ValueError, KeyError):
         return None
 
@@ -197,7 +197,7 @@ def _earlier_values(
 
 def read_against_baseline(run: Run, stage: str, merged: MergedStage) -> BaselineReading:
     """Store this stage's digest, find the baseline and compare (see the module doc)."""
-    digest = SecondsDigest.from_merged(merged)
+    digest = stage_digest(merged)
     run.artifacts.write_bytes(digest_name(stage), orjson.dumps(digest.to_dict()))
     relative = [c for c in run.plan.criteria_for(stage) if c.relative_to == "baseline"]
     root, key = run.config.artifacts_root, history_key(run)

@@ -3,7 +3,7 @@
 - ``rollback``: the engine aborted the stage on an immediate-rollback criterion, or one is
   breached over the whole stage.
 - ``investigate``: an investigate criterion is breached, an acceptance target is missed, or
-  the comparison with the last good release shows a regression (:mod:`loadgate.baseline`).
+  the comparison with the last good release shows a regression (:mod:`loadgate.run.baseline`).
 - ``inconclusive``: a must-have criterion gathered too few samples, or a comparison that
   decides a criterion straddles its threshold: the stage is run once more (``attempt`` 2) and
   decided on both attempts' evidence.
@@ -12,9 +12,9 @@
   plan's, a shard's results are incomplete.
 - ``error``: the stage produced no usable results (no shard wrote any, an engine error):
   not the release's fault, but not a pass either.
-- ``pass``: none of the above. (Outcomes: :class:`loadgate.verdicts.Verdict`.)
+- ``pass``: none of the above. (Outcomes: :class:`loadgate.verdict.outcomes.Verdict`.)
 
-Percentiles are computed once, on the merged histograms (``loadgate.engine.summary``).
+Percentiles are computed once, on the merged histograms (``loadgate.runner.summary``).
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from loadgate.baseline import read_against_baseline
-from loadgate.criteria import CriterionResult, evaluate
+from loadgate.actions.rollback import wait_healthy
 from loadgate.engine.aggregate import Aggregate
 from loadgate.engine.merge import MergedStage, load_merged
 from loadgate.engine.results import ResultsError
-from loadgate.engine.summary import SATURATED_MESSAGE, summarize
-from loadgate.pipeline import MAX_ATTEMPTS, Run, stage_folder
-from loadgate.plan.shard import scale_count
-from loadgate.records import (
+from loadgate.engine.shard import scale_count
+from loadgate.run.baseline import read_against_baseline
+from loadgate.run.folder import MAX_ATTEMPTS, Run, stage_folder
+from loadgate.run.records import (
     AbortRecord,
     AttemptRecord,
     CriterionRecord,
@@ -42,8 +41,9 @@ from loadgate.records import (
     SystemFigure,
     TargetHealth,
 )
-from loadgate.rollback import wait_healthy
-from loadgate.verdicts import Verdict
+from loadgate.runner.summary import SATURATED_MESSAGE, summarize
+from loadgate.verdict.criteria import CriterionResult, evaluate
+from loadgate.verdict.outcomes import Verdict
 
 CPU, MEMORY = "cpu_utilization", "memory_utilization"
 

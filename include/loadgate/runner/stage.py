@@ -4,7 +4,7 @@
 target allowed, abort marker absent) before a single request is sent; :func:`run_stage` then
 runs the stage on uvloop and returns its outcome. Once a second, at each wall-clock second, the
 current window is closed, written to ``windows.jsonl``, and the stage's rollback criteria are
-evaluated: rate criteria by the sequential test of :mod:`loadgate.sequential` (false-alarm
+evaluated: rate criteria by the sequential test of :mod:`loadgate.verdict.sequential` (false-alarm
 probability at most the plan's ``live_alpha`` over the stage, split over its shards and live
 rate criteria), the others over their sliding windows; a breach stops every VU at once, writes
 the abort marker with its evidence and ends the stage with the abort code. The marker of
@@ -30,22 +30,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from loadgate.criteria import ENGINE_METRICS, CriterionResult, SlidingEvaluator, is_sequential
+from loadgate.engine.abort import AbortMarker, read_marker
+from loadgate.engine.executors import ScenarioRun
+from loadgate.engine.exitcodes import (
+    EXIT_ABORTED,
+    EXIT_COMPLETED,
+    EXIT_ERROR,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+)
+from loadgate.engine.health import ProcessSampler, watch_loop_lag
+from loadgate.engine.results import FORMAT
+from loadgate.engine.shard import Shard
+from loadgate.engine.upload import open_results
+from loadgate.engine.vu import StageRuntime
+from loadgate.engine.window import Recorder, window_record
 from loadgate.metrics.base import MetricsSource, NullSource
 from loadgate.plan.model import Criterion, Plan
 from loadgate.plan.profile import Profile, stage_profiles
-from loadgate.plan.shard import Shard
+from loadgate.plan.vocabulary import ENGINE_METRICS
 from loadgate.scenarios import ScenarioError, needs_user, resolve
-from loadgate.sequential import split_alpha
 from loadgate.storage import as_path
-
-from .abort import AbortMarker, read_marker
-from .executors import ScenarioRun
-from .exitcodes import EXIT_ABORTED, EXIT_COMPLETED, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM
-from .health import ProcessSampler, watch_loop_lag
-from .results import FORMAT, open_results
-from .vu import StageRuntime
-from .window import Recorder, window_record
+from loadgate.verdict.criteria import CriterionResult, SlidingEvaluator, is_sequential
+from loadgate.verdict.sequential import split_alpha
 
 PROGRESS_EVERY_S = 10
 
@@ -358,7 +365,7 @@ class _StageRun:
             "live_criteria": [c.id for c in self.prep.live_criteria],
             "scenarios": {n: p.describe() for n, p in self.prep.profiles.items()},
             # each closed-model scenario's VUs as the schedule ran them, for its planned rate
-            # (loadgate.engine.summary): [[seconds to the stop request, grace, VUs], ...]
+            # (loadgate.runner.summary): [[seconds to the stop request, grace, VUs], ...]
             "vu_lifetimes": {
                 run.name: rows for run in self.runs if (rows := run.lifetimes()) is not None
             }
@@ -592,7 +599,7 @@ def run_stage(cfg: StageConfig, prepared: Prepared | None = None) -> StageOutcom
 def describe_load(prep: Prepared) -> list[str]:
     """Who gets how much load, and the request rate the plan's pacing implies (printed at the
     start of a stage, and alone by a dry run)."""
-    from .summary import describe_pacing
+    from loadgate.runner.summary import describe_pacing
 
     cfg = prep.cfg
     lines = [

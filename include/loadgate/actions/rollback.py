@@ -121,11 +121,12 @@ def validate(
             raise RollbackError(f"rollback command {program!r} is not an executable on PATH")
         return f"command {found} is executable"
     if config.type == "kubernetes":
-        from loadgate import kubernetes as k8s
+        from loadgate import kube
+        from loadgate.actions import kubernetes as rollout
 
         try:
-            return k8s.check_rollout_undo(
-                apps_api or k8s.connect().apps, config.namespace, config.deployment
+            return rollout.check_rollout_undo(
+                apps_api or kube.connect().apps, config.namespace, config.deployment
             )
         except Exception as exc:  # API errors, missing config: all mean "cannot roll back"
             raise RollbackError(f"{type(exc).__name__}: {exc}") from None
@@ -237,18 +238,19 @@ def execute(
             outcome["output_tail"] = scrub_text(proc.stdout + proc.stderr, secrets)[-OUTPUT_TAIL:]
             ok = proc.returncode == 0
         elif config.type == "kubernetes":
-            from loadgate import kubernetes as k8s
+            from loadgate import kube
+            from loadgate.actions import kubernetes as rollout
 
             try:
-                undo = k8s.rollout_undo(
-                    apps_api or k8s.connect().apps,
+                undo = rollout.rollout_undo(
+                    apps_api or kube.connect().apps,
                     config.namespace,
                     config.deployment,
                     timeout_s=config.timeout_s,
                 )
                 outcome["rollout"] = undo
                 ok = True
-            except k8s.KubernetesError as exc:
+            except kube.KubernetesError as exc:
                 outcome["error"] = f"{type(exc).__name__}: {exc}"
                 ok = False
         elif config.type == "webhook":

@@ -21,8 +21,9 @@ from pydantic import (
     field_validator,
 )
 
-from loadgate.kubernetes import PodSettings
-from loadgate.profiles import (
+from loadgate.actions.rollback import RollbackConfig, webhook_origin
+from loadgate.config.pods import PodSettings
+from loadgate.config.profiles import (
     DEFAULT_PROFILE,
     Limits,
     Profile,
@@ -31,10 +32,9 @@ from loadgate.profiles import (
     read_trigger,
     scales,
 )
-from loadgate.rollback import RollbackConfig, webhook_origin
+from loadgate.extensions import plan_files
 from loadgate.safety import check_target
 
-PLANS_DIR = Path(__file__).resolve().parent.parent / "plans"
 DEFAULT_PLAN = "harmonyflow-10k"
 ALL_STAGES = ("api", "websocket", "session")
 
@@ -44,13 +44,16 @@ class RunConfigError(ValueError):
 
 
 def resolve_plan_path(plan: str) -> Path:
-    """A plan by name (``harmonyflow-10k``, from include/plans) or by path."""
+    """A shipped plan by name (:func:`loadgate.extensions.plan_files`) or a plan file by path."""
     candidate = Path(plan)
     if candidate.suffix not in (".yaml", ".yml"):
-        candidate = PLANS_DIR / f"{plan}.yaml"
+        shipped = plan_files()
+        if plan not in shipped:
+            known = ", ".join(sorted(shipped))
+            raise RunConfigError(f"plan {plan!r} not found (known plans: {known or 'none'})")
+        candidate = Path(str(shipped[plan]))
     if not candidate.is_file():
-        known = ", ".join(sorted(p.stem for p in PLANS_DIR.glob("*.yaml")))
-        raise RunConfigError(f"plan {plan!r} not found (known plans: {known or 'none'})")
+        raise RunConfigError(f"plan file {plan!r} not found")
     return candidate
 
 
@@ -147,7 +150,7 @@ def resolve_trigger(
     ``target_url`` fill in what it leaves empty) on the profile it names.
 
     Refused, with a clear message and before anything is written or sent: any key a trigger may
-    not set (:data:`loadgate.profiles.TRIGGER_KEYS`), an unknown profile, a target off the
+    not set (:data:`loadgate.config.profiles.TRIGGER_KEYS`), an unknown profile, a target off the
     profile's allowlist, a scale or time scale outside the profile's bounds, a stage the plan
     does not have.
     """

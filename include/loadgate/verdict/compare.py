@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from loadgate.engine.histogram import value_at_index
+from loadgate.engine.merge import stage_digest
 from loadgate.engine.seconds import (
     ALL,
     HTTP,
@@ -441,7 +442,7 @@ def _as_digest(side: SecondsDigest | MergedStage | Iterable[Record]) -> SecondsD
     if isinstance(side, SecondsDigest):
         return side
     if hasattr(side, "shards") and hasattr(side, "aggregate"):
-        return SecondsDigest.from_merged(side)  # type: ignore[arg-type]
+        return stage_digest(side)  # type: ignore[arg-type]
     return SecondsDigest.from_records(side)  # type: ignore[arg-type]
 
 

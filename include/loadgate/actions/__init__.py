@@ -1,0 +1,1 @@
+"""Rollback actions: what runs when a gate says rollback."""

@@ -1,0 +1,1 @@
+"""Where a stage's shards run: local processes or Kubernetes pods, with one command line."""

@@ -1,0 +1,1 @@
+"""The Kubernetes backend, without Airflow: manifests, pods, logs."""

@@ -1,0 +1,1 @@
+"""What operators configure (profiles, pod settings) and what a run resolves to."""

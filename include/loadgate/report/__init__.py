@@ -1,0 +1,1 @@
+"""The run report: Markdown, HTML, JSON and JUnit from the run folder."""

@@ -1,0 +1,1 @@
+"""One gate run: its folder and records, the checklist, seeding, gates and history."""

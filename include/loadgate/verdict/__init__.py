@@ -1,0 +1,1 @@
+"""Verdicts: criteria, the statistics behind them, comparison with earlier releases, outcomes."""

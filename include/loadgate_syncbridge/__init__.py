@@ -1,0 +1,1 @@
+"""The example: the reference SyncBridge service gated by loadgate (scenarios, plan, demo)."""

@@ -1,0 +1,1 @@
+"""The example's plans, shipped as package data."""
