@@ -22,23 +22,26 @@ import shutil
 import sys
 import threading
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     from upath import UPath
+
+# a local path or a URL, as text or as a path object
+Location: TypeAlias = "str | os.PathLike[str] | UPath"
 
 LOCAL_PROTOCOLS = ("", "file", "local")
 # other processes write the same prefixes: list them afresh every time
 REMOTE_OPTIONS: dict[str, Any] = {"use_listings_cache": False}
 
 
-def is_remote(location: str | os.PathLike[str]) -> bool:
+def is_remote(location: Location) -> bool:
     """True for an object-store URL (``s3://…``), False for a local path or ``file://``."""
     if _is_upath(location):
-        return location.protocol not in LOCAL_PROTOCOLS  # type: ignore[union-attr]
+        return location.protocol not in LOCAL_PROTOCOLS  # type: ignore[union-attr]  # _is_upath checked it is a UPath
     if isinstance(location, PurePath):
         return False
-    text = os.fspath(location)
+    text = os.fspath(location)  # type: ignore[arg-type]  # a UPath was answered above
     scheme, sep, _ = text.partition("://")
     return bool(sep) and scheme.isidentifier() and scheme.lower() not in LOCAL_PROTOCOLS
 
@@ -49,24 +52,24 @@ def _is_upath(obj: object) -> bool:
     return module is not None and isinstance(obj, module.UPath)
 
 
-def upath(location: str | os.PathLike[str]) -> UPath:
+def upath(location: Location) -> UPath:
     """A UPath for any location (a local one too); a store URL with the listings cache off."""
     from upath import UPath
 
     if isinstance(location, UPath):
         return location
-    if is_remote(location):
-        return UPath(os.fspath(location), **REMOTE_OPTIONS)
-    return UPath(os.fspath(location))
+    options = REMOTE_OPTIONS if is_remote(location) else {}
+    found: UPath = UPath(os.fspath(location), **options)
+    return found
 
 
-def as_path(location: str | os.PathLike[str]) -> Any:
+def as_path(location: Location) -> Any:
     """``pathlib.Path`` for a local location, :func:`upath` for a store URL."""
     if is_remote(location):
         return upath(location)
     if isinstance(location, Path):
         return location
-    return Path(os.fspath(location))
+    return Path(os.fspath(location))  # type: ignore[arg-type]  # a UPath is remote or a Path
 
 
 def write_atomic(path: Any, data: bytes, *, private: bool = False) -> None:

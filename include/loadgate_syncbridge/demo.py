@@ -11,6 +11,11 @@ log, the run artifacts); a second run reuses the Airflow database.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from syncbridge.launcher import RunningService
+
 import argparse
 import json
 import os
@@ -19,7 +24,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -82,7 +86,9 @@ def dags_test(
     )
 
 
-def _service(workdir: Path, release: str, db: Path, admin: str, faults: dict | None = None):
+def _service(
+    workdir: Path, release: str, db: Path, admin: str, faults: dict[str, Any] | None = None
+) -> RunningService:
     from syncbridge.launcher import start_syncbridge
 
     return start_syncbridge(

@@ -43,9 +43,11 @@ async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list
         pass
     else:
         # cached too: parsing the literal costs more than the look-up, 10,000 times a ramp
-        addrs = [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, host)]
-        _dns_cache[key] = (now + DNS_TTL_S, addrs)
-        return addrs
+        literal: list[tuple[int, str]] = [
+            (int(socket.AF_INET6 if ip.version == 6 else socket.AF_INET), host)
+        ]
+        _dns_cache[key] = (now + DNS_TTL_S, literal)
+        return literal
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -116,7 +118,7 @@ def _find_c_mask() -> Callable[[bytes, bytearray], None] | None:
         return None
     if websocket_mask.__name__ != "_websocket_mask_cython":
         return None  # aiohttp's own pure-Python fallback is slower than ours
-    return websocket_mask  # type: ignore[no-any-return]
+    return websocket_mask
 
 
 _c_mask = _find_c_mask()
@@ -124,7 +126,7 @@ _c_mask = _find_c_mask()
 
 def _mask_c(mask: bytes, data: bytes | bytearray) -> bytearray:
     buf = bytearray(data)
-    _c_mask(mask, buf)  # type: ignore[misc]
+    _c_mask(mask, buf)  # type: ignore[misc]  # aiohttp's C function is untyped
     return buf
 
 

@@ -174,8 +174,8 @@ class Aggregate:
             if agg_ws is None:
                 agg_ws = self.ws[scenario] = WsAgg()
             counts = agg_ws.counts
-            for key in WS_COUNTS:
-                counts[key] += ws.get(key, 0)
+            for count in WS_COUNTS:
+                counts[count] += ws.get(count, 0)
             if self._histograms:
                 agg_ws.connect_acc.add_encoded(ws.get("connect_hist"))
                 for name, hdr in (ws.get("latency") or {}).items():
@@ -227,16 +227,16 @@ class Aggregate:
                 if agg.acc is None:
                     agg.acc = Accumulator()
                 agg.acc.add(o.acc)
-        for key, (passed, failed) in other.checks.items():
-            slot = self.checks.setdefault(key, [0, 0])
+        for check, (passed, failed) in other.checks.items():
+            slot = self.checks.setdefault(check, [0, 0])
             slot[0] += passed
             slot[1] += failed
         for scenario, o_ws in other.ws.items():
             mine = self.ws.get(scenario)
             if mine is None:
                 mine = self.ws[scenario] = WsAgg()
-            for key, value in o_ws.counts.items():
-                mine.counts[key] += value
+            for count, value in o_ws.counts.items():
+                mine.counts[count] += value
             mine.connect_acc.add(o_ws.connect_acc)
             for name, acc in o_ws.latency.items():
                 mine.latency.setdefault(name, Accumulator()).add(acc)
@@ -250,9 +250,9 @@ class Aggregate:
                 mine_c[scenario] = mine_c.get(scenario, 0) + n
         for name, series in other.sys.items():
             target = self.sys.setdefault(name, {})
-            for t, value in series.items():
-                old = target.get(t)
-                target[t] = value if old is None else max(old, value)
+            for at, level in series.items():
+                old = target.get(at)
+                target[at] = level if old is None else max(old, level)
         for name, n in other.sys_unknown.items():
             self.sys_unknown[name] = self.sys_unknown.get(name, 0) + n
         self.lag.add(other.lag)
@@ -261,10 +261,10 @@ class Aggregate:
         self.rss_max_mb = max(self.rss_max_mb, other.rss_max_mb)
         self.windows += other.windows
         self.saturated_windows += other.saturated_windows
-        for t in (other.t_min, other.t_max):
-            if t is not None:
-                self.t_min = t if self.t_min is None else min(self.t_min, t)
-                self.t_max = t if self.t_max is None else max(self.t_max, t)
+        for edge in (other.t_min, other.t_max):
+            if edge is not None:
+                self.t_min = edge if self.t_min is None else min(self.t_min, edge)
+                self.t_max = edge if self.t_max is None else max(self.t_max, edge)
 
     @staticmethod
     def _gauge(

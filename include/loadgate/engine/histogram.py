@@ -90,17 +90,17 @@ def record_seconds(hist: HdrHistogram, seconds: float) -> None:
 
 def encode(hist: HdrHistogram) -> str:
     """The standard compressed base64 encoding, as text."""
-    return hist.encode().decode("ascii")
+    return str(hist.encode().decode("ascii"))
 
 
 def value_at_index(index: int) -> int:
     """The highest value (µs) equivalent to counts index ``index``."""
-    return _REF.get_highest_equivalent_value(_REF.get_value_from_index(index))
+    return int(_REF.get_highest_equivalent_value(_REF.get_value_from_index(index)))
 
 
 def _median_at_index(index: int) -> float:
-    low = _REF.get_value_from_index(index)
-    high = _REF.get_highest_equivalent_value(low)
+    low = int(_REF.get_value_from_index(index))
+    high = int(_REF.get_highest_equivalent_value(low))
     return (low + high + 1) / 2.0
 
 

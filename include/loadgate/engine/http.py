@@ -212,7 +212,7 @@ class _Proto(asyncio.Protocol):
         # parser state can leak from one response into the next.
         self.parser = httptools.HttpResponseParser(self)
         self.t0 = _perf()
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)  # type: ignore[union-attr]  # connected: set in connection_made
 
     def fail(self, err: HttpError, *, abort: bool = True) -> None:
         """Fail the request in flight (if any) and drop the connection: aborted (a broken
@@ -234,17 +234,17 @@ class _Proto(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes the base class; ours is a Transport
 
     def data_received(self, data: bytes) -> None:
         if self.fut is None:
             # Bytes while no request is in flight: not HTTP/1.1 without pipelining.
             self.closed = True
-            self.transport.abort()  # type: ignore[union-attr]
+            self.transport.abort()  # type: ignore[union-attr]  # connected: set in connection_made
             return
         self.got = True
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(data)  # type: ignore[union-attr]  # set with fut, above
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, _StopParsing):
                 self.fail(HttpError("protocol", f"response handling failed: {exc.__context__!r}"))
@@ -283,7 +283,7 @@ class _Proto(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()  # type: ignore[union-attr]
+        status = self.parser.get_status_code()  # type: ignore[union-attr]  # connected: set in connection_made
         self.status = status
         if self.head_only and status >= 200:
             # llhttp cannot be told the request was HEAD: finish here, abandon this parser.
@@ -321,14 +321,14 @@ class _Proto(asyncio.Protocol):
         resp = self._response()
         fut = self.fut
         self.fut = None
-        keep_alive = self.parser.should_keep_alive()  # type: ignore[union-attr]
+        keep_alive = self.parser.should_keep_alive()  # type: ignore[union-attr]  # connected: set in connection_made
         self.parser = None
         # None while idle: stray bytes after the response fail loudly in the callbacks
         # (HttpParserCallbackError -> connection dropped) instead of joining a later response.
-        self.headers = self.body = None  # type: ignore[assignment]
+        self.headers = self.body = None  # type: ignore[assignment]  # None while idle, as said above
         if not keep_alive:
             self.closed = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]  # connected: set in connection_made
         if fut is not None and not fut.done():
             fut.set_result(resp)
 
@@ -563,7 +563,7 @@ class HttpConnection:
                 proto = self._proto
                 connect_s = 0.0
                 reused = proto is not None and not proto.closed
-                if not reused:
+                if proto is None or not reused:
                     t0 = _perf()
                     proto = await self._connect(loop, deadline)
                     connect_s = _perf() - t0
@@ -571,7 +571,7 @@ class HttpConnection:
                 timer = loop.call_at(deadline, proto.on_timeout)
                 try:
                     proto.send(fut, data, head_only)
-                    resp = await fut
+                    resp: Response = await fut
                 except HttpError as exc:
                     if (
                         exc.kind == "closed"

@@ -80,7 +80,8 @@ def _first_abort(shards: list[ShardResults]) -> dict[str, Any] | None:
     if not aborts:
         return None
     own = [a for a in aborts if not a.get("by_marker")]
-    return min(own or aborts, key=lambda a: a.get("at_s") or 0.0)
+    first: dict[str, Any] = min(own or aborts, key=lambda a: a.get("at_s") or 0.0)
+    return first
 
 
 def _limits(meta: dict[str, Any]) -> dict[str, Any]:

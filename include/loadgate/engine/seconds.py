@@ -40,7 +40,7 @@ HttpKey = tuple[str, str, str, str]  # a window's HTTP key: scenario, method, na
 assert COUNTS_LEN % STEP == 0  # every coarse bin lies wholly inside the counts
 
 
-def fold(acc: Accumulator) -> tuple[int, array]:
+def fold(acc: Accumulator) -> tuple[int, array[int]]:
     """(first coarse bin, cumulative counts at the end of each coarse bin from it).
 
     The counts of the bins' span are copied and accumulated in place in C: hdrhistogram's
@@ -82,7 +82,7 @@ class ScopeSeries:
     n: list[int] = field(default_factory=list)  # requests (or the rate's denominator)
     failed: list[int] = field(default_factory=list)
     k0: list[int] = field(default_factory=list)
-    cum: list[array | None] = field(default_factory=list)
+    cum: list[array[int] | None] = field(default_factory=list)
     pooled: Accumulator = field(default_factory=Accumulator)
 
     def pad(self, length: int) -> None:
@@ -162,7 +162,7 @@ def _sum_in_place(accs: list[Accumulator]) -> Accumulator:
     return into
 
 
-def sum_folded(parts: Sequence[tuple[int, array]]) -> tuple[int, array]:
+def sum_folded(parts: Sequence[tuple[int, array[int]]]) -> tuple[int, array[int]]:
     """The fold of a sum of histograms from their folds (:func:`fold`): below its first bin a
     part counts nothing, beyond its last all its samples. The additions are done in C."""
     k0 = min(k for k, _ in parts)
@@ -210,7 +210,7 @@ class SecondsDigest:
                 parts = [(s, x) for s, x in ((a, i), (b, j)) if s is not None and x is not None]
                 merged.n.append(sum(s.n[x] for s, x in parts))
                 merged.failed.append(sum(s.failed[x] for s, x in parts))
-                cums = [(s.k0[x], s.cum[x]) for s, x in parts if s.cum[x]]
+                cums = [(s.k0[x], c) for s, x in parts if (c := s.cum[x])]
                 k0, cum = sum_folded(cums) if cums else (0, None)
                 merged.k0.append(k0)
                 merged.cum.append(cum)
@@ -267,7 +267,7 @@ class SecondsDigest:
             if key[0] == HTTP:
                 http_all[0] += slot[0]
                 http_all[1] += slot[1]
-        folds: dict[ScopeKey, tuple[int, array]] = {}
+        folds: dict[ScopeKey, tuple[int, array[int]]] = {}
         for key, group in parts.items():
             acc = _sum_in_place(group)
             if acc.total:

@@ -9,19 +9,18 @@ never logged nor written to results.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import orjson
 
-from loadgate.storage import as_path
+from loadgate.storage import Location, as_path
 
 
 class UsersError(ValueError):
     pass
 
 
-def load_users(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def load_users(path: Location) -> list[dict[str, Any]]:
     file = as_path(path)
     try:
         data = file.read_bytes()

@@ -41,7 +41,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from random import Random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -60,7 +60,13 @@ _UNSAFE_ID = re.compile(r"[^A-Za-z0-9.-]+")
 _M64 = (1 << 64) - 1
 
 
-class VURandom:
+if TYPE_CHECKING:  # to a type checker it is a Random: it has the same methods, below
+    _RandomAPI = Random
+else:
+    _RandomAPI = object
+
+
+class VURandom(_RandomAPI):
     """A VU's random stream: :class:`random.Random`'s methods over SplitMix64 (64 bits of
     state). A ``random.Random`` carries the Mersenne Twister's 2.5 KB of state, 27 MB for
     10,000 VUs (a fifth of the engine's memory at that load); this costs about 100 bytes."""
@@ -91,7 +97,7 @@ class VURandom:
         return value >> (bits - k)
 
     # the rest of the API is random.Random's own Python code, over random() and getrandbits()
-    _randbelow = Random._randbelow_with_getrandbits
+    _randbelow = Random._randbelow_with_getrandbits  # type: ignore[attr-defined]  # private, not in typeshed
     uniform = Random.uniform
     randrange = Random.randrange
     randint = Random.randint

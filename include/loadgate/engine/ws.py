@@ -240,7 +240,7 @@ class WebSocket(asyncio.Protocol):
                     await open_connection(loop, lambda: ws, host, port, ctx)
                 except (OSError, ssl.CertificateError) as exc:
                     raise WsError("connect", f"connect to {host}:{port}: {exc}") from exc
-                ws._transport.write(request)  # type: ignore[union-attr]
+                ws._transport.write(request)  # type: ignore[union-attr]  # connected: set in connection_made
                 await ws._hs_fut
         except TimeoutError:
             ws._abort()
@@ -336,7 +336,7 @@ class WebSocket(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # asyncio passes the base class; ours is a Transport
 
     def data_received(self, data: bytes) -> None:
         state = self._state
@@ -453,7 +453,7 @@ class WebSocket(asyncio.Protocol):
                 return
             if op == OP_PING:
                 if self._state == _OPEN:
-                    self._transport.write(_frame(0x80 | OP_PONG, payload))  # type: ignore[union-attr]
+                    self._transport.write(_frame(0x80 | OP_PONG, payload))  # type: ignore[union-attr]  # connected: set in connection_made
             elif op == OP_CLOSE:
                 self._on_close_frame(payload)
             elif op != OP_PONG:
@@ -586,13 +586,13 @@ class WebSocket(asyncio.Protocol):
             raise WsError("closed", "send on a closed WebSocket")
         if type(data) is str:
             data = data.encode("utf-8")
-        self._transport.write(_frame(0x81, data))  # type: ignore[union-attr, arg-type]
+        self._transport.write(_frame(0x81, data))  # type: ignore[union-attr, arg-type]  # connected; bytes: encoded above
 
     def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send a binary message now; raises :class:`WsError` ``"closed"`` when closed."""
         if self._state != _OPEN and self._state != _HOLD:
             raise WsError("closed", "send on a closed WebSocket")
-        self._transport.write(_frame(0x82, bytes(data)))  # type: ignore[union-attr]
+        self._transport.write(_frame(0x82, bytes(data)))  # type: ignore[union-attr]  # connected: set in connection_made
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping frame (the server answers with a pong, which is ignored)."""
@@ -600,7 +600,7 @@ class WebSocket(asyncio.Protocol):
             raise WsError("closed", "ping on a closed WebSocket")
         if len(payload) > 125:
             raise ValueError("ping payload over 125 bytes")
-        self._transport.write(_frame(0x80 | OP_PING, payload))  # type: ignore[union-attr]
+        self._transport.write(_frame(0x80 | OP_PING, payload))  # type: ignore[union-attr]  # connected: set in connection_made
 
     async def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message (pull mode only): ``str`` for text, ``bytes`` for binary.
@@ -616,7 +616,7 @@ class WebSocket(asyncio.Protocol):
             if self._paused and len(q) <= self._max_queue // 2:
                 self._paused = False
                 if self._state < _CLOSED:
-                    self._transport.resume_reading()  # type: ignore[union-attr]
+                    self._transport.resume_reading()  # type: ignore[union-attr]  # connected: set in connection_made
             return msg
         if self._state == _CLOSED:
             raise self.error if self.error is not None else WsError("closed", "WebSocket closed")
@@ -628,7 +628,8 @@ class WebSocket(asyncio.Protocol):
         if timeout is not None:
             handle = loop.call_later(timeout, _expire, fut)
         try:
-            return await fut
+            message: str | bytes = await fut
+            return message
         finally:
             if self._waiter is fut:
                 self._waiter = None
@@ -644,7 +645,7 @@ class WebSocket(asyncio.Protocol):
         if self._state == _OPEN:
             self._state = _CLOSING
             payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
-            self._transport.write(_frame(0x80 | OP_CLOSE, payload))  # type: ignore[union-attr]
+            self._transport.write(_frame(0x80 | OP_CLOSE, payload))  # type: ignore[union-attr]  # connected: set in connection_made
         loop = asyncio.get_running_loop()
         if self._close_fut is None:
             self._close_fut = loop.create_future()

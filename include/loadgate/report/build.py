@@ -344,7 +344,7 @@ def _history_section(record: Mapping[str, Any]) -> list[str]:
 def _stage_section(number: int, name: str, stage: Mapping[str, Any]) -> list[str]:
     title = STAGE_TITLES.get(name, name)
     summary = stage.get("summary") or {}
-    gate = STATUS.get(stage.get("verdict"), "—")
+    gate = STATUS.get(str(stage.get("verdict")), "—")
     out = [f"### 3.{number} {md_heading(title)}", "", f"**Gate:** {md_inline(gate)}", ""]
     if stage.get("aborted"):
         ab = stage["aborted"]

@@ -14,10 +14,10 @@ def _nice_max(value: float) -> float:
         return 1.0
     exponent = math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
-        nice = step * 10**exponent
+        nice = float(step * 10**exponent)
         if nice >= value:
             return nice
-    return 10 ** (exponent + 1)
+    return float(10 ** (exponent + 1))
 
 
 def line_chart(

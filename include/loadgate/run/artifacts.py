@@ -9,14 +9,13 @@ where the store has modes.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from typing import Any
 
 import orjson
 from upath import UPath
 
-from loadgate.storage import is_remote, upath, write_atomic
+from loadgate.storage import Location, is_remote, upath, write_atomic
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 MAX_SLUG = 180  # a folder name stays well under the 255 bytes a file system allows
@@ -43,7 +42,7 @@ def safe_name(run_id: str) -> str:
 class RunArtifacts:
     """The run root of one DAG run and the few ways the pipeline writes into it."""
 
-    def __init__(self, artifacts_root: str | os.PathLike[str], run_id: str) -> None:
+    def __init__(self, artifacts_root: Location, run_id: str) -> None:
         self.root = upath(artifacts_root) / safe_name(run_id)
         self.run_id = run_id
 

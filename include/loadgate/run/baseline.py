@@ -32,20 +32,17 @@ from dataclasses import dataclass, field
 import orjson
 
 from loadgate.engine.merge import MergedStage, digest_paths, stage_digest
+from loadgate.engine.seconds import ALL, HTTP, WS, SecondsDigest
 from loadgate.plan.model import Criterion
 from loadgate.run import history
 from loadgate.run.folder import Run, history_key
 from loadgate.run.records import BaselineComparison, BaselineRecord
 from loadgate.storage import as_path
 from loadgate.verdict.compare import (
-    ALL,
-    HTTP,
-    WS,
     CompareSettings,
     Comparison,
     Metric,
     Outcome,
-    SecondsDigest,
     between_runs,
     compare,
     figures,
@@ -236,10 +233,10 @@ def read_against_baseline(run: Run, stage: str, merged: MergedStage) -> Baseline
             judged.add((source, scope, found.metric))
     decisive = judged | {(HTTP, ALL, Metric.ERROR_RATE)}
     for comp in reading.comparisons:
-        key = (comp.source, comp.scope, comp.metric)
-        if comp.outcome is Outcome.REGRESSION and key not in judged:
+        compared = (comp.source, comp.scope, comp.metric)
+        if comp.outcome is Outcome.REGRESSION and compared not in judged:
             reading.findings.append(f"regression: {comp.describe()}")
-        elif comp.outcome is Outcome.INCONCLUSIVE and key in decisive:
+        elif comp.outcome is Outcome.INCONCLUSIVE and compared in decisive:
             if comp.widened:  # the next run would vary as much: a re-run cannot help
                 reading.noisy.append(
                     f"{comp.describe()}: undecided, healthy runs vary this much between runs "

@@ -14,7 +14,6 @@ verdict is ``pass`` (of the same time scale where one exists), the run itself ex
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from loadgate.run.artifacts import safe_name
-from loadgate.storage import as_path, create_exclusive, is_remote, write_atomic
+from loadgate.storage import Location, as_path, create_exclusive, is_remote, write_atomic
 
 HISTORY = "history"
 ENTRIES = "entries"
@@ -92,7 +91,7 @@ class HistoryEntry(BaseModel):
     stages: dict[str, StageFigures] = Field(default_factory=dict)
 
 
-def _dir(root: str | os.PathLike[str], key: str) -> Any:
+def _dir(root: Location, key: str) -> Any:
     return as_path(root) / HISTORY / _check_key(key)
 
 
@@ -100,7 +99,7 @@ def _stamp(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def append(root: str | os.PathLike[str], key: str, entry: HistoryEntry) -> str:
+def append(root: Location, key: str, entry: HistoryEntry) -> str:
     """Add an entry (its own object); returns where. A run appended twice keeps both."""
     folder = _dir(root, key) / ENTRIES
     if not is_remote(folder):
@@ -115,7 +114,7 @@ def append(root: str | os.PathLike[str], key: str, entry: HistoryEntry) -> str:
     raise HistoryError(f"could not add {base} to history {key}")  # pragma: no cover
 
 
-def _entry_files(root: str | os.PathLike[str], key: str) -> list[Any]:
+def _entry_files(root: Location, key: str) -> list[Any]:
     folder = _dir(root, key) / ENTRIES
     try:
         files = [p for p in folder.iterdir() if p.name.endswith(".json")]
@@ -124,18 +123,18 @@ def _entry_files(root: str | os.PathLike[str], key: str) -> list[Any]:
     return sorted(files, key=lambda p: p.name)
 
 
-def exists(root: str | os.PathLike[str], key: str) -> bool:
+def exists(root: Location, key: str) -> bool:
     return bool(_entry_files(root, key))
 
 
-def find_key(root: str | os.PathLike[str], name: str) -> str:
+def find_key(root: Location, name: str) -> str:
     """``name`` itself when it is a history key here, else the one key of the profile ``name``
     (``syncbridge`` → ``syncbridge--harmonyflow-10k``); HistoryError naming the candidates."""
     if exists(root, name):
         return name
     try:
-        found = sorted(
-            p.name
+        found: list[str] = sorted(
+            str(p.name)
             for p in (as_path(root) / HISTORY).iterdir()
             if p.name.startswith(f"{name}--") and exists(root, p.name)
         )
@@ -148,7 +147,7 @@ def find_key(root: str | os.PathLike[str], name: str) -> str:
     raise HistoryError(f"no history {name!r} under {root}")
 
 
-def entries(root: str | os.PathLike[str], key: str, limit: int | None = None) -> list[HistoryEntry]:
+def entries(root: Location, key: str, limit: int | None = None) -> list[HistoryEntry]:
     """The entries, oldest first; ``limit``: only the newest ``limit`` of them."""
     files = _entry_files(root, key)
     if limit is not None:
@@ -163,7 +162,7 @@ def entries(root: str | os.PathLike[str], key: str, limit: int | None = None) ->
     return out
 
 
-def pinned(root: str | os.PathLike[str], key: str) -> str | None:
+def pinned(root: Location, key: str) -> str | None:
     """The run id pinned as the baseline, if any."""
     path = _dir(root, key) / PIN
     try:
@@ -172,7 +171,7 @@ def pinned(root: str | os.PathLike[str], key: str) -> str | None:
         return None
 
 
-def pin(root: str | os.PathLike[str], key: str, run_id: str, *, by: str | None = None) -> None:
+def pin(root: Location, key: str, run_id: str, *, by: str | None = None) -> None:
     """Pin a run of the history as the baseline (it must be in the history)."""
     if not any(e.run_id == run_id for e in entries(root, key)):
         raise HistoryError(f"run {run_id!r} is not in history {key!r}")
@@ -180,7 +179,7 @@ def pin(root: str | os.PathLike[str], key: str, run_id: str, *, by: str | None =
     write_atomic(_dir(root, key) / PIN, orjson.dumps(record) + b"\n")
 
 
-def unpin(root: str | os.PathLike[str], key: str) -> bool:
+def unpin(root: Location, key: str) -> bool:
     """Remove the pin; False when nothing was pinned."""
     path = _dir(root, key) / PIN
     try:
@@ -193,7 +192,7 @@ def unpin(root: str | os.PathLike[str], key: str) -> bool:
 
 
 def baseline(
-    root: str | os.PathLike[str],
+    root: Location,
     key: str,
     *,
     plan: str,
@@ -213,7 +212,8 @@ def baseline(
                 return entry
     passing = passing_runs(found, plan=plan, scale=scale, exclude_run=exclude_run)
     same_length = [e for e in passing if time_scale is not None and e.time_scale == time_scale]
-    return (same_length or passing or [None])[0]
+    chosen = same_length or passing
+    return chosen[0] if chosen else None
 
 
 def passing_runs(

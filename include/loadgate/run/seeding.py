@@ -21,7 +21,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import aiohttp
 import orjson
 
 from loadgate.probe import redirect_target
-from loadgate.storage import as_path, create_exclusive, write_atomic
+from loadgate.storage import Location, as_path, create_exclusive, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +75,15 @@ def password_for(email: str, secret: str) -> str:
     return base64.urlsafe_b64encode(digest[:18]).decode() + "-Lg1"
 
 
-def load_or_create_secret(path: str | os.PathLike[str]) -> str:
+def load_or_create_secret(path: Location) -> str:
     """The seed secret kept beside the runs (a file or an object), made once (0600) when none
     is configured; when two runs make it at once, the first one's is kept by both."""
     target = as_path(path)
     if target.exists():
-        return target.read_text().strip()
+        return str(target.read_text().strip())
     value = secrets.token_urlsafe(32)
     if not create_exclusive(target, value.encode(), private=True):
-        return target.read_text().strip()
+        return str(target.read_text().strip())
     return value
 
 
@@ -167,10 +166,14 @@ class _Seeder:
         """The access and refresh tokens of an auth answer, or None if it has none."""
         if not isinstance(body, dict):
             return None
-        tokens = {k: body.get(k) for k in ("accessToken", "refreshToken")}
-        return tokens if all(isinstance(v, str) and v for v in tokens.values()) else None  # type: ignore[return-value]
+        access, refresh = body.get("accessToken"), body.get("refreshToken")
+        if isinstance(access, str) and access and isinstance(refresh, str) and refresh:
+            return {"accessToken": access, "refreshToken": refresh}
+        return None
 
-    async def seed_one(self, i: int, email_pattern: str, session_pattern: str) -> dict | None:
+    async def seed_one(
+        self, i: int, email_pattern: str, session_pattern: str
+    ) -> dict[str, Any] | None:
         email = email_pattern.format(i=i)
         password = password_for(email, self.secret)
         status, body = await self._post(
@@ -182,15 +185,18 @@ class _Seeder:
                 "/api/v1/auth/login", {"email": email, "password": password}
             )
             if status != 200:
-                return self._fail(f"login {status}")
+                self._fail(f"login {status}")
+                return None
             new = False
         elif status == 201:
             new = True
         else:
-            return self._fail(f"register {status}")
+            self._fail(f"register {status}")
+            return None
         tokens = self._tokens(body)
         if tokens is None:
-            return self._fail(f"{'register' if new else 'login'} {status} without tokens")
+            self._fail(f"{'register' if new else 'login'} {status} without tokens")
+            return None
         session_id = session_pattern.format(i=i)
         status, _ = await self._post(
             "/api/v1/sessions",
@@ -200,7 +206,8 @@ class _Seeder:
         if status == 201:
             self.result.sessions_created += 1
         elif status != 409:
-            return self._fail(f"session {status}")
+            self._fail(f"session {status}")
+            return None
         if new:
             self.result.registered += 1
         else:
@@ -217,19 +224,18 @@ class _Seeder:
     def _fail(self, kind: str) -> None:
         self.result.failed += 1
         self.result.errors[kind] = self.result.errors.get(kind, 0) + 1
-        return None
 
 
 def _backoff(attempt: int) -> float:
-    return min(BACKOFF_S * 2**attempt, BACKOFF_MAX_S)
+    return float(min(BACKOFF_S * 2**attempt, BACKOFF_MAX_S))
 
 
-def write_users(path: str | os.PathLike[str], users: list[dict]) -> None:
+def write_users(path: Location, users: list[dict[str, Any]]) -> None:
     data = b"".join(orjson.dumps(user) + b"\n" for user in users)
     write_atomic(as_path(path), data, private=True)
 
 
-def read_users(path: str | os.PathLike[str]) -> list[dict]:
+def read_users(path: Location) -> list[dict[str, Any]]:
     target = as_path(path)
     if not target.exists():
         return []
@@ -239,7 +245,7 @@ def read_users(path: str | os.PathLike[str]) -> list[dict]:
 async def seed_users(
     target: str,
     count: int,
-    out: str | os.PathLike[str],
+    out: Location,
     *,
     secret: str,
     concurrency: int = 64,
@@ -283,10 +289,12 @@ async def seed_users(
                     try:
                         user = await seeder.seed_one(i, email_pattern, session_pattern)
                     except (TimeoutError, aiohttp.ClientError) as exc:
-                        user = seeder._fail(type(exc).__name__)
+                        seeder._fail(type(exc).__name__)
+                        user = None
                     except Redirected as exc:  # every worker stops: nothing more is sent
                         redirected.append(exc)
-                        user = seeder._fail("redirect")
+                        seeder._fail("redirect")
+                        user = None
                     if user is not None:
                         users.append(user)
 

@@ -71,12 +71,12 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from loadgate.engine.histogram import value_at_index
-from loadgate.engine.merge import stage_digest
+from loadgate.engine.merge import MergedStage, stage_digest
 from loadgate.engine.seconds import (
     ALL,
     HTTP,
@@ -88,9 +88,6 @@ from loadgate.engine.seconds import (
     SecondsDigest,
     fold,
 )
-
-if TYPE_CHECKING:
-    from loadgate.engine.merge import MergedStage
 
 MAX_EDGES = 32  # coarse edges kept per percentile
 SPAN_SE = 5.0  # edges cover the pooled percentile ± this many standard errors
@@ -318,7 +315,7 @@ def _take(series: ScopeSeries, i: int, edges: list[int]) -> list[int]:
     return [0] * lead + mid + [int(c[-1])] * (e - lead - len(mid))
 
 
-def _quantile(fields: array, spec: _QuantileSpec) -> tuple[float, bool]:
+def _quantile(fields: array[int], spec: _QuantileSpec) -> tuple[float, bool]:
     """A resample's percentile (µs) from its packed counts; True when clamped to the edges."""
     total = fields[spec.total_at]
     if not total:
@@ -441,9 +438,9 @@ def _outcome(
 def _as_digest(side: SecondsDigest | MergedStage | Iterable[Record]) -> SecondsDigest:
     if isinstance(side, SecondsDigest):
         return side
-    if hasattr(side, "shards") and hasattr(side, "aggregate"):
-        return stage_digest(side)  # type: ignore[arg-type]
-    return SecondsDigest.from_records(side)  # type: ignore[arg-type]
+    if isinstance(side, MergedStage):
+        return stage_digest(side)
+    return SecondsDigest.from_records(side)
 
 
 def _seconds_with(series: ScopeSeries | None, latency: bool) -> int:

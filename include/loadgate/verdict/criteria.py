@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from loadgate.engine.aggregate import Aggregate
+from loadgate.engine.histogram import Accumulator
 from loadgate.engine.shard import scale_count
 from loadgate.plan.vocabulary import ENGINE_METRICS
 from loadgate.verdict.sequential import DEFAULT_ALPHA, RateMonitor, split_alpha
@@ -143,7 +144,7 @@ def _rate_counts(crit: Criterion, agg: Aggregate) -> tuple[int, int]:
     raise ValueError(f"{metric} is not a rate metric")
 
 
-def _latency_value(acc: Any, stat: str) -> float | None:
+def _latency_value(acc: Accumulator, stat: str) -> float | None:
     if not acc.total:
         return None
     if stat == "avg":

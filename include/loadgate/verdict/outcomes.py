@@ -19,6 +19,7 @@ they compare equal to, and serialize as, their plain names in the run's JSON rec
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -58,6 +59,6 @@ SEVERITY = (
 )
 
 
-def worst(verdicts: list[Verdict | str]) -> Verdict:
+def worst(verdicts: Iterable[Verdict | str]) -> Verdict:
     """The worst of several verdicts (``pass`` when there are none)."""
     return max((Verdict(v) for v in verdicts), key=lambda v: v.severity, default=Verdict.PASS)

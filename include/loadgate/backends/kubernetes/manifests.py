@@ -63,9 +63,9 @@ def resources_for(run: Run, stage: str, settings: PodSettings) -> dict[str, dict
         return {k: dict(v) for k, v in settings.default_resources.items() if v}
     out: dict[str, dict[str, str]] = {}
     if resources.requests:
-        out["requests"] = dict(resources.requests)
+        out["requests"] = {str(k): v for k, v in resources.requests.items()}
     if resources.limits:
-        out["limits"] = dict(resources.limits)
+        out["limits"] = {str(k): v for k, v in resources.limits.items()}
     return out
 
 
@@ -270,7 +270,7 @@ def to_v1pod(manifest: Mapping[str, Any]) -> Any:
     from kubernetes import client
 
     api = client.ApiClient(configuration=client.Configuration())
-    return api._ApiClient__deserialize_model(dict(manifest), client.V1Pod)  # type: ignore[attr-defined]
+    return api._ApiClient__deserialize_model(dict(manifest), client.V1Pod)
 
 
 def secret_findings(manifest: Any, known_secrets: Iterable[str] = ()) -> list[str]:
