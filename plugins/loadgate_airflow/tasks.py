@@ -22,6 +22,7 @@ from loadgate.backends.local import run_stage_local
 from loadgate.config.profiles import ProfileError
 from loadgate.config.run import RunConfig, RunConfigError, resolve_trigger
 from loadgate.notify import Notifier, task_failed_message
+from loadgate.run import folder
 from loadgate.run import gate as gates
 from loadgate.storage import is_remote
 from loadgate.verdict.outcomes import Verdict
@@ -30,7 +31,7 @@ from loadgate_airflow import settings
 log = logging.getLogger("loadgate")
 
 
-def _run(run_record: dict[str, Any] | None, *, rollback_action: bool = False) -> pipeline.Run:
+def _run(run_record: dict[str, Any] | None, *, rollback_action: bool = False) -> folder.Run:
     """The run a task works on; a task that runs after a failed ``prepare`` has none.
 
     ``rollback_action``: the tasks that check or run the rollback take it from the profile
@@ -39,7 +40,7 @@ def _run(run_record: dict[str, Any] | None, *, rollback_action: bool = False) ->
     """
     if run_record is None:
         raise AirflowSkipException("the run was never prepared (see the prepare task)")
-    run = pipeline.Run(run_record)
+    run = folder.Run(run_record)
     if rollback_action:
         profile = settings.profiles().get(run.config.profile)
         if profile is not None:
@@ -55,14 +56,14 @@ def _object_store(config: RunConfig) -> None:
         os.environ.update(settings.object_store_env(config.aws_conn_id))
 
 
-def _apps_api(run: pipeline.Run) -> Any:
+def _apps_api(run: folder.Run) -> Any:
     """The kubernetes_default connection's AppsV1Api, for a ``kubernetes`` rollback action."""
-    if run.config.rollback.type != "kubernetes":
+    if run.config.rollback is None or run.config.rollback.type != "kubernetes":
         return None
     return KubernetesHook().apps_v1_client
 
 
-def _notifier(run: pipeline.Run) -> Notifier:
+def _notifier(run: folder.Run) -> Notifier:
     return Notifier(run.artifacts, settings.slack_sender(run.config.slack_channel))
 
 
@@ -154,7 +155,7 @@ def seed_users(run_record: dict[str, Any] | None) -> dict[str, Any]:
 
 def _stage_run(
     run_record: dict[str, Any] | None, stage: str, backend: str, attempt: int
-) -> pipeline.Run:
+) -> folder.Run:
     """The run, if ``attempt`` of ``stage`` is to send load on ``backend`` now; skips this task
     otherwise."""
     run = _run(run_record)
@@ -182,7 +183,7 @@ def stage_pods(
 ) -> list[dict[str, Any]]:
     """The Kubernetes backend: one pod per shard, for the mapped KubernetesPodOperator."""
     run = _stage_run(run_record, stage, "kubernetes", attempt)
-    pipeline.clear_stage(run, stage, attempt)
+    folder.clear_stage(run, stage, attempt)
     pods = manifests.stage_pods(run, stage, run.config.kubernetes, attempt=attempt)
     run.timeline(f"stage {stage} started: {len(pods)} pod(s) in {run.config.kubernetes.namespace}")
     return pods
@@ -275,8 +276,8 @@ def record_history(run_record: dict[str, Any] | None) -> dict[str, Any] | None:
     entry = pipeline.record_history(run)
     if entry is None:
         raise AirflowSkipException("nothing to record: no release was gated, or it is recorded")
-    log.info("history %s: %s recorded", pipeline.history_key(run), entry.verdict)
-    return {"key": pipeline.history_key(run), "verdict": entry.verdict}
+    log.info("history %s: %s recorded", folder.history_key(run), entry.verdict)
+    return {"key": folder.history_key(run), "verdict": entry.verdict}
 
 
 @task(trigger_rule="all_done", retries=2)
@@ -292,7 +293,7 @@ def finalize(run_record: dict[str, Any] | None) -> str:
     test cannot vouch for its numbers (``Verdict.fails_run``)."""
     if run_record is None:
         raise AirflowFailException("the run was never prepared: no release was gated")
-    run = pipeline.Run(run_record)
+    run = folder.Run(run_record)
     verdict, reasons = pipeline.run_verdict(run)
     if verdict == Verdict.INVALID and not run.config.limits.invalid_fails_run:
         log.warning("release verdict: invalid, which the profile lets pass: %s", reasons[:5])
@@ -310,7 +311,7 @@ def notify_task_failure(context: Any) -> None:
     except (RunConfigError, ProfileError, ValueError):
         log.warning("task %s failed before the run was resolved; no notification", ti.task_id)
         return
-    run = pipeline.Run({"run_id": context["run_id"], "config": config.model_dump(mode="json")})
+    run = folder.Run({"run_id": context["run_id"], "config": config.model_dump(mode="json")})
     error = str(context.get("exception") or "unknown error")
     try:
         _object_store(config)

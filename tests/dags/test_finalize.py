@@ -10,6 +10,7 @@ import pytest
 from loadgate import pipeline
 from loadgate.config.profiles import load_profiles
 from loadgate.config.run import resolve_trigger
+from loadgate.run import folder
 from loadgate.run.records import StageGate
 
 airflow = pytest.importorskip("airflow")
@@ -31,7 +32,7 @@ def _record(tmp_path, verdict: str, *, invalid_fails_run: bool = True) -> dict:
         profiles=profiles,
     )
     record = pipeline.prepare(config, "r1")
-    run = pipeline.Run(record)
+    run = folder.Run(record)
     run.artifacts.write_json("checklist.json", [])
     gate = StageGate(
         stage="api",
