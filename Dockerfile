@@ -57,8 +57,7 @@ RUN groupadd --system --gid 10001 loadgate \
 COPY --from=build /opt/venv /opt/venv
 # The pods of a run read the plan from the run root (plan.yaml, the copy the DAG's prepare task
 # validated and wrote), not from this image, so the image and the Airflow image cannot disagree
-# on it. The plans here are data for running the image by hand, at a fixed path.
-COPY include/loadgate_syncbridge/plans/ /opt/loadgate/plans/
+# on it. The shipped plans are the installed packages' data (loadgate.extensions.plan_files).
 RUN loadgate run-stage --help > /dev/null \
     && syncbridge --help > /dev/null
 

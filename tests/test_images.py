@@ -866,10 +866,48 @@ def load_image_problems(text: str, root: Path = ROOT) -> list[str]:
         problems.append("HOME is not under /tmp (the only writable path on a read-only root)")
     if env.get("PYTHONDONTWRITEBYTECODE") != "1":
         problems.append("PYTHONDONTWRITEBYTECODE is not 1 (no .pyc writes on a read-only root)")
-    placed = copied_files(final, root)
-    for plan in sorted((root / "include" / "loadgate_syncbridge" / "plans").glob("*.yaml")):
-        if f"/opt/loadgate/plans/{plan.name}" not in placed:
-            problems.append(f"/opt/loadgate/plans/{plan.name} is not in the image")
+    problems += plan_copy_problems(final, root)
+    return problems
+
+
+def plan_copy_problems(instructions: list[Instruction], root: Path) -> list[str]:
+    """No image carries plans of its own: a pod runs the run root's copy (``plan.yaml``) and a
+    plan name resolves to the installed package's data (:func:`package_data_problems`)."""
+    placed = copied_files(instructions, root)
+    runs = " ".join(i.value for i in instructions if i.name == "RUN")
+    copies = sorted(p for p in placed if p.startswith("/opt/loadgate/plans/"))
+    if copies or "/opt/loadgate/plans" in runs:
+        return [
+            "the image carries a copy of the plans at /opt/loadgate/plans (pods run the run "
+            "root's plan.yaml; plan names resolve to the installed package's data)"
+        ]
+    return []
+
+
+def package_data_problems(text: str) -> list[str]:
+    """The shipped plans install with their package: every package of the ``loadgate.plans``
+    entry points is one setuptools finds, and its ``*.yaml`` files are its package data."""
+    from fnmatch import fnmatch
+
+    project = tomllib.loads(text)
+    setuptools = project.get("tool", {}).get("setuptools", {})
+    find = setuptools.get("packages", {}).get("find", {})
+    where = (find.get("where") or ["."])[0]
+    include = find.get("include") or ["*"]
+    data = setuptools.get("package-data", {})
+    plans = project.get("project", {}).get("entry-points", {}).get("loadgate.plans", {})
+    problems = [] if plans else ["no package registers plans (entry points loadgate.plans)"]
+    for package in plans.values():
+        folder = ROOT / where / package.replace(".", "/")
+        files = sorted(folder.glob("*.yaml"))
+        if not files or not (folder / "__init__.py").is_file():
+            problems.append(f"{package} is not a package holding plans")
+        if not any(fnmatch(package, pattern) for pattern in include):
+            problems.append(f"{package} is not installed (tool.setuptools.packages.find)")
+        patterns = [*data.get(package, []), *data.get("*", [])]
+        for file in files:
+            if not any(fnmatch(file.name, pattern) for pattern in patterns):
+                problems.append(f"{package}/{file.name} is not package data")
     return problems
 
 
@@ -918,8 +956,9 @@ def airflow_image_problems(text: str, root: Path = ROOT) -> list[str]:
     ):
         problems.append(
             "the package is not installed editable from the copied pyproject.toml (a plan name "
-            "resolves to include/plans beside the package)"
+            "resolves to its package's data)"
         )
+    problems += plan_copy_problems(instructions, root)
     return problems
 
 
@@ -1175,8 +1214,8 @@ HADOLINT_BREAKS: dict[str, tuple[Path, str, str, str]] = {
     ),
     "copy without destination": (
         LOAD_DOCKERFILE,
-        "COPY include/loadgate_syncbridge/plans/ /opt/loadgate/plans/",
-        "COPY include/loadgate_syncbridge/plans/",
+        "COPY include/ include/",
+        "COPY include/",
         "DL1000",
     ),
     "instruction before FROM": (
@@ -1261,8 +1300,8 @@ def test_hadolint_catches(path, old, new, rule):
 
 BUILD_CONTEXT_BREAKS: Breaks = {
     "missing source": (
-        "COPY include/loadgate_syncbridge/plans/",
-        "COPY include/plan/",
+        "COPY include/ include/",
+        "COPY include/plan/ include/",
         "does not exist",
     ),
     "no readme": ("COPY pyproject.toml README.md", "COPY pyproject.toml", "without README.md"),
@@ -1294,10 +1333,11 @@ LOAD_IMAGE_BREAKS: Breaks = {
     "entrypoint": ('ENTRYPOINT ["loadgate"]', 'ENTRYPOINT ["syncbridge"]', "ENTRYPOINT"),
     "named user": ("USER 10001:10001", "USER loadgate", "numeric USER"),
     "no user": ("USER 10001:10001\n", "", "numeric USER"),
-    "no plans": (
-        "COPY include/loadgate_syncbridge/plans/ /opt/loadgate/plans/",
-        "COPY include/loadgate_syncbridge/plans/ /plans/",
-        "plans",
+    "a copy of the plans": (
+        "COPY --from=build /opt/venv /opt/venv\n",
+        "COPY --from=build /opt/venv /opt/venv\n"
+        "COPY include/loadgate_syncbridge/plans/ /opt/loadgate/plans/\n",
+        "a copy of the plans",
     ),
     "writable home": ("    HOME=/tmp \\\n", "", "HOME"),
     "no results volume": ('VOLUME ["/var/lib/loadgate"]', 'VOLUME ["/results"]', "VOLUME"),
@@ -1319,6 +1359,12 @@ AIRFLOW_IMAGE_BREAKS: Breaks = {
     "dags elsewhere": ("dags/ /opt/airflow/dags/", "dags/ /opt/dags/", "dags"),
     "no package": ("pip install --no-cache-dir --no-deps -e /opt/loadgate", "true", "package"),
     "not editable": ("--no-deps -e /opt/loadgate", "--no-deps /opt/loadgate", "editable"),
+    "a link to the plans": (
+        "pip install --no-cache-dir --no-deps -e /opt/loadgate \\\n",
+        "pip install --no-cache-dir --no-deps -e /opt/loadgate \\\n"
+        "    && ln -s include/loadgate_syncbridge/plans /opt/loadgate/plans \\\n",
+        "a copy of the plans",
+    ),
     "named user": (
         "loadgate run-stage --help > /dev/null\n\nUSER 50000\n",
         "loadgate run-stage --help > /dev/null\n\nUSER airflow\n",
@@ -1334,6 +1380,38 @@ AIRFLOW_IMAGE_BREAKS: Breaks = {
     + _cases(AIRFLOW_IMAGE_BREAKS, airflow_image_problems, AIRFLOW_DOCKERFILE, prefix="airflow-"),
 )
 def test_image_rules_catch(rule, path, old, new, expected):
+    _assert_caught(rule, read(path), old, new, expected)
+
+
+def test_the_plans_install_as_package_data():
+    """No image copies or links the plans: they are the packages' data, installed with them."""
+    from loadgate.extensions import plan_files
+
+    assert package_data_problems(read(ROOT / "pyproject.toml")) == []
+    shipped = sorted((ROOT / "include" / "loadgate_syncbridge" / "plans").glob("*.yaml"))
+    assert sorted(plan_files()) == [p.stem for p in shipped]
+
+
+PACKAGE_DATA_BREAKS: Breaks = {
+    "no yaml data": ('"*" = ["*.yaml", ', '"*" = [', "harmonyflow-10k.yaml is not package data"),
+    "plans not registered": (
+        'syncbridge = "loadgate_syncbridge.plans"\n',
+        "",
+        "no package registers plans",
+    ),
+    "package not found": (
+        'include = ["loadgate*", "syncbridge*", "loadgate_syncbridge*"]',
+        'include = ["loadgate", "loadgate.*", "syncbridge*"]',
+        "loadgate_syncbridge.plans is not installed",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "old", "new", "expected"),
+    _cases(PACKAGE_DATA_BREAKS, package_data_problems, ROOT / "pyproject.toml", prefix="data-"),
+)
+def test_package_data_rules_catch(rule, path, old, new, expected):
     _assert_caught(rule, read(path), old, new, expected)
 
 

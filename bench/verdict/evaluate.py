@@ -88,6 +88,7 @@ def gate_run(
     """One gate run; ``during(run, stage)`` runs in a thread while each stage's load runs."""
     config = build_run_config(
         {
+            "profile": "syncbridge",
             "target_url": svc.url,
             "release": "v1",
             "plan": plan,

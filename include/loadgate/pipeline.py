@@ -61,6 +61,8 @@ def prepare(config: RunConfig, run_id: str) -> RunRecord:
     """Validate the plan against the run and write ``run.json``; returns its record (XCom-safe
     as JSON)."""
     plan = load_plan(config.plan_path())
+    if not config.stages:  # not chosen: all of the plan's, in its order
+        config = config.model_copy(update={"stages": list(plan.stages)})
     missing = [s for s in config.stages if s not in plan.stages]
     if missing:
         raise ValueError(

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from loadgate_syncbridge.profiles import syncbridge as syncbridge_profile
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -52,7 +54,7 @@ def connection_env(conn_id: str, **fields: Any) -> dict[str, str]:
 
 def profiles_env(profiles: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The ``loadgate_profiles`` Variable by environment variable: what an operator configures
-    (profile name → settings, over the shipped ``syncbridge`` profile)."""
+    (profile name → settings, over the shipped profiles)."""
     return {"AIRFLOW_VAR_LOADGATE_PROFILES": json.dumps(profiles)}
 
 
@@ -74,9 +76,10 @@ def dags_test(
     cwd: Path,
     timeout: float = 1800,
     capture: bool = True,
+    dag_id: str = "release_gate",
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "airflow"), "dags", "test", "release_gate", "-c", json.dumps(conf)],
+        [str(BIN / "airflow"), "dags", "test", dag_id, "-c", json.dumps(conf)],
         env=env,
         cwd=cwd,
         capture_output=capture,
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deployed release v1 at {service.url}")
         # the operator's part: the shipped syncbridge profile, with this demo's folders
         profile = {
+            **syncbridge_profile(),
             "default_target": service.url,
             "shards": args.shards,
             "artifacts_root": str(work / "artifacts"),

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from loadgate.config.profiles import DEFAULT_PROFILE
+from loadgate.plan import Plan, format_duration
 
 TARGET = "Target and release"
 LOAD = "Load shape"
@@ -30,22 +30,42 @@ def _optional(
     )
 
 
-def release_gate_params(stages: Sequence[str]) -> dict[str, Param]:
-    """The form of ``release_gate``: what a trigger may set, and nothing else (the rest is the
-    profile's, set by operators: ``loadgate.config.profiles``); ``stages`` are the plan's, in its
-    order."""
-    return {
-        # --- what to gate -------------------------------------------------------------------
-        "profile": Param(
-            DEFAULT_PROFILE,
-            type="string",
+def _profile(default: str | None) -> Param:
+    about = (
+        "The gated service's profile, set by operators (the `loadgate_profiles` Variable): "
+        "its plan (this DAG's), allowed targets, rollback action, where the load runs and "
+        "where results go."
+    )
+    if default is None:
+        return Param(
+            None,
+            type=["null", "string"],
             minLength=1,
             title="Profile",
             section=TARGET,
-            description_md="The gated service's profile, set by operators (the "
-            "`loadgate_profiles` Variable): its plan, allowed targets, rollback action, where "
-            "the load runs and where results go. `syncbridge`: the reference service.",
-        ),
+            description_md=about + " Empty: the only profile for this DAG's plan.",
+        )
+    return Param(
+        default, type="string", minLength=1, title="Profile", section=TARGET, description_md=about
+    )
+
+
+def release_gate_params(
+    stages: Sequence[str], profile: str | None = None, plan: Plan | None = None
+) -> dict[str, Param]:
+    """The form of a release-gate DAG: what a trigger may set, and nothing else (the rest is
+    the profile's, set by operators: ``loadgate.config.profiles``); ``stages`` are the plan's, in
+    its order; ``profile`` the form's default (``None``: the only profile for the plan)."""
+    longest = max((s.duration for s in plan.stages.values()), default=0.0) if plan else 0.0
+    schedule = (
+        f" (1 = the plan's schedule, its longest stage {format_duration(longest)}; 0.05 plays "
+        f"it in {format_duration(round(longest * 0.05))})"
+        if longest
+        else " (1 = the plan's schedule)"
+    )
+    return {
+        # --- what to gate -------------------------------------------------------------------
+        "profile": _profile(profile),
         "target_url": _optional(
             "Target URL",
             TARGET,
@@ -71,8 +91,8 @@ def release_gate_params(stages: Sequence[str]) -> dict[str, Param]:
         "scale": _optional(
             "Load scale",
             LOAD,
-            "Multiplies virtual users, connections and rates (1 = the plan's 10,000 users; "
-            "0.01 = 100), up to the profile's limit. Empty: the profile's scale.",
+            "Multiplies virtual users, connections and rates (1 = the plan's load, 0.01 = a "
+            "hundredth of it), up to the profile's limit. Empty: the profile's scale.",
             kind="number",
             exclusiveMinimum=0,
             maximum=10,
@@ -80,10 +100,11 @@ def release_gate_params(stages: Sequence[str]) -> dict[str, Param]:
         "time_scale": _optional(
             "Time scale",
             LOAD,
-            "Shortens the schedule only (ramps, holds, stage durations, start times; 1 = the "
-            "plan's 44-minute API test, 0.05 plays it in about 2 minutes); users keep the "
-            "plan's think times and intervals, so the request rate follows the number of users "
-            "and a shorter run sends fewer requests, never faster ones. Empty: the profile's.",
+            "Shortens the schedule only (ramps, holds, stage durations, start times"
+            + schedule
+            + "); users keep the plan's think times and intervals, so the request rate follows "
+            "the number of users and a shorter run sends fewer requests, never faster ones. "
+            "Empty: the profile's.",
             kind="number",
             exclusiveMinimum=0,
             maximum=1,
@@ -96,6 +117,8 @@ def release_gate_params(stages: Sequence[str]) -> dict[str, Param]:
             uniqueItems=True,
             title="Stages",
             section=LOAD,
-            description="Which load stages to run; they run in the plan's order.",
+            description="Which of the plan's load stages to run ("
+            + ", ".join(stages)
+            + "); they run in the plan's order.",
         ),
     }

@@ -76,8 +76,13 @@ def _trigger(context: Any) -> dict[str, Any]:
     return values
 
 
-def _config(context: Any, asset_extra: dict[str, Any] | None = None) -> RunConfig:
-    return resolve_trigger(_trigger(context), profiles=settings.profiles(), asset_extra=asset_extra)
+def _config(
+    context: Any, asset_extra: dict[str, Any] | None = None, plan: str | None = None
+) -> RunConfig:
+    """The run the trigger asks for, on its profile, which must run ``plan`` (the DAG's)."""
+    return resolve_trigger(
+        _trigger(context), profiles=settings.profiles(), asset_extra=asset_extra, plan=plan
+    )
 
 
 def _asset_extra(context: Any) -> dict[str, Any]:
@@ -91,10 +96,11 @@ def _asset_extra(context: Any) -> dict[str, Any]:
 
 
 @task(retries=1)
-def prepare(**context: Any) -> dict[str, Any]:
-    """Resolve the run from the form, the trigger's conf or a deploy event; validate it all."""
+def prepare(plan: str | None = None, **context: Any) -> dict[str, Any]:
+    """Resolve the run from the form, the trigger's conf or a deploy event, on a profile of
+    ``plan`` (the DAG's); validate it all."""
     try:
-        config = _config(context, _asset_extra(context))
+        config = _config(context, _asset_extra(context), plan)
         _object_store(config)
         record = pipeline.prepare(config, context["run_id"])
     except (RunConfigError, ProfileError, ValueError) as exc:
@@ -303,11 +309,12 @@ def finalize(run_record: dict[str, Any] | None) -> str:
     return str(verdict)
 
 
-def notify_task_failure(context: Any) -> None:
-    """on_failure_callback: tell the team a task failed (once per task try)."""
+def notify_task_failure(context: Any, plan: str | None = None) -> None:
+    """on_failure_callback: tell the team a task failed (once per task try); ``plan``: the
+    DAG's."""
     ti = context["ti"]
     try:
-        config = _config(context, _asset_extra(context))
+        config = _config(context, _asset_extra(context), plan)
     except (RunConfigError, ProfileError, ValueError):
         log.warning("task %s failed before the run was resolved; no notification", ti.task_id)
         return

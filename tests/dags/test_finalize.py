@@ -12,6 +12,7 @@ from loadgate.config.profiles import load_profiles
 from loadgate.config.run import resolve_trigger
 from loadgate.run import folder
 from loadgate.run.records import StageGate
+from tests.support.helpers import REFERENCE_PLAN
 
 airflow = pytest.importorskip("airflow")
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -21,6 +22,7 @@ def _record(tmp_path, verdict: str, *, invalid_fails_run: bool = True) -> dict:
     profiles = load_profiles(
         {
             "t": {
+                "plan": REFERENCE_PLAN,
                 "artifacts_root": str(tmp_path / "artifacts"),
                 "default_target": "http://127.0.0.1:9",
                 "limits": {"invalid_fails_run": invalid_fails_run},
@@ -85,6 +87,7 @@ def test_the_rollback_tasks_take_the_webhook_from_the_profile_the_record_holds_i
     profiles = load_profiles(
         {
             "t": {
+                "plan": REFERENCE_PLAN,
                 "artifacts_root": str(tmp_path / "artifacts"),
                 "default_target": "http://127.0.0.1:9",
                 "rollback": {"type": "webhook", "url": url},

@@ -34,7 +34,7 @@ if dag is not None:
         groups=sorted(dag.task_group.children),
         display_name=dag.dag_display_name,
         default_run=resolve_trigger(
-            dag.params.dump(), profiles=shipped_profiles()
+            dag.params.dump(), profiles=shipped_profiles(), plan="harmonyflow-10k"
         ).model_dump(mode="json"),
     )
 print("PROBE" + json.dumps(out, default=str))
@@ -147,18 +147,27 @@ def test_params_form_is_documented_and_valid(probe) -> None:
             assert "null" in schema["type"] and param["value"] is None, name
     assert list(dict.fromkeys(sections)) == ["Target and release", "Load shape"]
     assert params["stages"]["value"] == list(STAGES)
+    assert params["stages"]["schema"]["items"]["enum"] == list(STAGES)
+    assert params["profile"]["value"] == "syncbridge"  # the DAG file's default for its plan
 
 
 def test_the_form_as_it_opens_is_the_documented_default_run(probe) -> None:
     from loadgate.config.run import RunConfig
 
-    assert probe["default_run"] == RunConfig(target_url="http://127.0.0.1:8080").model_dump(
-        mode="json"
-    )  # the shipped syncbridge profile's default target, every other value the default
+    assert probe["default_run"] == RunConfig(
+        profile="syncbridge",
+        plan="harmonyflow-10k",
+        target_url="http://127.0.0.1:8080",
+        stages=list(STAGES),  # the plan's, in its order
+    ).model_dump(mode="json")  # the example's profile: its plan and target
 
 
 def test_doc_tags_and_asset_schedule(probe) -> None:
     assert "Execution plan" in probe["doc_md"]
+    assert "`harmonyflow-10k`" in probe["doc_md"]  # generated from the plan: its stages
+    stages = [ln.split("`")[1] for ln in probe["doc_md"].splitlines() if ln.startswith("- `")]
+    assert stages == list(STAGES)
+    assert "- `api`: API load test (§3.1) (44m0s at time scale 1)" in probe["doc_md"]
     assert "loadgate" in probe["tags"]
     assert probe["schedule"] == "AssetTriggeredTimetable"
     assert probe["assets"] == ["loadgate://deploys/harmonyflow-syncbridge"]

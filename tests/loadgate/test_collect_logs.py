@@ -16,6 +16,7 @@ from loadgate import pipeline
 from loadgate.config.run import RunConfig
 from loadgate.pipeline import LOG_TAIL_BYTES, collect_logs
 from loadgate.run.folder import Run
+from tests.support.helpers import reference_run
 
 pytestmark = pytest.mark.timeout(120)
 MB = 1_000_000
@@ -23,7 +24,9 @@ MB = 1_000_000
 
 def make_run(artifacts_root: str, target_log: str = "") -> Run:
     config = RunConfig(
-        target_url="http://127.0.0.1:8080", artifacts_root=artifacts_root, target_log=target_log
+        **reference_run(
+            target_url="http://127.0.0.1:8080", artifacts_root=artifacts_root, target_log=target_log
+        )
     )
     return Run({"run_id": "r1", "config": config.model_dump(mode="json")})
 

@@ -13,12 +13,13 @@ from loadgate.config.run import build_run_config, resolve_plan_path
 from loadgate.notify import Notifier
 from loadgate.run import gate
 from loadgate.verdict.outcomes import Verdict
-from tests.support.helpers import one_stage_plan, scenario
+from tests.support.helpers import one_stage_plan, reference_run, scenario
 
 
 def make_run(svc, tmp_path, run_id="manual__2026-01-01T00:00:00+00:00", **params):
     config = build_run_config(
         {
+            **reference_run(),
             "target_url": svc.url,
             "release": "v1",
             "scale": 0.002,  # 20 users: enough requests for the must-have criteria (100)

@@ -25,7 +25,7 @@ from loadgate.config.run import build_run_config
 from loadgate.run import gate
 from loadgate.run.records import CriterionRecord, StageGate, StageSummary
 from loadgate.verdict.outcomes import Verdict
-from tests.support.helpers import one_stage_plan, scenario, shipped_criteria
+from tests.support.helpers import one_stage_plan, reference_run, scenario, shipped_criteria
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -93,6 +93,7 @@ def baseline(tmp_path_factory):
 def gated_run(svc, tmp, plan_path, run_id: str) -> pipeline.Run:
     config = build_run_config(
         {
+            **reference_run(),
             "target_url": svc.url,
             "release": "v1",
             "plan": str(plan_path),

@@ -17,9 +17,10 @@ from pydantic import ValidationError
 from loadgate.backends.command import engine_argv
 from loadgate.backends.kubernetes import manifests
 from loadgate.config import pods as pod_settings
-from loadgate.config.run import DEFAULT_PLAN, RunConfig, resolve_plan_path
+from loadgate.config.run import RunConfig, resolve_plan_path
 from loadgate.pipeline import prepare
 from loadgate.run.folder import Run
+from tests.support.helpers import REFERENCE_PLAN, reference_run
 
 K8S_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
 RUN_ID = "manual__2026-05-01T10:00:00.123456+00:00"
@@ -50,12 +51,14 @@ FULL = pod_settings.PodSettings(
 
 def make_run(tmp_path: Path, **config: Any) -> Run:
     cfg = RunConfig(
-        target_url="http://127.0.0.1:8080",
-        artifacts_root=str(tmp_path / "artifacts"),
-        scale=0.01,
-        time_scale=0.05,
-        release="v2",
-        **config,
+        **reference_run(
+            target_url="http://127.0.0.1:8080",
+            artifacts_root=str(tmp_path / "artifacts"),
+            scale=0.01,
+            time_scale=0.05,
+            release="v2",
+            **config,
+        )
     )
     return Run({"run_id": RUN_ID, "config": cfg.model_dump(mode="json")})
 
@@ -107,11 +110,13 @@ def test_pods_run_the_plan_copy_that_prepare_wrote_into_the_run_root(tmp_path) -
     """Pods read the plan from the run root, not from their image: the shards run the plan
     the DAG validated, even if the plan file (or the image's copy) changes during the run."""
     plan_file = tmp_path / "gate.yaml"
-    plan_file.write_bytes(resolve_plan_path(DEFAULT_PLAN).read_bytes())
+    plan_file.write_bytes(resolve_plan_path(REFERENCE_PLAN).read_bytes())
     cfg = RunConfig(
-        target_url="http://127.0.0.1:8080",
-        artifacts_root=str(tmp_path / "artifacts"),
-        plan=str(plan_file),
+        **reference_run(
+            target_url="http://127.0.0.1:8080",
+            artifacts_root=str(tmp_path / "artifacts"),
+            plan=str(plan_file),
+        )
     )
     record = prepare(cfg, RUN_ID)
     plan_file.write_text("name: changed-after-prepare\nstages: {}\n")
@@ -121,7 +126,7 @@ def test_pods_run_the_plan_copy_that_prepare_wrote_into_the_run_root(tmp_path) -
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index("--plan") + 1] == str(copy_path)
     assert run.plan.name == record.plan_name != "changed-after-prepare"
-    assert copy_path.read_bytes() == resolve_plan_path(DEFAULT_PLAN).read_bytes()
+    assert copy_path.read_bytes() == resolve_plan_path(REFERENCE_PLAN).read_bytes()
 
 
 def test_resources_come_from_the_plans_stage(run) -> None:
@@ -334,7 +339,11 @@ def test_pod_manifest_refuses_bad_input() -> None:
 
 def test_a_pod_of_an_s3_run_root_needs_no_shared_volume(s3) -> None:
     """Its --out, --users and abort marker are s3:// URLs; the AWS keys come by reference."""
-    cfg = RunConfig(target_url="http://127.0.0.1:8080", artifacts_root=s3.url("runs"), scale=0.01)
+    cfg = RunConfig(
+        **reference_run(
+            target_url="http://127.0.0.1:8080", artifacts_root=s3.url("runs"), scale=0.01
+        )
+    )
     run = Run({"run_id": RUN_ID, "config": cfg.model_dump(mode="json")})
     run.users_file().write_text('{"email": "u@example.com", "password": "Hunter2-s3!"}\n')
     settings = FULL.model_copy(update={"env": {"AWS_ENDPOINT_URL": s3.endpoint}})

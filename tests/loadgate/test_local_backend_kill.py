@@ -33,8 +33,8 @@ if sys.argv[4:] == ["handle-sigterm"]:  # as Airflow's task runner does: raise, 
     def stop(signum, frame):
         raise SystemExit(143)
     signal.signal(signal.SIGTERM, stop)
-params = {"target_url": target, "plan": plan, "scale": 1, "time_scale": 1, "stages": ["api"],
-          "shards": 2, "artifacts_root": root}
+params = {"profile": "kill", "target_url": target, "plan": plan, "scale": 1, "time_scale": 1,
+          "stages": ["api"], "shards": 2, "artifacts_root": root}
 run = pipeline.Run(pipeline.prepare(build_run_config(params, allowlist=[]), "kill-test"))
 run.artifacts.write_json("checklist.json", [])
 outcome = run_stage_local(run, "api", lambda line: print(line, flush=True))

@@ -25,7 +25,7 @@ from loadgate.config.profiles import (
     shipped_profiles,
 )
 from loadgate.config.run import RunConfigError, resolve_trigger
-from tests.support.helpers import one_stage_plan, scenario
+from tests.support.helpers import one_stage_plan, reference_run, scenario
 
 SHOP = {
     "plan": "harmonyflow-10k",
@@ -84,11 +84,12 @@ def test_a_profile_supplies_everything_a_trigger_does_not() -> None:
         ({"profile": "shop", "target_url": "https://evil.example.com"}, "not on the allowlist"),
         ({"profile": "shop", "scale": 0.6}, "above profile 'shop''s limit (0.5)"),
         ({"profile": "shop", "time_scale": 0.001}, "outside profile 'shop''s bounds"),
-        ({"time_scale": 2}, "outside profile 'syncbridge''s bounds"),
+        ({"profile": "syncbridge", "time_scale": 2}, "outside profile 'syncbridge''s bounds"),
+        ({}, "name a profile: there are several (shop, syncbridge)"),
         ({"scale": math.inf}, "finite"),
         ({"scale": 0}, "greater than 0"),
-        ({"stages": []}, "stages"),
-        ({"stages": ["api", "checkout"]}, "stages"),
+        ({"profile": "shop", "stages": []}, "stages"),
+        ({"profile": "shop", "stages": ["api", "checkout"]}, "stages: 'checkout' not in plan"),
     ],
 )
 def test_refused_with_a_clear_message(conf, message) -> None:
@@ -166,11 +167,15 @@ def test_profiles_from_yaml_or_json_and_bad_keys_named(tmp_path) -> None:
     from_yaml = load_profiles(yaml.safe_dump({"shop": SHOP}))
     assert from_json == from_yaml and set(from_json) == {"shop", "syncbridge"}
     path = tmp_path / "profiles.yaml"
-    path.write_text(yaml.safe_dump({"syncbridge": {"allowlist": ["10.0.0.0/8"]}}))
+    path.write_text(
+        yaml.safe_dump({"syncbridge": {"plan": "harmonyflow-10k", "allowlist": ["10.0.0.0/8"]}})
+    )
     assert load_profiles_file(path)["syncbridge"].allowlist == ["10.0.0.0/8"]  # replaced
     for data, message in [
         ({"shop": {**SHOP, "limits": {"max_scale": 50}}}, "profiles.shop.limits.max_scale"),
         ({"shop": {**SHOP, "rollbak": {}}}, "profiles.shop.rollbak: Extra inputs"),
+        ({"shop": {**SHOP, "plan": None}}, "profiles.shop.plan: Input should be a valid string"),
+        ({"shop": {k: v for k, v in SHOP.items() if k != "plan"}}, "shop.plan: Field required"),
         ({"Shop!": SHOP}, "'Shop!' is not a profile name"),
         ({"shop": ["not", "a", "mapping"]}, "profiles.shop: must be a mapping"),
         ("[1, 2]", "must be a mapping of profile name"),
@@ -184,6 +189,28 @@ def test_profiles_from_yaml_or_json_and_bad_keys_named(tmp_path) -> None:
         assert message in str(caught.value), (message, str(caught.value))
     with pytest.raises(ProfileError, match="profiles file"):
         load_profiles_file(tmp_path / "missing.yaml")
+
+
+def test_a_trigger_naming_no_profile_gets_the_only_one_for_the_dags_plan(
+    tmp_path, monkeypatch
+) -> None:
+    assert set(shipped_profiles()) == {"syncbridge"}  # the example's, by entry point
+    assert resolve_trigger({}, profiles=shipped_profiles()).profile == "syncbridge"
+    with pytest.raises(RunConfigError, match=r"name a profile: there are several \(shop, sync"):
+        resolve_trigger({}, profiles=profiles())  # both run harmonyflow-10k
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "shop.yaml").write_text(yaml.safe_dump(one_stage_plan({}, name="shop")))
+    monkeypatch.setenv("LOADGATE_PLANS_DIR", str(plans))
+    both = load_profiles({"shop": {**SHOP, "plan": "shop"}})
+    assert resolve_trigger({}, profiles=both, plan="harmonyflow-10k").profile == "syncbridge"
+    with pytest.raises(RunConfigError) as caught:
+        resolve_trigger({"profile": "shop"}, profiles=both, plan="harmonyflow-10k")
+    assert "profile 'shop' runs plan 'shop', not this DAG's plan 'harmonyflow-10k'" in str(
+        caught.value
+    )
+    with pytest.raises(RunConfigError, match="no profile for plan 'other'"):
+        resolve_trigger({}, profiles=both, plan="other")
 
 
 def _plan_file(tmp_path, **probe) -> str:
@@ -207,6 +234,7 @@ def test_load_beyond_the_profile_is_refused_before_anything_is_written(
 
     config = build_run_config(
         {
+            **reference_run(),
             "target_url": "http://127.0.0.1:9",
             "plan": _plan_file(tmp_path, **probe),
             "stages": ["api"],
@@ -254,6 +282,7 @@ def test_a_plan_naming_a_module_outside_the_allowed_packages_imports_nothing(
     path.write_text(yaml.safe_dump(plan))
     config = build_run_config(
         {
+            **reference_run(),
             "target_url": "http://127.0.0.1:9",
             "plan": str(path),
             "stages": ["api"],
@@ -308,6 +337,7 @@ def test_any_plan_numbers_are_bounded_or_refused_before_anything_is_written(
     try:
         config = build_run_config(
             {
+                **reference_run(),
                 "target_url": "http://127.0.0.1:9",
                 "plan": str(path),
                 "stages": ["api"],

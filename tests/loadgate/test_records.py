@@ -37,7 +37,7 @@ from loadgate.run.records import (
 )
 from loadgate.verdict.criteria import CriterionResult
 from loadgate.verdict.outcomes import Verdict
-from tests.support.helpers import one_stage_plan, scenario, shipped_criteria
+from tests.support.helpers import one_stage_plan, reference_run, scenario, shipped_criteria
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 FILES: dict[str, tuple[type[BaseModel], str]] = {
@@ -131,6 +131,7 @@ def test_unknown_keys_are_refused_and_only_the_keys_set_are_written() -> None:
 def test_a_dry_run_report_validates_with_its_stages_not_run(tmp_path) -> None:
     config = build_run_config(
         {
+            **reference_run(),
             "target_url": "http://127.0.0.1:9",
             "stages": ["api", "websocket"],
             "scale": 0.001,
@@ -190,6 +191,7 @@ def gated_run(svc, tmp_path: Path, plan: str, run_id: str) -> pipeline.Run:
     """The DAG's steps in order, with a command rollback that always succeeds."""
     config = build_run_config(
         {
+            **reference_run(),
             "target_url": svc.url,
             "release": "v1",
             "plan": plan,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from loadgate.config.run import RunConfigError, build_run_config, resolve_trigger
+from tests.support.helpers import reference_run
 
 
 def test_defaults_and_stage_order() -> None:
     config = build_run_config(
-        {"target_url": "http://127.0.0.1:8080/", "stages": ["session", "api"]}
+        reference_run(target_url="http://127.0.0.1:8080/", stages=["session", "api"])
     )
     assert config.target_url == "http://127.0.0.1:8080"
     assert config.stages == ["api", "session"]
@@ -20,7 +21,9 @@ def test_defaults_and_stage_order() -> None:
 def test_deploy_event_fills_release_and_target() -> None:
     from loadgate.config.profiles import load_profiles
 
-    profiles = load_profiles({"shop": {"allowlist": ["api.example.com"]}})
+    profiles = load_profiles(
+        {"shop": {"plan": "harmonyflow-10k", "allowlist": ["api.example.com"]}}
+    )
     extra = {"release": "v42", "target_url": "https://api.example.com"}
     config = resolve_trigger(
         {"profile": "shop", "target_url": "", "release": ""}, profiles=profiles, asset_extra=extra
@@ -51,4 +54,18 @@ def test_deploy_event_fills_release_and_target() -> None:
 )
 def test_bad_parameters_are_refused_clearly(params, message) -> None:
     with pytest.raises(RunConfigError, match=message):
-        build_run_config(params, allowlist=[])
+        build_run_config(reference_run(**params), allowlist=[])
+
+
+def test_a_stage_the_plan_does_not_have_is_named_with_the_plans_stages() -> None:
+    with pytest.raises(RunConfigError) as caught:
+        build_run_config(reference_run(target_url="http://127.0.0.1:1", stages=["api", "soak"]))
+    assert str(caught.value) == (
+        "invalid run parameters: stages: 'soak' not in plan 'harmonyflow-10k' "
+        "(its stages: api, websocket, session)"
+    )
+
+
+def test_a_run_config_names_its_profile_and_plan() -> None:
+    with pytest.raises(RunConfigError, match="profile: Field required; plan: Field required"):
+        build_run_config({"target_url": "http://127.0.0.1:1"})

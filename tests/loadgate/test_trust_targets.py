@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from loadgate.config.run import RunConfigError, build_run_config
 from loadgate.safety import TargetNotAllowed, check_target, is_loopback, redact_url
+from tests.support.helpers import reference_run
 
 PASSWORD = "S3cret-pw"  # made up: the messages must not repeat it
 
@@ -56,7 +57,7 @@ def test_credentials_in_a_target_are_refused_without_repeating_them(url: str, en
 
 
 def test_a_target_with_credentials_never_reaches_the_run_config() -> None:
-    params = {"target_url": f"http://loadgate:{PASSWORD}@127.0.0.1:8080", "release": "v1"}
+    params = reference_run(target_url=f"http://loadgate:{PASSWORD}@127.0.0.1:8080", release="v1")
     with pytest.raises(RunConfigError, match="credentials") as err:
         build_run_config(params, allowlist=[])
     assert PASSWORD not in str(err.value)

@@ -73,3 +73,15 @@ def assert_follows(
         lo = min(profile.target_at(max(0.0, t - slack)), profile.target_at(t + slack))
         hi = max(profile.target_at(max(0.0, t - slack)), profile.target_at(t + slack))
         assert lo - tolerance <= n <= hi + tolerance, (t, n, lo, hi)
+
+
+# The example's profile and plan (loadgate_syncbridge), which a run config names explicitly:
+# the core has no default of either.
+REFERENCE_PROFILE = "syncbridge"
+REFERENCE_PLAN = "harmonyflow-10k"
+
+
+def reference_run(**values: Any) -> dict[str, Any]:
+    """Run settings on the example's profile and plan, with ``values`` over them (for
+    ``build_run_config`` or ``RunConfig``)."""
+    return {"profile": REFERENCE_PROFILE, "plan": REFERENCE_PLAN, **values}

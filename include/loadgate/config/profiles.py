@@ -10,17 +10,20 @@ profile, the target URL (within the profile's allowlist), the release, ``scale``
 ``dry_run``. Anything else a trigger sends is refused with the list of what is allowed: a
 trigger never names a command, a file, an image, a module or a bucket.
 
-Profiles are data (JSON or YAML): a mapping of profile name → :class:`Profile`. The shipped
-``syncbridge`` profile gates the reference service on loopback (``make demo``); a deployment's
-own profiles are added to it or replace it by name (in Airflow: the Variable
-``loadgate_profiles``).
+Profiles are data (JSON or YAML): a mapping of profile name → :class:`Profile`. Installed
+packages ship profiles through the ``loadgate.profiles`` entry points
+(:data:`loadgate.extensions.PROFILES`; the example ships one for its reference service); a
+deployment's own profiles are added to them or replace one by name (in Airflow: the Variable
+``loadgate_profiles``). A trigger that names no profile gets the only one there is (or the only
+one for the DAG's plan); with several, it must name one.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,9 +39,9 @@ from pydantic import (
 
 from loadgate.actions.rollback import RollbackConfig
 from loadgate.config.pods import PodSettings
+from loadgate.extensions import PROFILES, declared
 from loadgate.safety import allowlist_entry
 
-DEFAULT_PROFILE = "syncbridge"
 MAX_STAGE_S = 4 * 3600.0  # the longest stage any profile may allow (the DAG's task timeouts)
 TRIGGER_KEYS = ("profile", "target_url", "release", "scale", "time_scale", "stages", "dry_run")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -82,7 +85,6 @@ class Profile(BaseModel):
 
     description: str = ""
     plan: str = Field(
-        "harmonyflow-10k",
         min_length=1,
         description="a shipped plan by name, or a plan file the deployment ships (a path)",
     )
@@ -123,13 +125,21 @@ class Profile(BaseModel):
 
 
 def shipped_profiles() -> dict[str, Profile]:
-    """The profiles loadgate ships: ``syncbridge``, the reference service on loopback."""
-    return {
-        DEFAULT_PROFILE: Profile(
-            description="The reference SyncBridge service, on loopback (the embedded default)",
-            default_target="http://127.0.0.1:8080",
-        )
-    }
+    """The profiles installed packages ship (entry points ``loadgate.profiles``: a name →
+    ``module:function`` returning the profile's settings), validated; ProfileError names a bad
+    one."""
+    profiles: dict[str, Profile] = {}
+    for name, target in declared(PROFILES).items():
+        module, _, attr = target.partition(":")
+        try:
+            data = getattr(importlib.import_module(module), attr)()
+        except (ImportError, AttributeError, TypeError) as exc:
+            raise ProfileError(f"profiles.{name}: {target} is not usable: {exc}") from None
+        try:
+            profiles[name] = Profile.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ProfileError(_describe(exc, f"profiles.{name}")) from None
+    return profiles
 
 
 def _describe(exc: ValidationError, prefix: str) -> str:
@@ -185,7 +195,7 @@ class Trigger(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    profile: str = DEFAULT_PROFILE
+    profile: str | None = Field(None, min_length=1)
     target_url: str | None = Field(None, min_length=1, max_length=2000)
     release: str = Field("", max_length=200)
     scale: float | None = Field(None, gt=0)
@@ -232,10 +242,27 @@ def scales(trigger: Trigger, profile_name: str, profile: Profile) -> tuple[float
     return scale, time_scale
 
 
-def profile_for(trigger: Trigger, profiles: Mapping[str, Profile]) -> Profile:
-    found = profiles.get(trigger.profile)
-    if found is None:
-        raise TriggerError(
-            f"unknown profile {trigger.profile!r} (profiles: {', '.join(sorted(profiles))})"
-        )
-    return found
+def profile_for(
+    trigger: Trigger,
+    profiles: Mapping[str, Profile],
+    fits: Callable[[Profile], bool] | None = None,
+    what: str = "",
+) -> tuple[str, Profile]:
+    """The profile the trigger names, as (name, profile); a trigger that names none gets the
+    only profile (of those that ``fits``, described by ``what``, e.g. "for plan 'shop'"), and
+    a clear error listing them when there are several or none."""
+    if trigger.profile is not None:
+        found = profiles.get(trigger.profile)
+        if found is None:
+            raise TriggerError(
+                f"unknown profile {trigger.profile!r} (profiles: {', '.join(sorted(profiles))})"
+            )
+        return trigger.profile, found
+    candidates = sorted(n for n, p in profiles.items() if fits is None or fits(p))
+    if len(candidates) == 1:
+        return candidates[0], profiles[candidates[0]]
+    where = f" {what}" if what else ""
+    if not candidates:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise TriggerError(f"no profile{where}: configure one (profiles: {known})")
+    raise TriggerError(f"name a profile: there are several{where} ({', '.join(candidates)})")

@@ -8,6 +8,7 @@ operator-level settings directly (the CLI, tests): it is never given a trigger's
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,6 @@ from pydantic import (
 from loadgate.actions.rollback import RollbackConfig, webhook_origin
 from loadgate.config.pods import PodSettings
 from loadgate.config.profiles import (
-    DEFAULT_PROFILE,
     Limits,
     Profile,
     TriggerError,
@@ -34,9 +34,11 @@ from loadgate.config.profiles import (
 )
 from loadgate.extensions import plan_files
 from loadgate.safety import check_target
+from loadgate.plan import PlanError, load_plan
 
-DEFAULT_PLAN = "harmonyflow-10k"
-ALL_STAGES = ("api", "websocket", "session")
+# The deployment's own plans: a folder of ``NAME.yaml`` files (set on the workers and the DAG
+# processor by operators, never by a trigger), known by name beside the shipped ones.
+PLANS_DIR_ENV = "LOADGATE_PLANS_DIR"
 
 
 class RunConfigError(ValueError):
@@ -44,14 +46,44 @@ class RunConfigError(ValueError):
 
 
 def resolve_plan_path(plan: str) -> Path:
-    """A shipped plan by name (:func:`loadgate.extensions.plan_files`) or a plan file by path."""
+def known_plans() -> dict[str, Path]:
+    """Every plan a profile may name, by name: the shipped ones
+    (:func:`loadgate.extensions.plan_files`), then the ``*.yaml`` files of the folder
+    ``$LOADGATE_PLANS_DIR`` (a shipped plan's name wins)."""
+    plans = {name: Path(str(file)) for name, file in plan_files().items()}
+    folder = os.environ.get(PLANS_DIR_ENV, "").strip()
+    if folder and Path(folder).is_dir():
+        for file in sorted(Path(folder).glob("*.yaml")):
+            if file.is_file():
+                plans.setdefault(file.stem, file)
+    return plans
+
+
+def plan_stages(plan: str) -> list[str]:
+    """The stages of ``plan`` (a name or a path), in its order; RunConfigError if it is not
+    a usable plan."""
+    try:
+        return list(load_plan(resolve_plan_path(plan)).stages)
+    except PlanError as exc:
+        raise RunConfigError(str(exc)) from None
+
+
+def same_plan(a: str, b: str) -> bool:
+    """Whether two plan references (names or paths) are the same plan file."""
+    try:
+        return resolve_plan_path(a).resolve() == resolve_plan_path(b).resolve()
+    except RunConfigError:
+        return False
+
+
+    """A known plan by name (:func:`known_plans`) or a plan file by path."""
     candidate = Path(plan)
     if candidate.suffix not in (".yaml", ".yml"):
-        shipped = plan_files()
+        shipped = known_plans()
         if plan not in shipped:
             known = ", ".join(sorted(shipped))
             raise RunConfigError(f"plan {plan!r} not found (known plans: {known or 'none'})")
-        candidate = Path(str(shipped[plan]))
+        candidate = shipped[plan]
     if not candidate.is_file():
         raise RunConfigError(f"plan file {plan!r} not found")
     return candidate
@@ -60,15 +92,15 @@ def resolve_plan_path(plan: str) -> Path:
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    profile: str = DEFAULT_PROFILE
+    profile: str = Field(min_length=1)
     target_url: str
     release: str = Field(default="", max_length=200)
-    plan: str = DEFAULT_PLAN
+    plan: str = Field(min_length=1)  # the profile's: a known plan's name or a plan file
     scale: float = Field(default=1.0, gt=0, le=10)
     time_scale: float = Field(default=1.0, gt=0, le=10)
-    stages: list[Literal["api", "websocket", "session"]] = Field(
-        default_factory=lambda: list(ALL_STAGES)
-    )
+    # the plan's stages to run, in its order (a run config built here has them checked against
+    # the plan; not given: all of them, filled in when the run is prepared)
+    stages: list[str] = Field(default_factory=list)
     backend: Literal["local", "kubernetes"] = "local"
     dry_run: bool = False
     artifacts_root: str = "artifacts"  # a local folder or s3://bucket/prefix
@@ -91,9 +123,7 @@ class RunConfig(BaseModel):
     @field_validator("stages")
     @classmethod
     def _stages(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("choose at least one stage")
-        return [s for s in ALL_STAGES if s in value]  # the plan's order, no duplicates
+        return list(dict.fromkeys(value))  # no duplicates; put in the plan's order on checking
 
     def plan_path(self) -> Path:
         return resolve_plan_path(self.plan)
@@ -131,12 +161,21 @@ def _validated(values: Mapping[str, Any], where: str = "") -> RunConfig:
     try:
         config = RunConfig.model_validate(values)
     except ValidationError as exc:
+    if "stages" in values and not values["stages"]:
+        raise RunConfigError("invalid run parameters: stages: choose at least one stage")
         raise RunConfigError(f"invalid run parameters: {_humanize(exc)}") from None
     try:
         check_target(config.target_url, config.allowlist)
     except ValueError as exc:
         raise RunConfigError(f"{exc}{where}") from None
-    config.plan_path()
+    names = plan_stages(config.plan)
+    unknown = [s for s in config.stages if s not in names]
+    if unknown:
+        raise RunConfigError(
+            f"invalid run parameters: stages: {', '.join(map(repr, unknown))} not in plan "
+            f"{config.plan!r} (its stages: {', '.join(names)})"
+        )
+    config.stages = [s for s in names if not config.stages or s in config.stages]
     return config
 
 
@@ -147,12 +186,15 @@ def resolve_trigger(
     asset_extra: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """A trigger's values (``conf`` or the form; a deploy event's ``release`` and
-    ``target_url`` fill in what it leaves empty) on the profile it names.
+    ``target_url`` fill in what it leaves empty) on the profile it names. ``plan`` is the
+    DAG's (a DAG per plan): the profile must run it, and a trigger that names no profile gets
+    the only profile for it; without ``plan``, the only profile there is.
+    plan: str | None = None,
 
     Refused, with a clear message and before anything is written or sent: any key a trigger may
     not set (:data:`loadgate.config.profiles.TRIGGER_KEYS`), an unknown profile, a target off the
     profile's allowlist, a scale or time scale outside the profile's bounds, a stage the plan
-    does not have.
+    does not have, a profile of another plan than the DAG's.
     """
     values = dict(conf)
     for key in ("release", "target_url"):
@@ -161,22 +203,30 @@ def resolve_trigger(
             values[key] = extra
     try:
         trigger = read_trigger(values)
-        profile = profile_for(trigger, profiles)
-        scale, time_scale = scales(trigger, trigger.profile, profile)
+        if plan is None:
+            name, profile = profile_for(trigger, profiles)
+        else:
+            name, profile = profile_for(
+                trigger, profiles, lambda p: same_plan(p.plan, plan), f"for plan {plan!r}"
+            )
+        scale, time_scale = scales(trigger, name, profile)
     except TriggerError as exc:
         raise RunConfigError(str(exc)) from None
-    target = trigger.target_url or profile.default_target
-    if not target:
+    if plan is not None and not same_plan(profile.plan, plan):
         raise RunConfigError(
-            f"no target: profile {trigger.profile!r} has no default_target, give target_url"
+            f"profile {name!r} runs plan {profile.plan!r}, not this DAG's plan {plan!r}: "
+            "trigger the DAG of its plan"
         )
     settings = profile.model_dump(
         exclude={"description", "default_target", "scale", "time_scale"},
         exclude_none=True,
+    target = trigger.target_url or profile.default_target
+    if not target:
+        raise RunConfigError(f"no target: profile {name!r} has no default_target, give target_url")
         mode="python",
     )
     settings.update(
-        profile=trigger.profile,
+        profile=name,
         target_url=target,
         release=trigger.release,
         scale=scale,
@@ -185,4 +235,4 @@ def resolve_trigger(
     )
     if trigger.stages is not None:
         settings["stages"] = trigger.stages
-    return _validated(settings, f" (profile {trigger.profile!r})")
+    return _validated(settings, f" (profile {name!r})")

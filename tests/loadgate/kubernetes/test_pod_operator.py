@@ -297,6 +297,7 @@ def test_loadgate_run_stage_in_two_pods_against_the_reference_service(
     """Two shards of a stage, each a pod of its own, each the local backend's command line."""
     svc = start_syncbridge(tmp_path / "svc")
     config = RunConfig(
+        profile="kpo",
         target_url=svc.url,
         plan=str(tiny_plan(tmp_path / "tiny.yaml")),
         stages=["api"],
@@ -336,6 +337,7 @@ def test_a_task_killed_from_the_ui_deletes_its_pod_and_the_shard_stops_gracefull
     the pod's SIGTERM stops the engine within its grace, and the results are all written."""
     svc = start_syncbridge(tmp_path / "svc")
     config = RunConfig(
+        profile="kpo",
         target_url=svc.url,
         plan=str(tiny_plan(tmp_path / "tiny.yaml", shards=1, duration="120s")),
         stages=["api"],
