@@ -153,7 +153,9 @@ def gate_dag(plan_name: str, gate: Gate | None = None) -> DAG:
             previous = stage_tasks(run, stage, upstream=previous)
 
         rolled_back = tasks.rollback(run)
-        with TaskGroup(group_id="post_test", tooltip="always: logs, pods, report, history, message"):
+        with TaskGroup(
+            group_id="post_test", tooltip="always: logs, pods, report, history, message"
+        ):
             logs = tasks.collect_logs(run)
             cleanup = tasks.cleanup_pods(run)
             report = tasks.build_report(run)

@@ -33,8 +33,8 @@ from loadgate.config.profiles import (
     scales,
 )
 from loadgate.extensions import plan_files
-from loadgate.safety import check_target
 from loadgate.plan import PlanError, load_plan
+from loadgate.safety import check_target
 
 # The deployment's own plans: a folder of ``NAME.yaml`` files (set on the workers and the DAG
 # processor by operators, never by a trigger), known by name beside the shipped ones.
@@ -45,7 +45,6 @@ class RunConfigError(ValueError):
     """The run's parameters are not usable; the message says which and why."""
 
 
-def resolve_plan_path(plan: str) -> Path:
 def known_plans() -> dict[str, Path]:
     """Every plan a profile may name, by name: the shipped ones
     (:func:`loadgate.extensions.plan_files`), then the ``*.yaml`` files of the folder
@@ -76,6 +75,7 @@ def same_plan(a: str, b: str) -> bool:
         return False
 
 
+def resolve_plan_path(plan: str) -> Path:
     """A known plan by name (:func:`known_plans`) or a plan file by path."""
     candidate = Path(plan)
     if candidate.suffix not in (".yaml", ".yml"):
@@ -158,11 +158,11 @@ def build_run_config(params: Mapping[str, Any], *, allowlist: list[str] | None =
 def _validated(values: Mapping[str, Any], where: str = "") -> RunConfig:
     """``values`` as a RunConfig whose target is allowed and whose plan exists; ``where`` ends
     an allowlist refusal (the profile it came from)."""
+    if "stages" in values and not values["stages"]:
+        raise RunConfigError("invalid run parameters: stages: choose at least one stage")
     try:
         config = RunConfig.model_validate(values)
     except ValidationError as exc:
-    if "stages" in values and not values["stages"]:
-        raise RunConfigError("invalid run parameters: stages: choose at least one stage")
         raise RunConfigError(f"invalid run parameters: {_humanize(exc)}") from None
     try:
         check_target(config.target_url, config.allowlist)
@@ -184,12 +184,12 @@ def resolve_trigger(
     *,
     profiles: Mapping[str, Profile],
     asset_extra: Mapping[str, Any] | None = None,
+    plan: str | None = None,
 ) -> RunConfig:
     """A trigger's values (``conf`` or the form; a deploy event's ``release`` and
     ``target_url`` fill in what it leaves empty) on the profile it names. ``plan`` is the
     DAG's (a DAG per plan): the profile must run it, and a trigger that names no profile gets
     the only profile for it; without ``plan``, the only profile there is.
-    plan: str | None = None,
 
     Refused, with a clear message and before anything is written or sent: any key a trigger may
     not set (:data:`loadgate.config.profiles.TRIGGER_KEYS`), an unknown profile, a target off the
@@ -217,12 +217,12 @@ def resolve_trigger(
             f"profile {name!r} runs plan {profile.plan!r}, not this DAG's plan {plan!r}: "
             "trigger the DAG of its plan"
         )
-    settings = profile.model_dump(
-        exclude={"description", "default_target", "scale", "time_scale"},
-        exclude_none=True,
     target = trigger.target_url or profile.default_target
     if not target:
         raise RunConfigError(f"no target: profile {name!r} has no default_target, give target_url")
+    settings = profile.model_dump(
+        exclude={"description", "default_target", "scale", "time_scale"},
+        exclude_none=True,
         mode="python",
     )
     settings.update(
