@@ -108,9 +108,7 @@ def doc_md(plan_name: str, plan: Plan, dag_id: str, asset_uri: str) -> str:
         about = f": {stage.description}" if stage.description else ""
         lines.append(f"- `{name}`{about} ({format_duration(stage.duration)} at time scale 1)")
     groups = ", ".join(f"`{name}`" for name in plan.stages)
-    return "\n".join(lines) + "\n" + EXECUTION.format(
-        groups=groups, dag_id=dag_id, asset=asset_uri
-    )
+    return "\n".join(lines) + "\n" + EXECUTION.format(groups=groups, dag_id=dag_id, asset=asset_uri)
 
 
 def gate_dag(plan_name: str, gate: Gate | None = None) -> DAG:
