@@ -480,8 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
         "history",
         help="list a profile's release history; pin or unpin its baseline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="PROFILE names the history: a profile (syncbridge), or its key with the plan\n"
-        "(syncbridge--harmonyflow-10k: loadgate.run.history.history_key).\n"
+        epilog="PROFILE names the history: a profile (shop), or its key with the plan\n"
+        "(shop--checkout-smoke: loadgate.run.history.history_key).\n"
         "The table lists entries oldest first: * marks the pinned run, B the baseline.\n"
         "exit codes: 0 listed (or pinned), 2 unknown key, run or unreadable root",
     )

@@ -75,5 +75,11 @@ def test_the_form_opens_valid_and_triggers_a_dry_run(airflow_ui, page) -> None:
         if name != "dry_run":
             assert conf.get(name) == default, (name, conf.get(name), default)
     # the run that conf starts is the documented default run, dry
-    config = resolve_trigger(conf, profiles=shipped_profiles())
-    assert config == RunConfig(target_url="http://127.0.0.1:8080", dry_run=True)
+    config = resolve_trigger(conf, profiles=shipped_profiles(), plan="harmonyflow-10k")
+    assert config == RunConfig(
+        profile="syncbridge",
+        plan="harmonyflow-10k",
+        target_url="http://127.0.0.1:8080",
+        stages=["api", "websocket", "session"],
+        dry_run=True,
+    )

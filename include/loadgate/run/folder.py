@@ -77,8 +77,8 @@ class Run:
 
 
 def history_key(run: Run) -> str:
-    """Where this run's release history is kept: per profile and plan (``syncbridge--harmonyflow-
-    10k``), whatever the target's address (a demo's port changes every run)."""
+    """Where this run's release history is kept: per profile and plan (``shop--checkout-smoke``),
+    whatever the target's address (a demo's port changes every run)."""
     return history.history_key(run.config.profile, Path(run.config.plan).stem)
 
 

@@ -1,7 +1,7 @@
 """Release history: every gated run's verdict and key figures, per key, under the artifacts root.
 
 A key names what is gated: the profile and the plan (:func:`history_key`,
-``syncbridge--harmonyflow-10k``), given by the caller. Each entry is its own object, never a
+``shop--checkout-smoke``), given by the caller. Each entry is its own object, never a
 shared file rewritten, so any number of runs may append at once, locally or on a store::
 
     <root>/history/<key>/entries/<UTC time>-<run id>.json    one per run (created exclusively)
@@ -36,7 +36,7 @@ class HistoryError(ValueError):
 
 def history_key(name: str, plan: str) -> str:
     """A safe folder name for what is gated (a profile; any URL is reduced to its host) and a
-    plan: ``syncbridge`` + ``harmonyflow-10k`` → ``syncbridge--harmonyflow-10k``;
+    plan: ``shop`` + ``checkout-smoke`` → ``shop--checkout-smoke``;
     ``https://sb.example:8443/`` + ``p`` → ``sb-example-8443--p``."""
     host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", name.strip().lower())
     host = host.split("@")[-1]  # never credentials in a key
@@ -129,7 +129,7 @@ def exists(root: Location, key: str) -> bool:
 
 def find_key(root: Location, name: str) -> str:
     """``name`` itself when it is a history key here, else the one key of the profile ``name``
-    (``syncbridge`` → ``syncbridge--harmonyflow-10k``); HistoryError naming the candidates."""
+    (``shop`` → ``shop--checkout-smoke``); HistoryError naming the candidates."""
     if exists(root, name):
         return name
     try:
