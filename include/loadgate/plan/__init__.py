@@ -5,24 +5,16 @@ from loadgate.engine.shard import Shard
 from loadgate.plan.errors import PlanError
 from loadgate.plan.load import load_plan, plan_from_data
 from loadgate.plan.model import (
-    ConnectionRamp,
-    ConstantArrivalRate,
-    ConstantVUs,
     Criterion,
     Plan,
-    RampingVUs,
     Stage,
     SystemMetric,
 )
 
 __all__ = [
-    "ConnectionRamp",
-    "ConstantArrivalRate",
-    "ConstantVUs",
     "Criterion",
     "Plan",
     "PlanError",
-    "RampingVUs",
     "Shard",
     "Stage",
     "SystemMetric",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _reason(err: dict[str, Any]) -> str:
+def _reason(err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -105,9 +105,7 @@ def check_references(plan: Plan) -> Iterator[tuple[str, str]]:
                 yield f"{at}.scope.scenarios", f"no scenario {name!r} in its stages"
         if crit.relative_to == "baseline" and crit.reference is not None and crit.reference <= 0:
             yield f"{at}.reference", "must be greater than 0"
-    for name, stage in plan.stages.items():
-        for sname, scen in stage.scenarios.items():
-            at = f"stages.{name}.scenarios.{sname}"
-            max_vus = getattr(scen, "max_vus", None)
-            if max_vus is not None and max_vus < scen.pre_allocated_vus:
-                yield f"{at}.max_vus", "must be at least pre_allocated_vus"
+    for name, stage_model in plan.stages.items():
+        for sname, scen in stage_model.scenarios.items():
+            for where, reason in scen.problems():
+                yield f"stages.{name}.scenarios.{sname}.{where}", reason

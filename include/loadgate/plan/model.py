@@ -10,147 +10,44 @@ loaded plan is never changed; scale, time scale and shard are applied by
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from loadgate.engine.durations import parse_duration
+from loadgate.engine.executors.base import Model, PositiveSeconds, executors
 
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Level = Literal["acceptance", "rollback", "investigate"]
 LEVELS: tuple[str, ...] = ("acceptance", "rollback", "investigate")
-EXECUTORS: tuple[str, ...] = (
-    "ramping-vus",
-    "constant-vus",
-    "connection-ramp",
-    "constant-arrival-rate",
-)
+# the executors' names, in the registry's order (loadgate.engine.executors)
+EXECUTORS: tuple[str, ...] = tuple(e.name for e in executors())
 
-_EXEC_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _BREACH_RE = re.compile(r"^\s*(<=|>=|<|>|==|!=)\s*(" + _NUMBER + r")\s*(%?)\s*$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# --- scenarios: one config model per executor, discriminated by ``executor`` -------------------
 
-
-# --- scenarios and executors ------------------------------------------------------------------
-
-
-class _ScenarioBase(_Model):
-    exec: str = Field(
-        description="'package.module:function' or a name registered in loadgate.scenarios"
-    )
-    description: str = ""
-    options: dict[str, Any] = Field(default_factory=dict)
-    start_time: Seconds = 0.0
-    graceful_stop: Seconds = 30.0
-
-    @field_validator("exec")
-    @classmethod
-    def _exec_form(cls, value: str) -> str:
-        if not _EXEC_RE.match(value):
-            raise ValueError("must be 'package.module:function' or a registered scenario name")
-        return value
-
-
-class RampTarget(_Model):
-    duration: Seconds
-    target: int = Field(ge=0)
-
-
-class RampingVUs(_ScenarioBase):
-    """k6's ramping-vus: linear ramps between targets; VUs above the target finish their
-    iteration (up to ``graceful_ramp_down``) before they go."""
-
-    executor: Literal["ramping-vus"]
-    start_vus: int = Field(default=0, ge=0)
-    stages: list[RampTarget] = Field(min_length=1)
-    graceful_ramp_down: Seconds = 30.0
-
-    @property
-    def duration(self) -> float:
-        return sum(s.duration for s in self.stages)
-
-    @property
-    def peak(self) -> int:
-        return max([self.start_vus, *(s.target for s in self.stages)])
-
-
-class ConstantVUs(_ScenarioBase):
-    executor: Literal["constant-vus"]
-    vus: int = Field(ge=0)
-    duration: PositiveSeconds
-
-    @property
-    def peak(self) -> int:
-        return self.vus
-
-
-class ConnectionRamp(_ScenarioBase):
-    """One new long-lived connection (one VU running the scenario once) every ``interval`` up to
-    ``target``, then ``hold`` before all are closed. Connections that drop are not reopened."""
-
-    executor: Literal["connection-ramp"]
-    target: int = Field(ge=0)
-    interval: PositiveSeconds
-    hold: Seconds
-    graceful_stop: Seconds = 10.0
-
-    @property
-    def ramp(self) -> float:
-        return self.target * self.interval
-
-    @property
-    def duration(self) -> float:
-        return self.ramp + self.hold
-
-    @property
-    def peak(self) -> int:
-        return self.target
-
-
-class ConstantArrivalRate(_ScenarioBase):
-    """Open model: ``rate`` iterations per ``time_unit`` started on schedule whatever the
-    target's latency; an iteration with no free VU (and ``max_vus`` reached) is dropped."""
-
-    executor: Literal["constant-arrival-rate"]
-    rate: float = Field(gt=0)
-    time_unit: PositiveSeconds = 1.0
-    duration: PositiveSeconds
-    pre_allocated_vus: int = Field(ge=1)
-    max_vus: int | None = Field(default=None, ge=1)
-
-    @property
-    def peak(self) -> int:
-        return self.max_vus or self.pre_allocated_vus
-
-
-Scenario = Annotated[
-    RampingVUs | ConstantVUs | ConnectionRamp | ConstantArrivalRate,
-    Field(discriminator="executor"),
-]
-
-
-def scenario_end(scenario: Any) -> float:
-    """Seconds from stage start to the scenario's last scheduled moment (graceful stop excluded)."""
-    return float(scenario.start_time + scenario.duration)
+if TYPE_CHECKING:
+    from loadgate.engine.executors.base import ScenarioConfig as Scenario
+else:
+    Scenario = Annotated[
+        Union[tuple(e.config for e in executors())],  # noqa: UP007 - built from the registry
+        Field(discriminator="executor"),
+    ]
 
 
 # --- stages ------------------------------------------------------------------------------------
 
 
-class Resources(_Model):
+class Resources(Model):
     """Kubernetes requests and limits of one shard's pod (``cpu: "1"``, ``memory: 1Gi``)."""
 
     requests: dict[Literal["cpu", "memory", "ephemeral-storage"], str] = Field(default_factory=dict)
     limits: dict[Literal["cpu", "memory", "ephemeral-storage"], str] = Field(default_factory=dict)
 
 
-class ExpectedFigure(_Model):
+class ExpectedFigure(Model):
     """A row of the seed's expected-results tables (§4), for the report: what was promised."""
 
     label: str
@@ -162,7 +59,7 @@ class ExpectedFigure(_Model):
     source: str = ""
 
 
-class Stage(_Model):
+class Stage(Model):
     description: str = ""
     scenarios: dict[str, Scenario] = Field(min_length=1)
     shards: int = Field(default=1, ge=1, le=1000)
@@ -172,13 +69,13 @@ class Stage(_Model):
     @property
     def duration(self) -> float:
         """Scheduled length: the latest scenario end (graceful stops excluded)."""
-        return max(scenario_end(s) for s in self.scenarios.values())
+        return max(s.end for s in self.scenarios.values())
 
 
 # --- criteria and system metrics ----------------------------------------------------------------
 
 
-class Scope(_Model):
+class Scope(Model):
     """Restricts an engine metric to some scenarios and/or request or WebSocket names.
 
     A request matches a name given as ``"METHOD /route/{template}"`` or as the bare template.
@@ -188,7 +85,7 @@ class Scope(_Model):
     names: list[str] = Field(default_factory=list)
 
 
-class Criterion(_Model):
+class Criterion(Model):
     """One criterion of the seed, read precisely.
 
     ``breach`` is the condition that makes it fail (``"> 5%"``, ``">= 500"``): the seed's
@@ -253,7 +150,7 @@ class Criterion(_Model):
         return self.stages is None or stage in self.stages
 
 
-class ScrapeSpec(_Model):
+class ScrapeSpec(Model):
     """How a direct scrape of the target's ``/metrics`` computes the metric."""
 
     metric: str
@@ -262,7 +159,7 @@ class ScrapeSpec(_Model):
     divide_by: str | None = None
 
 
-class SystemMetric(_Model):
+class SystemMetric(Model):
     """A named system metric the criteria can use, for both metrics sources.
 
     ``window`` is the range of ``rate``/``increase``/``changes`` (the ``[30s]`` of the PromQL
@@ -276,7 +173,7 @@ class SystemMetric(_Model):
     window: PositiveSeconds = 30.0
 
 
-class LoadLevel(_Model):
+class LoadLevel(Model):
     """A row of the seed's §9.2 (expected at that load) with §6.1's limits for it."""
 
     name: str
@@ -289,7 +186,7 @@ class LoadLevel(_Model):
     limit_error_rate: float | None = None
 
 
-class GeneratorLimits(_Model):
+class GeneratorLimits(Model):
     """When the generator cannot vouch for its numbers: a window is saturated when its event-loop
     lag or its CPU (in cores, of the one core Python uses) passes the limit; the results are
     flagged when more than ``max_fraction`` of the windows are."""
@@ -299,7 +196,7 @@ class GeneratorLimits(_Model):
     max_fraction: float = Field(default=0.05, ge=0, le=1)
 
 
-class Plan(_Model):
+class Plan(Model):
     name: str
     description: str = ""
     source: str = ""

@@ -212,7 +212,7 @@ def load_levels(
 ) -> list[LoadLevel]:
     """The seed's 'performance under load' rows, over the seconds spent near each level."""
     rows: list[LoadLevel] = []
-    if not any(s.executor == "ramping-vus" for s in run.plan.stages[stage].scenarios.values()):
+    if not any(s.ramps_users for s in run.plan.stages[stage].scenarios.values()):
         return rows  # load levels are points on a ramp
     for level in run.plan.load_levels:
         users = scale_count(level.users, run.config.scale)

@@ -31,7 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from loadgate.engine.abort import AbortMarker, read_marker
-from loadgate.engine.executors import ScenarioRun
+from loadgate.engine.executors.base import Profile
+from loadgate.engine.executors.driver import ScenarioRun
 from loadgate.engine.exitcodes import (
     EXIT_ABORTED,
     EXIT_COMPLETED,
@@ -47,7 +48,7 @@ from loadgate.engine.vu import StageRuntime
 from loadgate.engine.window import Recorder, window_record
 from loadgate.metrics.base import MetricsSource, NullSource
 from loadgate.plan.model import Criterion, Plan
-from loadgate.plan.profile import Profile, stage_profiles
+from loadgate.plan.profile import stage_profiles
 from loadgate.plan.vocabulary import ENGINE_METRICS
 from loadgate.scenarios import ScenarioError, needs_user, resolve
 from loadgate.storage import as_path
@@ -300,8 +301,7 @@ def stage_horizon(profiles: dict[str, Profile]) -> int:
     """The stage's planned length in seconds on this shard (graceful stops included)."""
     end = 0.0
     for p in profiles.values():
-        stop = max(p.graceful_stop, float(getattr(p, "graceful_ramp_down", 0.0)))
-        end = max(end, p.end + stop)
+        end = max(end, p.end + p.longest_grace)
     return max(1, math.ceil(end))
 
 

@@ -41,14 +41,12 @@ from typing import Any
 
 from loadgate.engine.aggregate import Aggregate, HttpFigures
 from loadgate.engine.durations import format_duration
+from loadgate.engine.executors.base import Profile, find_executor
 from loadgate.engine.histogram import Accumulator
 from loadgate.engine.merge import MergedStage
 from loadgate.engine.window import TRANSPORT_ERRORS
-from loadgate.plan.profile import ArrivalProfile, ConnectionRampProfile, Profile
 from loadgate.scenarios import IterationPacing, pacing_of
 
-ARRIVAL = "constant-arrival-rate"
-CONNECTION_RAMP = "connection-ramp"
 # a VU alive longer than this many cycles (and long enough that its iteration starts vary by a
 # cycle or more) is planned by the renewal asymptote, which the sum then agrees with to a
 # hundredth of an iteration
@@ -264,16 +262,14 @@ def _scenario_rates(
     planned_from: str | None = None
     if pacing is not None:
         k, idle = pacing.requests, pacing.idle
-        executor = desc.get("executor")
-        if executor == ARRIVAL:
-            rate = float(desc.get("rate_total_per_s") or 0.0)
-            ran = max(0.0, stage_s - float(desc.get("start_s") or 0.0))
-            iterations_planned = min(float(desc.get("iterations_total") or 0), rate * ran)
-            planned, planned_from = iterations_planned * k, "arrival schedule"
+        executor = find_executor(desc.get("executor"))
+        scheduled = executor.profile.scheduled_iterations(desc, stage_s) if executor else None
+        if scheduled is not None:
+            planned, planned_from = scheduled * k, "arrival schedule"
         elif idle + k * mean_s <= 0:
             pass
         elif lifetimes is not None:
-            once = executor == CONNECTION_RAMP
+            once = executor is not None and executor.profile.once
             planned = planned_requests(lifetimes, pacing, mean_s, once=once)
             planned_from = "vu lifetimes"
         else:
@@ -362,9 +358,8 @@ def describe_pacing(profile: Profile) -> str:
     if pacing is None:
         return "pacing: not declared (no planned request rate)"
     k, idle = pacing.requests, pacing.idle
-    if isinstance(profile, ArrivalProfile):
-        total = profile.iterations_total
-        rate = profile.rate_total * profile.iterations / total if total else 0.0
+    rate = profile.iteration_rate
+    if rate is not None:
         return (
             f"pacing: {rate:.3g} iterations/s × {k:.3g} requests = ~{rate * k:.3g} req/s on "
             f"this shard (whatever the time scale)"
@@ -376,7 +371,7 @@ def describe_pacing(profile: Profile) -> str:
             f"VUs sends as fast as the target answers"
         )
     per_vu = k / idle
-    unit = "connection" if isinstance(profile, ConnectionRampProfile) else "VU"
+    unit = profile.unit
     return (
         f"pacing: ~{per_vu:.3g} req/s per {unit}, ~{per_vu * peak:.3g} req/s at the peak of "
         f"{peak} {unit}s (whatever the time scale)"

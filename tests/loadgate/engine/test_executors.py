@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from loadgate.engine.executors import ScenarioRun
+from loadgate.engine.executors.driver import ScenarioRun
 from loadgate.engine.vu import VU, StageRuntime
 from loadgate.engine.window import Recorder
 from loadgate.plan import Shard, plan_from_data

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from loadgate.engine.executors.connection_ramp import ConnectionRamp
+from loadgate.engine.executors.constant_vus import ConstantVUs
+from loadgate.engine.executors.ramping_vus import RampingVUs
 from loadgate.plan import Shard, load_plan
-from loadgate.plan.model import ConnectionRamp, ConstantVUs, RampingVUs
 from loadgate.plan.profile import stage_profiles
 from loadgate.plan.vocabulary import ENGINE_METRICS
 from loadgate.scenarios import resolve

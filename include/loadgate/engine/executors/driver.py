@@ -1,13 +1,10 @@
-"""Executors: how a scenario's VUs come and go on this shard, following its profile.
+"""The driver's shared machinery: one scenario's VUs on this shard, as its executor drives them.
 
-- ``ramping-vus``: the target is read every ``TICK`` seconds from the linear profile; new VUs
-  take the lowest free local index; VUs above the target (highest index first) finish their
-  iteration and go, cancelled if still running after ``graceful_ramp_down``.
-- ``constant-vus``: the VUs from ``start`` to ``start + duration``.
-- ``connection-ramp``: VU ``k`` starts at its slot of the ramp and runs the scenario once (the
-  scenario holds its connection until asked to stop); a connection that ends is not replaced.
-- ``constant-arrival-rate``: iterations start on schedule on a free VU of a pool (grown up to
-  ``max_vus``); one that finds no free VU is counted as dropped, never delayed.
+:meth:`ScenarioRun.run` hands the run to its profile's executor's ``drive``
+(:mod:`loadgate.engine.executors`), which starts and stops VUs with :meth:`ScenarioRun.resize`,
+:meth:`ScenarioRun.spawn` or its own pool (:meth:`ScenarioRun.new_vu`,
+:meth:`ScenarioRun.iteration`), waiting with :meth:`ScenarioRun.sleep_until`, and ends with
+:meth:`ScenarioRun.finish`.
 
 At its end a scenario asks its VUs to stop (they finish the iteration) and cancels those still
 running ``graceful_stop`` later; a cancelled iteration is counted as interrupted. A hard stop
@@ -24,18 +21,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import traceback
-from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from loadgate.engine.executors.base import Profile, executor
 from loadgate.engine.vu import VU, StageRuntime, _wake
-from loadgate.plan.profile import (
-    ArrivalProfile,
-    ConnectionRampProfile,
-    ConstantProfile,
-    Profile,
-    RampingProfile,
-)
 
 ScenarioFn = Callable[[VU], Awaitable[None]]
 TICK = 0.05
@@ -62,26 +53,20 @@ class _Life:
         return round(stopped - self.started, LIFETIME_DIGITS), round(self.grace, GRACE_DIGITS)
 
 
+@dataclass(eq=False)
 class ScenarioRun:
-    """One scenario of the stage, on this shard."""
+    """One scenario of the stage, on this shard: its VUs, driven by its executor's driver."""
 
-    def __init__(
-        self,
-        name: str,
-        fn: ScenarioFn,
-        profile: Profile,
-        options: dict[str, Any],
-        rt: StageRuntime,
-        t0: float,
-    ) -> None:
-        self.name = name
-        self.fn = fn
-        self.profile = profile
-        self.options = options
-        self.rt = rt
-        self.t0 = t0
+    name: str
+    fn: ScenarioFn
+    profile: Profile
+    options: dict[str, Any]
+    rt: StageRuntime
+    t0: float  # the loop's time at the stage start
+
+    def __post_init__(self) -> None:
         self.vus: dict[int, tuple[VU, asyncio.Task[None]]] = {}
-        self._sized_to: int | None = None  # the target _resize last applied
+        self._sized_to: int | None = None  # the target resize last applied
         self._stop_asked = False
         self._sleeper: asyncio.Future[None] | None = None
         self._stop_grace: float | None = None
@@ -91,12 +76,25 @@ class ScenarioRun:
         self._lives: dict[VU, _Life] = {}
         self._ended: dict[tuple[float, float], int] = {}
 
+    async def run(self) -> None:
+        try:
+            await executor(self.profile.kind).drive(self, self.profile)
+        finally:
+            tasks = self.cancel_all()
+            if tasks:
+                await asyncio.wait(tasks)
+
     # --- timing -----------------------------------------------------------------------------
 
     def now(self) -> float:
         return asyncio.get_running_loop().time() - self.t0
 
-    async def _sleep_until(self, t: float) -> bool:
+    @property
+    def stop_asked(self) -> bool:
+        """A graceful stop of the whole scenario was asked (:meth:`request_stop`)."""
+        return self._stop_asked
+
+    async def sleep_until(self, t: float) -> bool:
         """Sleep until stage time ``t``; True if a graceful stop was asked meanwhile.
 
         Called once per VU start or arrival (10,000 times in a connection ramp): one future and
@@ -140,9 +138,9 @@ class ScenarioRun:
 
     def lifetimes(self) -> list[list[float]] | None:
         """``[[seconds to the stop request, grace, VUs], ...]`` of the VUs run so far (one
-        still running counts as asked to stop now), or None for an arrival-rate scenario (its
+        still running counts as asked to stop now), or None for an open-model scenario (its
         VUs are a pool serving a schedule: its plan is the schedule's)."""
-        if isinstance(self.profile, ArrivalProfile):
+        if self.profile.iteration_rate is not None:
             return None
         rows = dict(self._ended)
         now = self.now()
@@ -153,7 +151,8 @@ class ScenarioRun:
 
     # --- VUs --------------------------------------------------------------------------------
 
-    def _new_vu(self, local: int) -> VU:
+    def new_vu(self, local: int) -> VU:
+        """This shard's VU ``local`` (not started: :meth:`spawn` starts one)."""
         return VU(
             self.rt,
             scenario=self.name,
@@ -178,7 +177,8 @@ class ScenarioRun:
             file=sys.stderr,
         )
 
-    async def _iteration(self, vu: VU) -> None:
+    async def iteration(self, vu: VU) -> None:
+        """One iteration of the scenario on ``vu``, counted (an error is logged, not raised)."""
         rec = self.rt.recorder
         try:
             await self.fn(vu)
@@ -196,12 +196,14 @@ class ScenarioRun:
             vu.end_iteration()
         vu.iteration += 1
 
-    async def _vu_loop(self, vu: VU) -> None:
+    async def _vu(self, vu: VU, once: bool) -> None:
         rec = self.rt.recorder
         rec.vu_started(self.name)
         try:
             while not vu.stopping:
-                await self._iteration(vu)
+                await self.iteration(vu)
+                if once:
+                    break
                 await asyncio.sleep(0)
         finally:
             rec.vu_stopped(self.name)
@@ -209,29 +211,20 @@ class ScenarioRun:
             vu.close()
             self.vus.pop(vu.local_id, None)
 
-    async def _vu_once(self, vu: VU) -> None:
-        rec = self.rt.recorder
-        rec.vu_started(self.name)
-        try:
-            if not vu.stopping:
-                await self._iteration(vu)
-        finally:
-            rec.vu_stopped(self.name)
-            self._vu_ended(vu)
-            vu.close()
-            self.vus.pop(vu.local_id, None)
-
-    def _spawn(self, local: int, once: bool = False) -> None:
-        vu = self._new_vu(local)
+    def spawn(self, local: int, once: bool = False) -> None:
+        """Start VU ``local``: iterating until asked to stop, or for one iteration (``once``)."""
+        vu = self.new_vu(local)
         self._lives[vu] = _Life(self.now())
-        coro = self._vu_once(vu) if once else self._vu_loop(vu)
-        self.vus[local] = (vu, asyncio.create_task(coro, name=f"vu-{self.name}-{vu.id}"))
+        task = asyncio.create_task(self._vu(vu, once), name=f"vu-{self.name}-{vu.id}")
+        self.vus[local] = (vu, task)
 
     def _running(self) -> list[int]:
         return sorted(k for k, (vu, _) in self.vus.items() if not vu.stopping)
 
-    def _resize(self, target: int, grace: float) -> None:
-        # Only _resize starts or stops VUs while the profile runs (a VU's loop ends only when
+    def resize(self, target: int, grace: float) -> None:
+        """Run ``target`` VUs: new ones take the lowest free local index; those above the
+        target (highest index first) finish their iteration, cancelled ``grace`` later."""
+        # Only resize starts or stops VUs while the profile runs (a VU's loop ends only when
         # asked to stop): the same target as last time needs no look at 10,000 VUs, every tick.
         if target == self._sized_to:
             return
@@ -242,7 +235,7 @@ class ScenarioRun:
             for _ in range(target - len(running)):
                 while local in self.vus:
                     local += 1
-                self._spawn(local)
+                self.spawn(local)
         elif len(running) > target:
             loop = asyncio.get_running_loop()
             for local in running[target:]:
@@ -251,7 +244,7 @@ class ScenarioRun:
                 self._asked_to_stop(vu, grace)
                 loop.call_later(max(grace, 0.0), task.cancel)
 
-    async def _finish(self, grace: float) -> None:
+    async def finish(self, grace: float) -> None:
         """Ask every VU to stop, wait up to ``grace``, cancel the rest and wait for them."""
         if self._stop_grace is not None:
             grace = min(grace, self._stop_grace)
@@ -281,102 +274,3 @@ class ScenarioRun:
                     life.grace = min(life.grace, now - life.stopped)
             task.cancel()
         return tasks
-
-    # --- executors --------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        try:
-            profile = self.profile
-            if isinstance(profile, RampingProfile):
-                await self._run_ramping(profile)
-            elif isinstance(profile, ConstantProfile):
-                await self._run_constant(profile)
-            elif isinstance(profile, ConnectionRampProfile):
-                await self._run_connection_ramp(profile)
-            elif isinstance(profile, ArrivalProfile):
-                await self._run_arrival(profile)
-            else:  # pragma: no cover
-                raise TypeError(f"no executor for {type(profile).__name__}")
-        finally:
-            tasks = self.cancel_all()
-            if tasks:
-                await asyncio.wait(tasks)
-
-    async def _run_ramping(self, p: RampingProfile) -> None:
-        if await self._sleep_until(p.start):
-            return await self._finish(p.graceful_stop)
-        while True:
-            t = self.now()
-            if t >= p.end:
-                break
-            self._resize(p.target_at(t), p.graceful_ramp_down)
-            if await self._sleep_until(min(t + TICK, p.end)):
-                break
-        await self._finish(p.graceful_stop)
-
-    async def _run_constant(self, p: ConstantProfile) -> None:
-        if not await self._sleep_until(p.start):
-            self._resize(p.target_at(p.start), 0.0)
-            await self._sleep_until(p.end)
-        await self._finish(p.graceful_stop)
-
-    async def _run_connection_ramp(self, p: ConnectionRampProfile) -> None:
-        count = p.peak
-        for local in range(count):
-            if await self._sleep_until(p.opens_at(local)):
-                break
-            if self.now() >= p.end:
-                break
-            self._spawn(local, once=True)
-        else:
-            await self._sleep_until(p.end)
-        await self._finish(p.graceful_stop)
-
-    async def _run_arrival(self, p: ArrivalProfile) -> None:
-        rec = self.rt.recorder
-        shard = p.shard
-        max_vus = shard.share(p.max_vus, p.rotate)
-        idle: deque[VU] = deque(
-            self._new_vu(k) for k in range(shard.share(p.pre_allocated, p.rotate))
-        )
-        allocated = len(idle)
-        busy: dict[int, tuple[VU, asyncio.Task[None]]] = self.vus
-
-        async def one(vu: VU) -> None:
-            rec.vu_started(self.name)
-            try:
-                await self._iteration(vu)
-            finally:
-                rec.vu_stopped(self.name)
-                busy.pop(vu.local_id, None)
-                if vu.stopping:
-                    vu.close()
-                else:
-                    idle.append(vu)
-
-        stopped = False
-        for j in range(p.iterations):
-            due = p.arrival_time(j)
-            if due > self.now():
-                if await self._sleep_until(due):
-                    stopped = True
-                    break
-            elif j % 64 == 0:
-                await asyncio.sleep(0)  # behind schedule: catch up, but let the VUs run
-            if self._stop_asked:
-                stopped = True
-                break
-            if idle:
-                vu = idle.popleft()
-            elif allocated < max_vus:
-                vu = self._new_vu(allocated)
-                allocated += 1
-            else:
-                rec.dropped(self.name)
-                continue
-            busy[vu.local_id] = (vu, asyncio.create_task(one(vu)))
-        if not stopped:
-            await self._sleep_until(p.end)
-        await self._finish(p.graceful_stop)
-        for vu in idle:
-            vu.close()
