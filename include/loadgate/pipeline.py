@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loadgate.actions.rollback import execute as execute_rollback
+from loadgate.actions import execute as execute_rollback
 from loadgate.config.run import RunConfig
 from loadgate.engine.shard import Shard
 from loadgate.metrics.prometheus import PrometheusSource
@@ -318,16 +318,27 @@ def rollback(run: Run, *, secret: str | None, apps_api: Any = None) -> RollbackO
     if previous and previous.outcome.startswith("rolled back"):
         log.info("rollback already done in this run: %s", previous.outcome)
         return previous
-    run.timeline(f"rollback started ({run.config.rollback.type})")
-    executed = execute_rollback(
-        run.config.rollback,
-        target_url=run.config.target_url,
-        release=run.config.release,
-        run_id=run.run_id,
-        reasons=reasons,
-        secret=secret,
-        apps_api=apps_api,
-    )
+    action = run.config.rollback
+    run.timeline(f"rollback started ({action.type if action else 'no action configured'})")
+    if action is None:  # the checklist fails without one, so no load was sent: never expected
+        executed: dict[str, Any] = {
+            "action": "none",
+            "release": run.config.release,
+            "error": "no rollback action configured",
+            "health": {"healthy": None},
+            "seconds": 0,
+            "outcome": "failed",
+        }
+    else:
+        executed = execute_rollback(
+            action,
+            target_url=run.config.target_url,
+            release=run.config.release,
+            run_id=run.run_id,
+            reasons=reasons,
+            secret=secret,
+            apps_api=apps_api,
+        )
     outcome = RollbackOutcome.model_validate({**executed, "at": now()})
     run.artifacts.write_json("rollback.json", outcome.model_dump(mode="json"))
     run.timeline(f"rollback: {outcome.outcome}")

@@ -158,8 +158,9 @@ def test_the_form_as_it_opens_is_the_documented_default_run(probe) -> None:
         profile="syncbridge",
         plan="harmonyflow-10k",
         target_url="http://127.0.0.1:8080",
+        rollback={"type": "syncbridge"},
         stages=list(STAGES),  # the plan's, in its order
-    ).model_dump(mode="json")  # the example's profile: its plan and target
+    ).model_dump(mode="json")  # the example's profile: its plan, target and rollback
 
 
 def test_doc_tags_and_asset_schedule(probe) -> None:

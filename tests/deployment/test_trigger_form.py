@@ -80,6 +80,7 @@ def test_the_form_opens_valid_and_triggers_a_dry_run(airflow_ui, page) -> None:
         profile="syncbridge",
         plan="harmonyflow-10k",
         target_url="http://127.0.0.1:8080",
+        rollback={"type": "syncbridge"},
         stages=["api", "websocket", "session"],
         dry_run=True,
     )

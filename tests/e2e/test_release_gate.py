@@ -57,6 +57,7 @@ def run_gate(home: Path, svc, tmp_path: Path, slack: SlackStandIn | None = None,
         "time_scale": 0.01,
         "artifacts_root": str(tmp_path / "artifacts"),
         "target_log": str(svc.log_path),
+        "rollback": {"type": "syncbridge"},  # the example's action: the core has no default
         **conf,
     }
     profile, trigger = as_profile(full)
@@ -285,6 +286,7 @@ def test_healthy_release_passes_with_artifacts_on_s3(
         "artifacts_root": s3.url("gate-runs"),
         "aws_conn_id": "loadgate_s3",
         "target_log": str(svc.log_path),
+        "rollback": {"type": "syncbridge"},
     }
     profile, trigger = as_profile(conf)
     proc = dags_test(env | profile, trigger, cwd=tmp_path)

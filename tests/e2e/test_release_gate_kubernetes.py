@@ -80,6 +80,7 @@ def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
         "kubernetes": {"namespace": NAMESPACE, "image": "loadgate:test"},
         "artifacts_root": str(tmp_path / "artifacts"),
         "plan": str(plan_without_concurrency_targets(tmp_path)),
+        "rollback": {"type": "syncbridge"},  # the example's action: the core has no default
         **conf,
     }
     profile, trigger = as_profile(full)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from loadgate.actions.rollback import RollbackConfig
+from loadgate.actions import command
 from loadgate.plan.model import ScrapeSpec
 from loadgate.run import checklist as cl
+from loadgate_syncbridge.rollback import Config as SyncbridgeRollback
 
 SPECS = {
     "memory_utilization": ScrapeSpec(metric="syncbridge_memory_utilization_ratio"),
@@ -34,7 +35,7 @@ def test_healthy_target_passes(deployed) -> None:
     assert monitoring.status == "pass", monitoring.evidence
     logs = cl.check_logs(str(deployed.log_path))
     assert logs.status == "pass", logs.evidence
-    rollback = cl.check_rollback(RollbackConfig(type="syncbridge"), url, "adm-tok")
+    rollback = cl.check_rollback(SyncbridgeRollback(), url, "adm-tok")
     assert rollback.status == "pass" and "v1" in rollback.evidence
     assert cl.check_team_notified(lambda: "sent").status == "pass"
 
@@ -63,16 +64,16 @@ def test_down_target_fails_before_any_load(tmp_path) -> None:
 
 def test_rollback_without_token_or_history_fails(start_syncbridge, tmp_path) -> None:
     svc = start_syncbridge(tmp_path, admin_token="t")
-    assert cl.check_rollback(RollbackConfig(), svc.url, None).status == "fail"
-    only_one = cl.check_rollback(RollbackConfig(), svc.url, "t")
+    assert cl.check_rollback(SyncbridgeRollback(), svc.url, None).status == "fail"
+    only_one = cl.check_rollback(SyncbridgeRollback(), svc.url, "t")
     assert only_one.status == "fail" and "no previous release" in only_one.evidence
-    assert cl.check_rollback(RollbackConfig(), svc.url, "wrong").status == "fail"
+    assert cl.check_rollback(SyncbridgeRollback(), svc.url, "wrong").status == "fail"
 
 
 def test_rollback_command_must_exist() -> None:
-    missing = RollbackConfig(type="command", command=["no-such-rollback-tool", "undo"])
+    missing = command.Config(command=["no-such-rollback-tool", "undo"])
     assert cl.check_rollback(missing, "http://127.0.0.1:9", None).status == "fail"
-    present = RollbackConfig(type="command", command=["true"])
+    present = command.Config(command=["true"])
     assert cl.check_rollback(present, "http://127.0.0.1:9", None).status == "pass"
 
 

@@ -8,9 +8,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import requests
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from loadgate.actions.rollback import RollbackConfig, execute
+from loadgate.actions import RollbackAction, command, execute, webhook
+from loadgate_syncbridge.rollback import Config as SyncbridgeRollback
 
 
 def test_syncbridge_restores_previous_release(start_syncbridge, tmp_path) -> None:
@@ -20,7 +21,7 @@ def test_syncbridge_restores_previous_release(start_syncbridge, tmp_path) -> Non
         tmp_path / "b", release="v2", db_path=db, admin_token="adm", faults={"error_rate": 0.5}
     )
     outcome = execute(
-        RollbackConfig(),
+        SyncbridgeRollback(),
         target_url=svc.url,
         release="v2",
         run_id="r",
@@ -36,8 +37,7 @@ def test_syncbridge_restores_previous_release(start_syncbridge, tmp_path) -> Non
 
 def test_command_action_gets_release_and_run(tmp_path) -> None:
     marker = tmp_path / "rolled"
-    config = RollbackConfig(
-        type="command",
+    config = command.Config(
         command=["sh", "-c", f'echo "$LOADGATE_RELEASE $LOADGATE_RUN_ID" > {marker}'],
         verify_timeout_s=1,
     )
@@ -51,7 +51,7 @@ def test_command_action_gets_release_and_run(tmp_path) -> None:
 
 
 def test_failing_command_is_a_failed_rollback() -> None:
-    config = RollbackConfig(type="command", command=["sh", "-c", "echo nope >&2; exit 4"])
+    config = command.Config(command=["sh", "-c", "echo nope >&2; exit 4"])
     outcome = execute(config, target_url="http://127.0.0.1:9", release="v", run_id="r", reasons=[])
     assert outcome["outcome"] == "failed" and outcome["exit_code"] == 4
     assert "nope" in outcome["output_tail"]
@@ -74,8 +74,7 @@ def test_webhook_action_posts_and_scrubs_token() -> None:
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        config = RollbackConfig(
-            type="webhook",
+        config = webhook.Config(
             url=f"http://127.0.0.1:{server.server_port}/rollback",
             verify_timeout_s=1,
         )
@@ -107,4 +106,4 @@ def test_webhook_action_posts_and_scrubs_token() -> None:
 )
 def test_bad_configs_are_refused(bad) -> None:
     with pytest.raises(ValidationError):
-        RollbackConfig.model_validate(bad)
+        TypeAdapter(RollbackAction).validate_python(bad)

@@ -15,7 +15,7 @@ def test_defaults_and_stage_order() -> None:
     assert config.target_url == "http://127.0.0.1:8080"
     assert config.stages == ["api", "session"]
     assert config.plan_path().name == "harmonyflow-10k.yaml"
-    assert config.rollback.type == "syncbridge"
+    assert config.rollback is None  # no default action: the checklist fails without one
 
 
 def test_deploy_event_fills_release_and_target() -> None:

@@ -22,12 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from loadgate.actions.rollback import RollbackConfig, RollbackError, execute, validate, wait_healthy
+from loadgate.actions import RollbackError, command, execute, validate, webhook
+from loadgate.actions.base import wait_healthy
 from loadgate.engine.http import HttpConnection
 from loadgate.metrics.scrape import ScrapeSource
 from loadgate.plan.model import ScrapeSpec
 from loadgate.run import checklist as cl
 from loadgate.run.seeding import SeedingError, password_for, seed_users
+from loadgate_syncbridge.rollback import Config as SyncbridgeRollback
 
 TOKENS = {"accessToken": "acc", "refreshToken": "ref"}
 Reply = tuple[int, dict[str, str], bytes]
@@ -151,7 +153,7 @@ def test_checklist_items_fail_on_a_redirect_naming_where_it_pointed(redirecting,
         cl.check_deployment(redirecting.url, "elsewhere"),
         cl.check_health(redirecting.url),
         cl.check_monitoring(redirecting.url, None, specs),
-        cl.check_rollback(RollbackConfig(), redirecting.url, "admin-token"),
+        cl.check_rollback(SyncbridgeRollback(), redirecting.url, "admin-token"),
     ]
     for check in checks:
         assert check.status == "fail", check
@@ -163,9 +165,9 @@ def test_rollback_requests_and_health_checks_never_follow_a_redirect(
     redirecting, elsewhere
 ) -> None:
     with pytest.raises(RollbackError, match="307"):
-        validate(RollbackConfig(), redirecting.url, "admin-token")
+        validate(SyncbridgeRollback(), redirecting.url, "admin-token")
     outcome = execute(
-        RollbackConfig(verify_timeout_s=1),
+        SyncbridgeRollback(verify_timeout_s=1),
         target_url=redirecting.url,
         release="v2",
         run_id="r",
@@ -175,7 +177,7 @@ def test_rollback_requests_and_health_checks_never_follow_a_redirect(
     assert outcome["outcome"] == "failed" and "307" in outcome["error"], outcome
     health = wait_healthy(redirecting.url, timeout_s=0)
     assert health["healthy"] is False and _where(elsewhere) in health["error"], health
-    hook = RollbackConfig(type="webhook", url=f"{redirecting.url}/hook", verify_timeout_s=1)
+    hook = webhook.Config(url=f"{redirecting.url}/hook", verify_timeout_s=1)
     outcome = execute(
         hook, target_url=redirecting.url, release="v", run_id="r", reasons=[], secret="tok"
     )
@@ -225,7 +227,7 @@ def test_a_bad_healthz_body_is_unhealthy_not_a_crash(serve, name: str) -> None:
         assert reason in deployment.evidence, deployment
     # a rollback whose action ran still records its outcome: the target is unhealthy
     outcome = execute(
-        RollbackConfig(type="command", command=["true"], verify_timeout_s=0.01),
+        command.Config(command=["true"], verify_timeout_s=0.01),
         target_url=target.url,
         release="v",
         run_id="r",
@@ -236,7 +238,7 @@ def test_a_bad_healthz_body_is_unhealthy_not_a_crash(serve, name: str) -> None:
 
 def test_a_bad_admin_answer_is_a_clear_rollback_check_failure(serve) -> None:
     target = serve(lambda method, path: (200, {}, b'{"history": "v1"}'))
-    check = cl.check_rollback(RollbackConfig(), target.url, "adm")
+    check = cl.check_rollback(SyncbridgeRollback(), target.url, "adm")
     assert check.status == "fail" and "not a list of releases" in check.evidence
 
 
@@ -253,11 +255,10 @@ def _closed_port() -> int:
 
 def test_webhook_shows_only_scheme_and_host(serve) -> None:
     hook = serve(lambda method, path: (202, {}, b""))
-    config = RollbackConfig(type="webhook", url=f"{hook.url}/services/{HOOK_SECRET}")
+    config = webhook.Config(url=f"{hook.url}/services/{HOOK_SECRET}")
     check = cl.check_rollback(config, "http://127.0.0.1:9", None)
     assert check.status == "pass" and check.evidence == f"webhook: webhook {hook.url}"
-    down = RollbackConfig(
-        type="webhook",
+    down = webhook.Config(
         url=f"http://127.0.0.1:{_closed_port()}/services/{HOOK_SECRET}",
         verify_timeout_s=1,
     )
@@ -270,7 +271,7 @@ def test_webhook_shows_only_scheme_and_host(serve) -> None:
 
 def _run_command(script: str, **kwargs: object) -> dict:
     return execute(
-        RollbackConfig(type="command", command=["sh", "-c", script], verify_timeout_s=0.01),
+        command.Config(command=["sh", "-c", script], verify_timeout_s=0.01),
         target_url="http://127.0.0.1:9",
         release="v",
         run_id="r",

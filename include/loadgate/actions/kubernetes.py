@@ -1,16 +1,59 @@
-"""The ``kubernetes`` rollback action: what ``kubectl rollout undo deployment/NAME`` does."""
+"""The ``kubernetes`` rollback action: what ``kubectl rollout undo deployment/NAME`` does.
+
+``{"type": "kubernetes", "namespace": ..., "deployment": ...}``: the deployment's previous
+revision is restored, then the rollout is waited for (at most ``timeout_s``). The cluster is
+the ``apps_api`` the caller gives (in a task: the ``kubernetes_default`` connection's), or the
+default kubeconfig's.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
+
+from pydantic import model_validator
 
 from loadgate import kube
+from loadgate.actions.base import ActionConfig, Call, RollbackError
 from loadgate.kube import KubernetesError, connect, status_of
 
-if TYPE_CHECKING:
-    pass
+
+class Config(ActionConfig):
+    type: Literal["kubernetes"] = "kubernetes"
+    namespace: str = ""
+    deployment: str = ""
+
+    @model_validator(mode="after")
+    def _needs(self) -> Config:
+        if not (self.namespace and self.deployment):
+            raise ValueError("a kubernetes rollback needs 'namespace' and 'deployment'")
+        return self
+
+
+def validate(
+    config: Config, target_url: str, secret: str | None = None, apps_api: Any = None
+) -> str:
+    try:
+        return check_rollout_undo(
+            apps_api or kube.connect().apps, config.namespace, config.deployment
+        )
+    except Exception as exc:  # API errors, missing config: all mean "cannot roll back"
+        raise RollbackError(f"{type(exc).__name__}: {exc}") from None
+
+
+def execute(config: Config, call: Call, outcome: dict[str, Any]) -> bool:
+    try:
+        outcome["rollout"] = rollout_undo(
+            call.apps_api or kube.connect().apps,
+            config.namespace,
+            config.deployment,
+            timeout_s=config.timeout_s,
+        )
+    except KubernetesError as exc:
+        outcome["error"] = f"{type(exc).__name__}: {exc}"
+        return False
+    return True
 
 
 REVISION = "deployment.kubernetes.io/revision"

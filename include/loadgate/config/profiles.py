@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from loadgate.actions.rollback import RollbackConfig
+from loadgate.actions import RollbackAction
 from loadgate.config.pods import PodSettings
 from loadgate.extensions import PROFILES, declared
 from loadgate.safety import allowlist_entry
@@ -103,7 +103,7 @@ class Profile(BaseModel):
     target_selector: str = ""
     prometheus_url: str = ""
     target_log: str = ""
-    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    rollback: RollbackAction | None = Field(None, description="none: the checklist fails")
     artifacts_root: str = "artifacts"
     aws_conn_id: str = "aws_default"
     slack_channel: str | None = None

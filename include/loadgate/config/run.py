@@ -22,7 +22,8 @@ from pydantic import (
     field_validator,
 )
 
-from loadgate.actions.rollback import RollbackConfig, webhook_origin
+from loadgate.actions import ActionConfig, RollbackAction
+from loadgate.actions.base import webhook_origin
 from loadgate.config.pods import PodSettings
 from loadgate.config.profiles import (
     Limits,
@@ -108,7 +109,7 @@ class RunConfig(BaseModel):
     shards: int | None = Field(default=None, ge=1, le=100)
     prometheus_url: str = ""
     target_log: str = ""
-    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    rollback: RollbackAction | None = None  # None: not configured (the checklist fails)
     kubernetes: PodSettings = Field(default_factory=PodSettings)
     target_selector: str = ""  # the target's pods (label selector), for collect_logs
     allowlist: list[str] = Field(default_factory=list)
@@ -129,9 +130,11 @@ class RunConfig(BaseModel):
         return resolve_plan_path(self.plan)
 
     @field_serializer("rollback", when_used="json")
-    def _rollback_without_webhook_path(self, value: RollbackConfig) -> dict[str, Any]:
+    def _rollback_without_webhook_path(self, value: ActionConfig | None) -> dict[str, Any] | None:
         """A webhook's path and query are often its secret: run.json and XCom hold only its
         ``scheme://host``; the tasks that call it take the action from the profile again."""
+        if value is None:
+            return None
         data = value.model_dump(mode="json")
         if data.get("url"):
             data["url"] = webhook_origin(data["url"])

@@ -18,8 +18,8 @@ from typing import Any
 import requests
 
 from loadgate import probe
-from loadgate.actions.rollback import RollbackConfig, RollbackError
-from loadgate.actions.rollback import validate as validate_rollback
+from loadgate.actions import ActionConfig, RollbackError, known_types
+from loadgate.actions import validate as validate_rollback
 from loadgate.metrics.prometheus import PrometheusError, PrometheusSource
 from loadgate.metrics.scrape import parse_exposition
 from loadgate.plan.model import ScrapeSpec
@@ -172,9 +172,18 @@ def check_logs(log_path: str, max_age_s: float = 600.0) -> Check:
 
 
 def check_rollback(
-    config: RollbackConfig, target: str, secret: str | None, apps_api: Any = None
+    config: ActionConfig | None, target: str, secret: str | None, apps_api: Any = None
 ) -> Check:
+    """The profile's rollback action can run; a profile without one fails this item (there is
+    no default action), so no load goes to a target that could not be rolled back."""
     item = "Rollback plan documented"
+    if config is None:
+        return Check(
+            item,
+            "fail",
+            "no rollback action configured: set the profile's 'rollback' "
+            f"(types: {', '.join(known_types())})",
+        )
     try:
         evidence = validate_rollback(config, target, secret, apps_api)
     except (RollbackError, requests.RequestException, ValueError) as exc:

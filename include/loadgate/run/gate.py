@@ -23,7 +23,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from loadgate.actions.rollback import wait_healthy
+from loadgate.actions.base import wait_healthy
 from loadgate.engine.aggregate import Aggregate
 from loadgate.engine.merge import MergedStage, load_merged
 from loadgate.engine.results import ResultsError

@@ -280,7 +280,7 @@ class AttemptRecord(Record):
 
 class TargetHealth(Record):
     """One look at the target's ``/healthz`` and ``/readyz``
-    (:func:`loadgate.actions.rollback.health`): ``healthy`` None when it was not looked at."""
+    (:func:`loadgate.actions.base.health`): ``healthy`` None when it was not looked at."""
 
     healthy: bool | None
     healthz: int | None = None

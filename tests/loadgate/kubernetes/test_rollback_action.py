@@ -1,4 +1,4 @@
-"""The ``kubernetes`` rollback action through loadgate.actions.rollback (what the rollback task
+"""The ``kubernetes`` rollback action through loadgate.actions (what the rollback task
 runs)."""
 
 from __future__ import annotations
@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from loadgate.actions.rollback import RollbackConfig, execute
+from loadgate.actions import execute, kubernetes
 from loadgate.run import checklist as cl
 
 from .conftest import NAMESPACE
 from .test_backend_api import deploy, deployment, image_of
 
-CONFIG = RollbackConfig(
-    type="kubernetes",
+CONFIG = kubernetes.Config(
     namespace=NAMESPACE,
     deployment="syncbridge",
     timeout_s=10,
@@ -54,4 +53,4 @@ def test_no_history_fails_the_checklist_item(kube, apps, syncbridge_service) -> 
 
 def test_kubernetes_action_needs_a_deployment() -> None:
     with pytest.raises(ValidationError, match="namespace' and 'deployment'"):
-        RollbackConfig(type="kubernetes", namespace="x")
+        kubernetes.Config(namespace="x")
