@@ -53,7 +53,7 @@ import yaml
 from loadgate import pipeline
 from loadgate.backends.local import run_stage_local
 from loadgate.config.run import build_run_config, resolve_plan_path
-from loadgate.run import gate
+from loadgate.run import folder, gate
 from loadgate.verdict.outcomes import Verdict
 from syncbridge.launcher import RunningService, start_syncbridge
 
@@ -82,7 +82,7 @@ def gate_run(
     scale: float,
     time_scale: float,
     stages: list[str],
-    during: Callable[[pipeline.Run, str], None] | None = None,
+    during: Callable[[folder.Run, str], None] | None = None,
     record: bool = True,
 ) -> dict[str, Any]:
     """One gate run; ``during(run, stage)`` runs in a thread while each stage's load runs."""
@@ -99,7 +99,7 @@ def gate_run(
         },
         allowlist=[],
     )
-    run = pipeline.Run(pipeline.prepare(config, run_id))
+    run = folder.Run(pipeline.prepare(config, run_id))
     run.artifacts.write_json("checklist.json", [])  # skipped: not what is measured
     seeded = pipeline.seed(run, secret=SECRET)
     out: dict[str, Any] = {
@@ -128,7 +128,7 @@ def gate_run(
     return out
 
 
-def _stage(run: pipeline.Run, stage: str, attempt: int, during) -> dict[str, Any]:
+def _stage(run: folder.Run, stage: str, attempt: int, during) -> dict[str, Any]:
     thread = None
     if during is not None:
         thread = threading.Thread(target=during, args=(run, stage), daemon=True)
@@ -141,7 +141,7 @@ def _stage(run: pipeline.Run, stage: str, attempt: int, during) -> dict[str, Any
     return decided
 
 
-def _stage_figures(run: pipeline.Run, stage: str, decided: dict[str, Any]) -> dict[str, Any]:
+def _stage_figures(run: folder.Run, stage: str, decided: dict[str, Any]) -> dict[str, Any]:
     summary = decided.get("summary") or {}
     rates = summary.get("rates") or {}
     outcome = decided.get("_outcome") or {}
@@ -159,7 +159,7 @@ def _stage_figures(run: pipeline.Run, stage: str, decided: dict[str, Any]) -> di
         "aborted": decided.get("aborted"),
         "exit_codes": outcome.get("exit_codes"),
         "baseline_run": decided.get("baseline_run"),
-        "folder": str(pipeline.stage_folder(run, stage, decided.get("attempt", 1))),
+        "folder": str(folder.stage_folder(run, stage, decided.get("attempt", 1))),
     }
 
 
@@ -297,14 +297,14 @@ def case_rollback10(
             svc = start_syncbridge(work / f"svc-rb-{rate:g}-{i + 1}")
             fault: dict[str, Any] = {}
 
-            def inject(run: pipeline.Run, stage: str, svc=svc, fault=fault) -> None:
-                folder = pipeline.stage_folder(run, stage)
+            def inject(run: folder.Run, stage: str, svc=svc, fault=fault) -> None:
+                stage_dir = folder.stage_folder(run, stage)
                 deadline = time.time() + 30
                 starts: list[float] = []
                 while time.time() < deadline:  # bounded: the shards start within seconds
                     metas = [
                         json.loads(p.read_text())
-                        for p in folder.glob("shard-*/meta.json")
+                        for p in stage_dir.glob("shard-*/meta.json")
                         if p.stat().st_size
                     ]
                     if len(metas) == 2:

@@ -354,7 +354,8 @@ def read_log_tail(path: Any, limit: int = LOG_TAIL_BYTES) -> bytes:
     with path.open("rb") as f:
         size = f.seek(0, 2)  # 2: from the end
         f.seek(max(0, size - limit))
-        return f.read(limit)
+        tail: bytes = f.read(limit)
+        return tail
 
 
 def collect_logs(run: Run) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from loadgate import pipeline
 from loadgate.backends.local import run_stage_local
 from loadgate.config.run import build_run_config, resolve_plan_path
 from loadgate.notify import Notifier
-from loadgate.run import gate
+from loadgate.run import folder, gate
 from loadgate.verdict.outcomes import Verdict
 from tests.support.helpers import one_stage_plan, reference_run, scenario
 
@@ -31,7 +31,7 @@ def make_run(svc, tmp_path, run_id="manual__2026-01-01T00:00:00+00:00", **params
         },
         allowlist=[],
     )
-    run = pipeline.Run(pipeline.prepare(config, run_id))
+    run = folder.Run(pipeline.prepare(config, run_id))
     pipeline.seed(run, secret="gate-test")
     return run
 
@@ -95,7 +95,7 @@ def test_rerun_replaces_results_and_uses_the_previous_run_as_baseline(
     # requests are too few for a p95 interval)
     from loadgate.run import history
 
-    recorded = history.entries(first.config.artifacts_root, pipeline.history_key(first))[-1]
+    recorded = history.entries(first.config.artifacts_root, folder.history_key(first))[-1]
     figures = recorded.stages["api"].scopes["http all"]
     assert figures["p95"] == pytest.approx(first_p95, rel=0.02)
     assert set(figures) == {"p50", "p95", "p99", "tail_ratio", "error_rate"}
@@ -103,7 +103,7 @@ def test_rerun_replaces_results_and_uses_the_previous_run_as_baseline(
         noisy = recorded.model_copy(deep=True)
         noisy.run_id, noisy.recorded_at = f"old-{i}", recorded.recorded_at.replace(year=2025)
         noisy.stages["api"].scopes["http all"]["p50"] = p50
-        history.append(first.config.artifacts_root, pipeline.history_key(first), noisy)
+        history.append(first.config.artifacts_root, folder.history_key(first), noisy)
     decided = gate.decide(second, "api")
     assert decided.baseline is not None
     p50 = next(
@@ -132,7 +132,7 @@ def test_final_message_once_across_reruns(start_syncbridge, tmp_path) -> None:
     run = make_run(svc, tmp_path)
     notifier = Notifier(run.artifacts, None)
     assert pipeline.notify_final(run, notifier) == "recorded"
-    assert pipeline.notify_final(pipeline.Run(run.record), notifier) == "duplicate"
+    assert pipeline.notify_final(folder.Run(run.record), notifier) == "duplicate"
 
 
 @pytest.mark.slow
@@ -204,7 +204,7 @@ def test_too_little_evidence_reruns_the_stage_and_decides_on_both_attempts(
     assert "errors has 60 samples" in " ".join(first.reasons)
     assert pipeline.attempt_skip_reason(run, "api", 2) is None  # the re-run is due
     # a profile that never re-runs: the same gate says so, and the re-run is skipped
-    once = pipeline.Run(run.record)
+    once = folder.Run(run.record)
     once.config = once.config.model_copy(
         update={"limits": once.config.limits.model_copy(update={"max_attempts": 1})}
     )
@@ -235,8 +235,8 @@ def test_still_too_little_evidence_after_the_rerun_stays_inconclusive(
     verdict, _ = pipeline.run_verdict(run)
     assert verdict == Verdict.INCONCLUSIVE and not verdict.fails_run
     # a first attempt rerun from the UI starts the stage clean, later attempts included
-    pipeline.clear_stage(run, "api")
-    assert not pipeline.stage_folder(run, "api", 2).exists()
+    folder.clear_stage(run, "api")
+    assert not folder.stage_folder(run, "api", 2).exists()
     assert run.gate("api") is None
 
 

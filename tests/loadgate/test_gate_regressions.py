@@ -22,7 +22,7 @@ import yaml
 from loadgate import pipeline
 from loadgate.backends.local import run_stage_local
 from loadgate.config.run import build_run_config
-from loadgate.run import gate
+from loadgate.run import folder, gate
 from loadgate.run.records import CriterionRecord, StageGate, StageSummary
 from loadgate.verdict.outcomes import Verdict
 from tests.support.helpers import one_stage_plan, reference_run, scenario, shipped_criteria
@@ -90,7 +90,7 @@ def baseline(tmp_path_factory):
         svc.stop()
 
 
-def gated_run(svc, tmp, plan_path, run_id: str) -> pipeline.Run:
+def gated_run(svc, tmp, plan_path, run_id: str) -> folder.Run:
     config = build_run_config(
         {
             **reference_run(),
@@ -104,7 +104,7 @@ def gated_run(svc, tmp, plan_path, run_id: str) -> pipeline.Run:
         },
         allowlist=[],
     )
-    run = pipeline.Run(pipeline.prepare(config, run_id))
+    run = folder.Run(pipeline.prepare(config, run_id))
     run.artifacts.write_json("checklist.json", [])  # not this test's subject
     pipeline.seed(run, secret="regression-test")
     outcome = run_stage_local(run, "api", lambda line: None)

@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TASK = """
 import signal, sys
 from loadgate import pipeline
+from loadgate.run import folder
 from loadgate.backends.local import run_stage_local
 from loadgate.config.run import build_run_config
 
@@ -35,7 +36,7 @@ if sys.argv[4:] == ["handle-sigterm"]:  # as Airflow's task runner does: raise, 
     signal.signal(signal.SIGTERM, stop)
 params = {"profile": "kill", "target_url": target, "plan": plan, "scale": 1, "time_scale": 1,
           "stages": ["api"], "shards": 2, "artifacts_root": root}
-run = pipeline.Run(pipeline.prepare(build_run_config(params, allowlist=[]), "kill-test"))
+run = folder.Run(pipeline.prepare(build_run_config(params, allowlist=[]), "kill-test"))
 run.artifacts.write_json("checklist.json", [])
 outcome = run_stage_local(run, "api", lambda line: print(line, flush=True))
 print("outcome", outcome["exit_codes"], flush=True)

@@ -24,7 +24,7 @@ from loadgate import pipeline
 from loadgate.backends.local import run_stage_local
 from loadgate.config.run import build_run_config
 from loadgate.notify import Notifier
-from loadgate.run import gate, records
+from loadgate.run import folder, gate, records
 from loadgate.run.records import (
     Checklist,
     CriterionRecord,
@@ -141,7 +141,7 @@ def test_a_dry_run_report_validates_with_its_stages_not_run(tmp_path) -> None:
         },
         allowlist=[],
     )
-    run = pipeline.Run(pipeline.prepare(config, "dry"))
+    run = folder.Run(pipeline.prepare(config, "dry"))
     assert pipeline.make_report(run)["verdict"] == "dry_run"
     assert check_folder(run.artifacts.root) == ["run.json", "report.json"]
     report = Report.model_validate_json(run.artifacts.path("report.json").read_bytes())
@@ -187,7 +187,7 @@ def records_plan(tmp_path: Path) -> str:
     return str(path)
 
 
-def gated_run(svc, tmp_path: Path, plan: str, run_id: str) -> pipeline.Run:
+def gated_run(svc, tmp_path: Path, plan: str, run_id: str) -> folder.Run:
     """The DAG's steps in order, with a command rollback that always succeeds."""
     config = build_run_config(
         {
@@ -206,7 +206,7 @@ def gated_run(svc, tmp_path: Path, plan: str, run_id: str) -> pipeline.Run:
     record = pipeline.prepare(config, run_id)
     # what the prepare task passes by XCom is plain JSON, and it is run.json
     xcom = json.loads(json.dumps(record.model_dump(mode="json")))
-    run = pipeline.Run(xcom)
+    run = folder.Run(xcom)
     assert xcom == json.loads(run.artifacts.path("run.json").read_text())
     notifier = Notifier(run.artifacts, None)
     pipeline.run_checklist(run, notifier=notifier, rollback_secret=None)

@@ -87,7 +87,7 @@ def action(type_name: str) -> Action:
     missing = [n for n in ("Config", "validate", "execute") if not hasattr(found, n)]
     if missing:
         raise ValueError(f"rollback action {type_name!r} ({where}) has no {', '.join(missing)}")
-    return found  # type: ignore[no-any-return]
+    return found  # type: ignore[no-any-return]  # a module checked to have the Action's names
 
 
 def parse_action(data: Any) -> ActionConfig | None:
@@ -159,4 +159,5 @@ def execute(
         outcome["outcome"] = "rolled back, target unhealthy"
     else:
         outcome["outcome"] = "rolled back, target healthy"
-    return scrub(outcome, secrets)  # type: ignore[no-any-return]
+    scrubbed: dict[str, Any] = scrub(outcome, secrets)
+    return scrubbed

@@ -98,7 +98,7 @@ def _revision(obj: Any) -> int | None:
 
 
 def _template_dict(api_client: Any, template: Any) -> dict[str, Any]:
-    data = api_client.sanitize_for_serialization(template)
+    data: dict[str, Any] = api_client.sanitize_for_serialization(template)
     data.setdefault("metadata", {})
     labels = dict(data["metadata"].get("labels") or {})
     labels.pop(HASH_LABEL, None)

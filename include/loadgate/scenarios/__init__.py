@@ -95,8 +95,8 @@ def scenario(*, needs_user: bool = False, pacing: Pacing | None = None) -> Calla
     known, its ``pacing`` (see the module's doc)."""
 
     def mark(fn: F) -> F:
-        fn.needs_user = needs_user  # type: ignore[attr-defined]
-        fn.pacing = pacing  # type: ignore[attr-defined]
+        fn.needs_user = needs_user  # type: ignore[attr-defined]  # marks on the function object
+        fn.pacing = pacing  # type: ignore[attr-defined]  # marks on the function object
         return fn
 
     return mark
@@ -116,7 +116,8 @@ def resolve(exec_ref: str) -> Callable[..., Any]:
         raise ScenarioError(f"scenario {exec_ref!r}: {module_name} has no {func_name}")
     if not asyncio.iscoroutinefunction(fn):
         raise ScenarioError(f"scenario {exec_ref!r} must be an 'async def' function of one VU")
-    return fn
+    found: Callable[..., Any] = fn
+    return found
 
 
 def needs_user(fn: Callable[..., Any]) -> bool:
