@@ -46,15 +46,21 @@ def kube():
         server.stop()
 
 
+POD_PLAN = "harmonyflow-10k-pods"  # the DAG factory gives a plan of LOADGATE_PLANS_DIR its DAG
+POD_DAG = f"release_gate_{POD_PLAN}"
+
+
 def plan_without_concurrency_targets(tmp_path):
     """The seed's plan less its "N users at once" targets: ``airflow dags test`` runs mapped
     tasks one after the other, so the shards' pods never overlap (a scheduler runs them
-    together)."""
+    together). The folder holding it, for ``LOADGATE_PLANS_DIR``."""
     plan = yaml.safe_load(PLAN.read_text())
     plan["criteria"] = [c for c in plan["criteria"] if not c.get("scaled")]
-    path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump(plan))
-    return path
+    plan["name"] = POD_PLAN
+    folder = tmp_path / "plans"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{POD_PLAN}.yaml").write_text(yaml.safe_dump(plan))
+    return folder
 
 
 def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
@@ -79,17 +85,18 @@ def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
         "backend": "kubernetes",
         "kubernetes": {"namespace": NAMESPACE, "image": "loadgate:test"},
         "artifacts_root": str(tmp_path / "artifacts"),
-        "plan": str(plan_without_concurrency_targets(tmp_path)),
+        "plan": POD_PLAN,
         "rollback": {"type": "syncbridge"},  # the example's action: the core has no default
         **conf,
     }
     profile, trigger = as_profile(full)
     env.update(profile)
+    env["LOADGATE_PLANS_DIR"] = str(plan_without_concurrency_targets(tmp_path))
     if str(full["artifacts_root"]).startswith("s3://"):
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
             env.pop(name, None)  # the Airflow tasks reach the store through the connection
-        return dags_test(env, trigger, cwd=tmp_path), None
-    proc = dags_test(env, trigger, cwd=tmp_path)
+        return dags_test(env, trigger, cwd=tmp_path, dag_id=POD_DAG), None
+    proc = dags_test(env, trigger, cwd=tmp_path, dag_id=POD_DAG)
     (run_root,) = (tmp_path / "artifacts").glob("*/run.json")
     return proc, run_root.parent
 
