@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import requests
 
+from tests.support.helpers import wait_for
 from tests.syncbridge.sbtestlib import Api, metric, run, scrape, ws_connect, ws_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,8 +183,13 @@ def test_memory_growth_raises_rss_and_utilization(start_syncbridge, tmp_path):
     ratio0 = metric(text, "syncbridge_memory_utilization_ratio")
     assert 0 < ratio0 < 0.2
     svc.set_faults({"memory_growth_mb_per_s": 100})
-    time.sleep(1.5)
-    text = scrape(api)
+
+    def grown() -> str | None:
+        text = scrape(api)
+        grew = metric(text, "process_resident_memory_bytes") - rss0 >= 80 * 1024 * 1024
+        return text if grew else None
+
+    text = wait_for(grown, timeout=1.5) or scrape(api)  # 80 MB take 0.8 s at 100 MB/s
     rss1 = metric(text, "process_resident_memory_bytes")
     ratio1 = metric(text, "syncbridge_memory_utilization_ratio")
     assert rss1 - rss0 >= 80 * 1024 * 1024, (rss0, rss1)
@@ -191,7 +197,7 @@ def test_memory_growth_raises_rss_and_utilization(start_syncbridge, tmp_path):
     assert abs(ratio1 - rss1 / (2048 * 1024 * 1024)) < 0.02
     # clearing the fault releases what it held
     svc.set_faults({})
-    time.sleep(0.3)
+    wait_for(lambda: _rss(api) < rss1 - 60 * 1024 * 1024, timeout=2)
     assert _rss(api) < rss1 - 60 * 1024 * 1024
 
 
