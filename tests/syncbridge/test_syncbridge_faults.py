@@ -97,6 +97,7 @@ def test_invalid_faults_at_start_exit_with_an_error(tmp_path):
     assert "unknown fault keys: error_rat" in proc.stderr
 
 
+@pytest.mark.slow
 def test_latency_with_jitter(svc):
     api = Api(svc.url)
     tok = _user_with_session(api)
@@ -208,6 +209,7 @@ def test_memory_past_the_limit_kills_like_oom(start_syncbridge, tmp_path):
     assert any("memory limit exceeded" in r["msg"] for r in svc.log_records())
 
 
+@pytest.mark.slow
 def test_crash_after_s_kills_the_process(start_syncbridge, tmp_path):
     svc = start_syncbridge(tmp_path, faults={"crash_after_s": 2.0})
     t0 = time.monotonic()
@@ -218,6 +220,7 @@ def test_crash_after_s_kills_the_process(start_syncbridge, tmp_path):
         requests.get(svc.url + "/healthz", timeout=2)
 
 
+@pytest.mark.slow
 def test_crash_fault_set_live_and_cleared_in_time(svc):
     svc.set_faults({"crash_after_s": 0.8})
     svc.set_faults({})  # cleared before it fires: no crash
@@ -370,6 +373,7 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+@pytest.mark.slow
 def test_tail_fault_slows_that_fraction_of_requests_and_leaves_the_median(svc):
     """A slow tail seen from outside: about tail_rate of real requests are tail_ms slower, the
     others (and so the median) are as before the fault."""
@@ -451,6 +455,7 @@ def test_tail_delay_draws_with_the_given_rng():
     assert not parse_faults({"tail_rate": 0.5}).http_active  # no tail_ms: nothing to wait
 
 
+@pytest.mark.slow
 def test_tail_routes_slow_one_endpoint_over_a_base_latency(svc):
     """Every API route keeps a base latency; tail_routes with tail_rate 1 adds to one only."""
     api = Api(svc.url)
