@@ -8,11 +8,11 @@ STAMP := $(VENV)/.installed
 
 # The suite runs on PYTEST_WORKERS processes (pytest-xdist). Most of its time is spent waiting
 # (services starting, load stages of fixed length, airflow dags test), so more processes than
-# cores pays. worksteal: an idle process takes queued tests from a busy one, so a file with
-# long tests does not hold up the end of the run. Every test is safe in parallel: each process
-# has its own temporary directory (AIRFLOW_HOME, SQLite, results), S3 server, free ports.
+# cores pays. Each process has its own temporary directory (AIRFLOW_HOME, SQLite, results), S3
+# server and free ports; loadgroup: the modules that run the whole gate go in two groups, at most
+# two gate runs at once (tests/conftest.py says why), every other test to whichever process is free.
 PYTEST_WORKERS ?= 4
-XDIST := -n $(PYTEST_WORKERS) --dist worksteal
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 # `make check`: the tests marked as none of the slow tiers (see markers in pyproject.toml).
 FAST_TESTS := not slow and not e2e and not deployment and not browser
 
