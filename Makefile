@@ -4,7 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format demo demo-bad-release lock clean
+.PHONY: test check lint static format demo demo-bad-release lock clean
+
+# The suite runs on PYTEST_WORKERS processes (pytest-xdist). Most of its time is spent waiting
+# (services starting, load stages of fixed length, airflow dags test), so more processes than
+# cores pays. Each process has its own temporary directory (AIRFLOW_HOME, SQLite, results), S3
+# server and free ports; loadgroup: the modules that run the whole gate go in two groups, at most
+# two gate runs at once (tests/conftest.py says why), every other test to whichever process is free.
+PYTEST_WORKERS ?= 4
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+# `make check`: the tests marked as none of the slow tiers (see markers in pyproject.toml).
+FAST_TESTS := not slow and not e2e and not deployment and not browser
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,15 +23,21 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-## test: create the virtual environment if missing, install, lint, run the whole suite
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+## test: create the virtual environment if missing, install, lint, run the whole suite (what CI runs)
+test: lint static
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
+
+## check: the inner loop (under 2 minutes): lint, static checks, the fast tests
+check: lint static
+	$(BIN)/pytest $(XDIST) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## static: the static checks `make check` and `make test` run (type checks, import contracts)
+static: $(STAMP)
+	@# mypy and import-linter (lint-imports) go here
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

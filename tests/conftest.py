@@ -10,6 +10,18 @@ Every service started through the fixture is stopped at teardown.
 ``s3`` is a fresh bucket on a local S3 server (moto's server mode on loopback, one per session)
 with the environment pointing at it (fake keys, ``AWS_ENDPOINT_URL``): ``.url(*parts)`` gives
 ``s3://bucket/...``, ``.keys(prefix)`` and ``.get(key)`` read it through boto3.
+
+Parallel runs (``make test``: pytest-xdist, ``--dist loadgroup``): every worker process has its
+own temporary directory (``tmp_path``, ``tmp_path_factory``: each AIRFLOW_HOME and its SQLite
+database, every service's files), its own S3 server (``s3_server`` is per process) and its
+services on free ports, so tests share nothing but the CPU. That they do share: a gate run
+judges whether its load generator could keep up (a lagging event loop makes the stage
+``invalid``), and four ``airflow dags test`` runs at once on two cores starve their generators.
+So the modules of the tiers that run the whole gate (e2e, deployment) and those that compare
+the verdicts of measured runs (``GATE_MODULES``) are put in ``HEAVY_GROUPS`` xdist groups: each
+group runs on one worker, module after module (a module's fixtures are made once), at most that
+many such runs share the machine, and the other workers take the rest, the slow tiers first
+(the longest tests start early; the short ones fill the end).
 """
 
 from __future__ import annotations
@@ -19,6 +31,38 @@ import pytest
 from syncbridge.launcher import RunningService
 from syncbridge.launcher import start_syncbridge as _start
 from tests.support.s3 import Bucket, S3Server, new_bucket
+
+HEAVY_GROUPS = 2  # gate runs (e2e, deployment modules) at once under xdist
+HEAVY_MARKS = ("e2e", "deployment")
+GATE_MODULES = ("tests/loadgate/test_gate.py", "tests/loadgate/test_gate_regressions.py")
+SLOW_MARKS = ("slow", *HEAVY_MARKS, "browser")
+
+
+def _marked(item: pytest.Item, names: tuple[str, ...]) -> bool:
+    return any(item.get_closest_marker(name) for name in names)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist only (a serial run keeps the files' order): the slow tiers first, and the
+    modules that run the whole gate in ``HEAVY_GROUPS`` groups (see the module's docstring).
+    Every worker computes the same order and groups, as xdist requires."""
+    if not hasattr(config, "workerinput"):  # the controller, or no xdist
+        return
+    items.sort(key=lambda item: not _marked(item, SLOW_MARKS))  # stable: files' order within
+    root = config.rootpath
+    heavy = sorted(
+        {
+            item.path.relative_to(root).as_posix()
+            for item in items
+            if _marked(item, HEAVY_MARKS) or item.path.relative_to(root).as_posix() in GATE_MODULES
+        }
+    )
+    for item in items:
+        module = item.path.relative_to(root).as_posix()
+        if module in heavy:
+            group = heavy.index(module) % HEAVY_GROUPS
+            item.add_marker(pytest.mark.xdist_group(f"gate-runs-{group}"))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import math
 import random
 
 import orjson
+import pytest
 
 from loadgate.engine.merge import digest_paths
 from loadgate.engine.results import FORMAT, META, ResultsWriter
@@ -70,6 +71,7 @@ def by_key(results: list[Comparison]) -> dict[tuple[str, Metric], Comparison]:
     return {(r.scope, r.metric): r for r in results}
 
 
+@pytest.mark.slow
 def test_same_release_is_no_regression_in_at_least_95_percent_of_40_runs() -> None:
     """Identical distributions, 40 repetitions (seeds 100..139): a run with any regression
     among its 25 comparisons is a false alarm; measured 0 of 40, bound 2 of 40 (5%)."""
@@ -86,6 +88,7 @@ def test_same_release_is_no_regression_in_at_least_95_percent_of_40_runs() -> No
     assert p95_no_regression >= 38
 
 
+@pytest.mark.slow
 def test_real_regressions_found_and_small_changes_not() -> None:
     """20 repetitions (seeds 200..219) of one current release against a healthy baseline:
     /a +40% latency, /b +10%, /c values above the baseline's p97 doubled (p99 ×2, p50 and p95
@@ -212,6 +215,7 @@ def _p95_against_previous(runs: list[list[dict]], seed: int) -> tuple[Comparison
     return bare, between_runs(bare, earlier[::-1], P95_ONLY)
 
 
+@pytest.mark.slow
 def test_spread_between_runs_keeps_false_alarms_rare() -> None:
     """Healthy runs whose latencies move together by a run-level factor (σ 0.2 on the log
     scale, as a shared machine does): 40 trials (seeds 300..339) of 7 runs, the last compared
@@ -230,6 +234,7 @@ def test_spread_between_runs_keeps_false_alarms_rare() -> None:
     assert widened_alarms <= 2
 
 
+@pytest.mark.slow
 def test_spread_between_runs_still_finds_a_real_regression_when_runs_agree() -> None:
     """Runs that agree (σ 0.03) and a last run 80% slower: found in at least 18 of 20 trials
     (seeds 400..419; measured 20/20); the widening is small when runs agree."""

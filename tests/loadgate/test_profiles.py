@@ -117,6 +117,7 @@ VALUE = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=300,
     deadline=None,

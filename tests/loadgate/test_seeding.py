@@ -71,6 +71,7 @@ def test_wrong_secret_fails_clearly_and_keeps_what_was_seeded(start_syncbridge, 
     assert [u["index"] for u in kept] == [5, 6, 7]
 
 
+@pytest.mark.slow
 def test_unreachable_target_is_an_error(tmp_path) -> None:
     with pytest.raises(SeedingError, match="3 of 3"):
         asyncio.run(seed_users("http://127.0.0.1:9", 3, tmp_path / "u.jsonl", secret="k"))

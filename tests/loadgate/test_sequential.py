@@ -79,6 +79,7 @@ def false_alarms(rate: float, alphas: tuple[float, ...], seed: int) -> list[int]
     return aborted
 
 
+@pytest.mark.slow
 def test_false_alarms_at_the_threshold_stay_below_alpha() -> None:
     """The null's worst case: every request fails with probability exactly the threshold. At
     the default alpha 0.01 and at 0.2 (where the bound is near enough to be seen), the

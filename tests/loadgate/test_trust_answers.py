@@ -131,6 +131,7 @@ def test_seeding_stops_at_a_redirect_and_sends_no_password_there(
     assert out.exists() and out.read_text() == ""
 
 
+@pytest.mark.slow
 def test_seed_command_reports_the_redirect(redirecting, elsewhere, tmp_path) -> None:
     proc = subprocess.run(
         [

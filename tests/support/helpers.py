@@ -3,9 +3,12 @@ check that a VU curve follows its profile."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def scenario(executor: str, exec: str = "basic.get", **fields: Any) -> dict[str, Any]:
@@ -85,3 +88,16 @@ def reference_run(**values: Any) -> dict[str, Any]:
     """Run settings on the example's profile and plan, with ``values`` over them (for
     ``build_run_config`` or ``RunConfig``)."""
     return {"profile": REFERENCE_PROFILE, "plan": REFERENCE_PLAN, **values}
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, poll: float = 0.05) -> T:
+    """``predicate()`` polled every ``poll`` seconds until it returns a true value or ``timeout``
+    seconds have passed; its last value either way (the caller asserts on it). For a test that
+    waits for something to happen: never a fixed sleep that is too long on a quiet machine and
+    too short on a busy one (the suite runs on several processes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(poll)

@@ -94,14 +94,17 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
     ]
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
+def metric(text: str, name: str, *, absent: float | None = None, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``; ``absent`` if given when
+    there is none (a labelled counter has no sample before its first count)."""
     total = 0.0
     found = False
     for n, lab, value in parse_metrics(text):
         if n == name and all(lab.get(k) == v for k, v in labels.items()):
             total += value
             found = True
+    if not found and absent is not None:
+        return absent
     assert found, f"no sample {name}{labels}"
     return total
 

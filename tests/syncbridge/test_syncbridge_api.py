@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from tests.support.helpers import wait_for
 from tests.syncbridge.sbtestlib import PASSWORD, Api
 
 pytestmark = pytest.mark.timeout(60)
@@ -138,7 +137,11 @@ def test_expired_token_is_rejected(start_syncbridge, tmp_path):
     user = api.register()
     api.create_session(user["access"], "s1")
     assert api.get("/api/v1/sessions/s1", token=user["access"]).status_code == 200
-    time.sleep(2.1)
+    # a TTL of 1 s, in whole seconds: refused within 2 s
+    wait_for(
+        lambda: api.get("/api/v1/sessions/s1", token=user["access"]).status_code == 401,
+        timeout=2.1,
+    )
     r = api.get("/api/v1/sessions/s1", token=user["access"])
     assert r.status_code == 401
     assert r.json()["error"] == "token expired"

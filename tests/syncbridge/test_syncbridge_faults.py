@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import requests
 
+from tests.support.helpers import wait_for
 from tests.syncbridge.sbtestlib import Api, metric, run, scrape, ws_connect, ws_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,6 +97,7 @@ def test_invalid_faults_at_start_exit_with_an_error(tmp_path):
     assert "unknown fault keys: error_rat" in proc.stderr
 
 
+@pytest.mark.slow
 def test_latency_with_jitter(svc):
     api = Api(svc.url)
     tok = _user_with_session(api)
@@ -182,8 +184,13 @@ def test_memory_growth_raises_rss_and_utilization(start_syncbridge, tmp_path):
     ratio0 = metric(text, "syncbridge_memory_utilization_ratio")
     assert 0 < ratio0 < 0.2
     svc.set_faults({"memory_growth_mb_per_s": 100})
-    time.sleep(1.5)
-    text = scrape(api)
+
+    def grown() -> str | None:
+        text = scrape(api)
+        grew = metric(text, "process_resident_memory_bytes") - rss0 >= 80 * 1024 * 1024
+        return text if grew else None
+
+    text = wait_for(grown, timeout=1.5) or scrape(api)  # 80 MB take 0.8 s at 100 MB/s
     rss1 = metric(text, "process_resident_memory_bytes")
     ratio1 = metric(text, "syncbridge_memory_utilization_ratio")
     assert rss1 - rss0 >= 80 * 1024 * 1024, (rss0, rss1)
@@ -191,7 +198,7 @@ def test_memory_growth_raises_rss_and_utilization(start_syncbridge, tmp_path):
     assert abs(ratio1 - rss1 / (2048 * 1024 * 1024)) < 0.02
     # clearing the fault releases what it held
     svc.set_faults({})
-    time.sleep(0.3)
+    wait_for(lambda: _rss(api) < rss1 - 60 * 1024 * 1024, timeout=2)
     assert _rss(api) < rss1 - 60 * 1024 * 1024
 
 
@@ -202,6 +209,7 @@ def test_memory_past_the_limit_kills_like_oom(start_syncbridge, tmp_path):
     assert any("memory limit exceeded" in r["msg"] for r in svc.log_records())
 
 
+@pytest.mark.slow
 def test_crash_after_s_kills_the_process(start_syncbridge, tmp_path):
     svc = start_syncbridge(tmp_path, faults={"crash_after_s": 2.0})
     t0 = time.monotonic()
@@ -212,6 +220,7 @@ def test_crash_after_s_kills_the_process(start_syncbridge, tmp_path):
         requests.get(svc.url + "/healthz", timeout=2)
 
 
+@pytest.mark.slow
 def test_crash_fault_set_live_and_cleared_in_time(svc):
     svc.set_faults({"crash_after_s": 0.8})
     svc.set_faults({})  # cleared before it fires: no crash
@@ -364,6 +373,7 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+@pytest.mark.slow
 def test_tail_fault_slows_that_fraction_of_requests_and_leaves_the_median(svc):
     """A slow tail seen from outside: about tail_rate of real requests are tail_ms slower, the
     others (and so the median) are as before the fault."""
@@ -445,6 +455,7 @@ def test_tail_delay_draws_with_the_given_rng():
     assert not parse_faults({"tail_rate": 0.5}).http_active  # no tail_ms: nothing to wait
 
 
+@pytest.mark.slow
 def test_tail_routes_slow_one_endpoint_over_a_base_latency(svc):
     """Every API route keeps a base latency; tail_routes with tail_rate 1 adds to one only."""
     api = Api(svc.url)

@@ -353,6 +353,7 @@ def test_cli_help_lists_the_contract_options():
         assert opt in out
 
 
+@pytest.mark.slow
 def test_login_does_not_block_other_requests(tmp_path):
     """scrypt runs off the event loop: health checks stay fast during expensive logins."""
     svc = start(tmp_path, kdf_cost=16)

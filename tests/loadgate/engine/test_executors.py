@@ -127,6 +127,7 @@ def test_connection_ramp_shards_interleave() -> None:
     )
 
 
+@pytest.mark.slow
 def test_arrival_rate_is_open_and_counts_dropped() -> None:
     profile = _profile(
         "constant-arrival-rate", rate=100, duration=1, pre_allocated_vus=2, max_vus=5

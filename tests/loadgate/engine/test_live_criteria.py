@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support.helpers import one_stage_plan, scenario, shipped_criteria
 
 from ..conftest import loadgate, loadgate_bg, write_plan  # type: ignore[misc]
+
+pytestmark = pytest.mark.slow
 
 # the real plan's live rate criteria of the API stage
 ROLLBACK = shipped_criteria("error-rate-rollback", "service-unavailable", stages=None)

@@ -98,7 +98,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str
     return root, _stage(root)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # a pool: 2 s
 def test_digest_folded_in_the_merge_equals_the_digest_from_the_windows(
     stage: tuple[Path, list[dict[str, Any]]], workers: int
 ) -> None:
@@ -167,7 +167,7 @@ def test_digest_holds_each_seconds_counts_and_cumulative_latency(
     assert sum(everything.n) == sum(e[4] for r in records for e in r["http"])
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # a pool: 2 s
 def test_folding_the_digest_changes_nothing_in_the_merge(
     stage: tuple[Path, list[dict[str, Any]]], workers: int
 ) -> None:

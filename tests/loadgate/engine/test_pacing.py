@@ -100,6 +100,7 @@ def _run(plan: Path, url: str, out: Path, time_scale: str, run_id: str) -> dict:
     return summarize_json(out)
 
 
+@pytest.mark.slow
 def test_requests_per_vu_second_do_not_depend_on_the_time_scale(
     syncbridge_service, tmp_path: Path
 ) -> None:
@@ -145,6 +146,7 @@ def test_requests_per_vu_second_do_not_depend_on_the_time_scale(
     assert per_vu_s["0.05"] == pytest.approx(per_vu_s["0.1"], rel=0.20)
 
 
+@pytest.mark.slow
 def test_arrival_rate_keeps_its_rate_and_dropped_iterations_count_as_offered(
     syncbridge_service, tmp_path: Path
 ) -> None:

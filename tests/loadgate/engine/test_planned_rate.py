@@ -288,6 +288,7 @@ def test_an_arrival_rate_scenario_records_no_lifetimes() -> None:
 # --- a short stage against the reference service ---------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_stage_shorter_than_two_iterations_is_planned_from_the_lifetimes(
     syncbridge_service, tmp_path: Path

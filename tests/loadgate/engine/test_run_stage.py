@@ -48,6 +48,7 @@ def _healthz(url: str) -> float:
     return sum(n for (m, route, _), n in request_counts(url).items() if route == "/healthz")
 
 
+@pytest.mark.slow
 def test_api_stage_counts_equal_the_service_counters(seeded, tmp_path: Path) -> None:
     """The real plan's API stage, 44 minutes played in ~13 s with 12 VUs at the peak (one per
     seeded user) at the plan's own pacing: the ramp's 0.67 of the peak on average, 1 request
@@ -78,6 +79,7 @@ def test_api_stage_counts_equal_the_service_counters(seeded, tmp_path: Path) -> 
     assert "cpu_utilization" in windows  # system samples from the direct scrape
 
 
+@pytest.mark.slow
 def test_two_shards_merged_equal_one_process(syncbridge_service, tmp_path: Path) -> None:
     url = syncbridge_service.url
     plan = write_plan(
@@ -113,6 +115,7 @@ def test_two_shards_merged_equal_one_process(syncbridge_service, tmp_path: Path)
     assert merged["p95_ms"] > 0 and merged["dropped_iterations"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "scenario",
     [
@@ -200,6 +203,7 @@ def abort_two_shards(
     assert time.time() - t0 < 15  # not the 40 s of the stage
 
 
+@pytest.mark.slow
 def test_error_fault_aborts_within_3s_and_the_marker_stops_the_other_shard(seeded, tmp_path):
     with_criteria, without = abort_plans(tmp_path)
     seeded.service.set_faults({"error_rate": 0.2})
@@ -279,6 +283,7 @@ def kill_and_summarize(proc, url: str, before: float, out: str) -> tuple[float, 
     return sent, summary
 
 
+@pytest.mark.slow
 def test_a_killed_shard_leaves_readable_results(syncbridge_service, tmp_path: Path) -> None:
     url = syncbridge_service.url
     out = tmp_path / "killed"
@@ -291,6 +296,7 @@ def test_a_killed_shard_leaves_readable_results(syncbridge_service, tmp_path: Pa
     assert meta["ended_at"] is None and meta["status"] == "running"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_gracefully_and_writes_results(syncbridge_service, tmp_path) -> None:
     url = syncbridge_service.url
     out = tmp_path / "term"
@@ -376,6 +382,7 @@ def test_bad_plan_in_a_process_sends_nothing(syncbridge_service, tmp_path: Path)
     assert (api_counts(url), _healthz(url)) == before
 
 
+@pytest.mark.slow
 def test_a_system_metric_aborts_the_stage(seeded, tmp_path: Path) -> None:
     """The real plan's 'database connection failures' rollback, read from the target's
     /metrics once a second while the session stage runs."""

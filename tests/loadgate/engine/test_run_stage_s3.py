@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from loadgate.engine.exitcodes import EXIT_ERROR
 from loadgate.engine.results import read_shard
 from loadgate.storage import as_path
@@ -28,6 +30,8 @@ from .test_run_stage import (
     abort_two_shards,
     kill_and_summarize,
 )
+
+pytestmark = pytest.mark.slow
 
 
 def _segments(s3, prefix: str) -> list[str]:

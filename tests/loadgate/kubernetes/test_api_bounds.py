@@ -127,6 +127,7 @@ def finishes(call: Callable[[], Any], within_s: float) -> tuple[float, Any, Base
     return out["took"], out.get("result"), out.get("error")
 
 
+@pytest.mark.slow
 def test_every_call_gives_up_on_an_api_server_that_never_answers(monkeypatch, tmp_path) -> None:
     from kubernetes import client
 

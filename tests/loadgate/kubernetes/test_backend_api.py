@@ -82,6 +82,7 @@ def test_delete_run_pods_includes_finished_and_failed_pods(kube, core) -> None:
     assert kube.pods(NAMESPACE) == []
 
 
+@pytest.mark.slow
 def test_delete_run_pods_reports_pods_that_will_not_go(kube, core) -> None:
     label = manifests.run_label("run-d")
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"

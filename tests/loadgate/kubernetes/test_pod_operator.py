@@ -30,6 +30,8 @@ from tests.support.helpers import one_stage_plan, scenario
 from ..conftest import loadgate  # type: ignore[misc]
 from .conftest import NAMESPACE
 
+pytestmark = pytest.mark.slow  # each test runs a task with pods of its own (3-10 s)
+
 RUNNER = Path(__file__).with_name("kpo_runner.py")
 SETTINGS = pod_settings.PodSettings(namespace=NAMESPACE, image="loadgate:test")
 RUN_ID = "manual__2026-05-01T10:00:00+00:00"
@@ -290,7 +292,6 @@ def tiny_plan(path: Path, shards: int = 2, duration: str = "2s") -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_loadgate_run_stage_in_two_pods_against_the_reference_service(
     kube, kubeconfig, start_syncbridge, tmp_path
 ) -> None:
@@ -329,7 +330,6 @@ def test_loadgate_run_stage_in_two_pods_against_the_reference_service(
         assert "· completed" in output
 
 
-@pytest.mark.slow
 def test_a_task_killed_from_the_ui_deletes_its_pod_and_the_shard_stops_gracefully(
     kube, kubeconfig, start_syncbridge, tmp_path
 ) -> None:

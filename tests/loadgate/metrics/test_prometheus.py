@@ -12,6 +12,8 @@ from loadgate.run import checklist as cl
 from syncbridge.launcher import start_syncbridge
 from tests.support.prometheus import Prometheus
 
+pytestmark = pytest.mark.slow  # a real Prometheus, scraping every second
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 import yaml
 
 from loadgate.engine.results import read_shard
@@ -22,6 +23,8 @@ from ..conftest import (  # type: ignore[misc]
     summary_counts,
     write_plan,
 )
+
+pytestmark = pytest.mark.slow
 
 
 def _run(seeded, tmp_path, stage: str, scale: str, time_scale: str, options=None):
