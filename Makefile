@@ -35,9 +35,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## static: the static checks `make check` and `make test` run (type checks, import contracts)
+## static: the type checks (mypy, configured in pyproject.toml) and the layers' import contracts
+## (import-linter, [tool.importlinter] in pyproject.toml)
 static: $(STAMP)
-	@# mypy and import-linter (lint-imports) go here
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
