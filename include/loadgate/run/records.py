@@ -420,8 +420,8 @@ class RollbackOutcome(Record):
     # deployment's revisions and replica counts come; kept as that function reports it
     rollout: dict[str, Any] | None = None
     webhook: str | None = None  # webhook: scheme://host only
-    http_status: int | None = None  # webhook, syncbridge
-    restored_release: str | None = None  # syncbridge
+    http_status: int | None = None  # an action over HTTP: its answer
+    restored_release: str | None = None  # an action that says which release it restored
     note: str | None = None
     error: str | None = None
     health: TargetHealth
