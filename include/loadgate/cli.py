@@ -8,6 +8,12 @@
     loadgate summarize DIR|URL [DIR|URL ...] [--json] [--plan PLAN]
     loadgate seed --target URL --count N --out FILE|URL [--concurrency C] [--allow ENTRY ...]
     loadgate history KEY [--root ROOT] [--limit N] [--json] [--pin RUN_ID | --unpin]
+    loadgate gate --target URL [--release R] [--url AIRFLOW_URL] [--dag-id ID] [--profile P]
+                  [--scale S] [--time-scale T] [--stages a,b] [--dry-run] [--unpause]
+                  [--investigate fail|pass] [--timeout S] [--poll S] [--cancel-marks-failed]
+
+``loadgate gate`` (``loadgate.client``) triggers the release gate through Airflow's REST API and
+waits for its verdict; its exit codes are its own (``loadgate gate --help``).
 
 Every DIR or FILE may be an object-store URL (``s3://bucket/prefix/…``); credentials come from
 the environment the standard boto way (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -499,7 +505,71 @@ def build_parser() -> argparse.ArgumentParser:
     pinning.add_argument("--pin", metavar="RUN_ID", help="pin this run as the baseline")
     pinning.add_argument("--unpin", action="store_true", help="remove the pinned baseline")
     hist.set_defaults(func=cmd_history)
+
+    _add_gate_parser(sub)
     return parser
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from loadgate.client import main_gate
+
+    return main_gate(args)
+
+
+def _add_gate_parser(sub: Any) -> None:
+    from loadgate.client import (
+        DEFAULT_DAG_ID,
+        PASSWORD_ENV,
+        TOKEN_ENV,
+        URL_ENV,
+        USERNAME_ENV,
+    )
+    from loadgate.client import (
+        EXIT_CODES_HELP as GATE_EXIT_CODES,
+    )
+
+    gate = sub.add_parser(
+        "gate",
+        help="trigger the release gate in Airflow for a release and wait for its verdict",
+        description="Trigger the release-gate DAG through Airflow's REST API v2, print each "
+        "stage and its gate's verdict as the run goes and where the report is, and exit with "
+        "the outcome's code (a deploy pipeline's one step).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=GATE_EXIT_CODES
+        + f"""
+credentials, from the environment only (never a flag): {TOKEN_ENV} (a JWT), or
+{USERNAME_ENV} and {PASSWORD_ENV} to obtain one from POST /auth/token.
+A paused DAG is left paused (exit 4, nothing triggered) unless --unpause.
+Ctrl-C (SIGINT) or a pipeline's cancel (SIGTERM) stops waiting and leaves the run going;
+--cancel-marks-failed marks it failed instead (PATCH dagRuns state=failed).
+""",
+    )
+    gate.add_argument("--target", required=True, help="the deployed service's base URL")
+    gate.add_argument("--release", help="the release the target must report (e.g. a git SHA)")
+    gate.add_argument("--url", help=f"the Airflow API server's URL (default ${URL_ENV})")
+    gate.add_argument("--dag-id", default=DEFAULT_DAG_ID, help="the gate's DAG (%(default)s)")
+    gate.add_argument("--profile", help="the gated service's profile (default: the DAG's)")
+    gate.add_argument("--scale", type=float, help="load multiplier (default: the profile's)")
+    gate.add_argument("--time-scale", type=float, help="schedule multiplier, (0, 1]")
+    gate.add_argument("--stages", help="a subset of the plan's stages, comma-separated")
+    gate.add_argument("--dry-run", action="store_true", help="plan the load, send none")
+    gate.add_argument("--unpause", action="store_true", help="unpause the DAG if it is paused")
+    gate.add_argument(
+        "--investigate",
+        choices=("fail", "pass"),
+        default="fail",
+        help="exit code of an investigate or inconclusive verdict: 1 (fail, the default) or 0",
+    )
+    gate.add_argument(
+        "--timeout", type=float, help="seconds to wait for the run's end (default 6 h); exit 5"
+    )
+    gate.add_argument("--poll", type=float, default=5.0, help="seconds between looks (5)")
+    gate.add_argument(
+        "--cancel-marks-failed",
+        action="store_true",
+        help="on SIGINT/SIGTERM mark the run failed instead of leaving it going",
+    )
+    gate.set_defaults(func=cmd_gate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,182 @@
+"""``loadgate gate`` without Airflow: its input is checked before any request, and each
+outcome maps to its documented exit code. (Against a real Airflow: tests/deployment.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from loadgate import cli, client
+from loadgate.config.profiles import TRIGGER_KEYS
+
+TOKEN = "secret-jwt-value"
+ENV = {client.URL_ENV: "http://127.0.0.1:1", client.TOKEN_ENV: TOKEN}
+
+
+def run(argv: list[str], env: dict[str, str], monkeypatch, capsys) -> tuple[int, str]:
+    for name in (client.URL_ENV, client.TOKEN_ENV, client.USERNAME_ENV, client.PASSWORD_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def no_request(*args, **kwargs):
+        raise AssertionError("a request was sent")
+
+    monkeypatch.setattr(client, "run_gate", no_request)
+    code = cli.main(["gate", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--target", "http://t"], {client.TOKEN_ENV: TOKEN}, "no Airflow URL"),
+        (["--target", "http://t"], {client.URL_ENV: "http://a"}, "no Airflow credentials"),
+        (
+            ["--target", "http://t"],
+            {client.URL_ENV: "http://a", client.USERNAME_ENV: "admin"},
+            "go together",
+        ),
+        (["--target", "ftp://t"], ENV, "--target must be an http(s) URL"),
+        (["--target", "http://u:p@t"], ENV, "must not hold credentials"),
+        (["--target", "http://t", "--url", "airflow:8080"], ENV, "Airflow URL must be"),
+        (["--target", "http://t", "--scale", "0"], ENV, "--scale must be"),
+        (["--target", "http://t", "--scale", "nan"], ENV, "--scale must be"),
+        (["--target", "http://t", "--time-scale", "2"], ENV, "--time-scale must be"),
+        (["--target", "http://t", "--stages", ","], ENV, "--stages must be"),
+        (["--target", "http://t", "--stages", "api,x y"], ENV, "--stages must be"),
+        (["--target", "http://t", "--profile", "../x"], ENV, "--profile must be"),
+        (["--target", "http://t", "--release", " "], ENV, "--release must be"),
+        (["--target", "http://t", "--timeout", "-1"], ENV, "--timeout must be"),
+        (["--target", "http://t", "--poll", "0"], ENV, "--poll must be"),
+        (["--target", "http://t", "--dag-id", "a b"], ENV, "--dag-id must be"),
+    ],
+)
+def test_bad_input_is_refused_before_any_request(argv, env, message, monkeypatch, capsys):
+    code, out = run(argv, env, monkeypatch, capsys)
+    assert code == client.EXIT_INPUT, out
+    assert message in out, out
+    assert TOKEN not in out
+
+
+def test_no_token_flag(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["gate", "--target", "http://t", "--token", TOKEN])
+    assert exc.value.code == 2
+    assert "--token" in capsys.readouterr().err
+
+
+def test_a_good_request_is_the_trigger_keys_only(monkeypatch):
+    request = client.build_request(
+        url="http://airflow:8080/api/v2/",
+        dag_id="release_gate",
+        env=ENV,
+        target="https://shop.example/api",
+        release="abc123",
+        profile="shop",
+        scale=0.5,
+        time_scale=0.1,
+        stages="api, session",
+        dry_run=True,
+    )
+    assert request.url == "http://airflow:8080"
+    assert request.conf == {
+        "target_url": "https://shop.example/api",
+        "release": "abc123",
+        "profile": "shop",
+        "scale": 0.5,
+        "time_scale": 0.1,
+        "stages": ["api", "session"],
+        "dry_run": True,
+    }
+    assert set(request.conf) <= set(TRIGGER_KEYS)
+    assert TOKEN not in repr(request)
+    minimal = client.build_request(url=None, dag_id="release_gate", env=ENV, target="http://t")
+    assert minimal.conf == {"target_url": "http://t"}
+    assert minimal.url == "http://127.0.0.1:1"
+
+
+def test_username_and_password_instead_of_a_token():
+    creds = client.credentials_from({client.USERNAME_ENV: "ci", client.PASSWORD_ENV: "pw"})
+    assert creds.username == "ci" and creds.token is None
+    assert "pw" not in repr(creds)
+    # a token wins
+    creds = client.credentials_from({client.TOKEN_ENV: TOKEN, client.USERNAME_ENV: "ci"})
+    assert creds.token == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("state", "verdict", "investigate", "dry_run", "code"),
+    [
+        ("success", "pass", "fail", False, client.EXIT_PASS),
+        ("success", "investigate", "fail", False, client.EXIT_INVESTIGATE),
+        ("success", "investigate", "pass", False, client.EXIT_PASS),
+        ("success", "inconclusive", "fail", False, client.EXIT_INVESTIGATE),
+        ("success", "inconclusive", "pass", False, client.EXIT_PASS),
+        ("success", "invalid", "fail", False, client.EXIT_INVESTIGATE),  # the profile let it
+        ("failed", "rollback", "fail", False, client.EXIT_ROLLBACK),
+        ("failed", "rollback", "pass", False, client.EXIT_ROLLBACK),
+        ("failed", "invalid", "pass", False, client.EXIT_ERROR),
+        ("failed", "error", "fail", False, client.EXIT_ERROR),
+        ("failed", None, "fail", False, client.EXIT_ERROR),  # e.g. prepare refused the conf
+        ("failed", "pass", "fail", False, client.EXIT_ERROR),  # a task failed: never a pass
+        ("success", None, "fail", False, client.EXIT_ERROR),
+        ("success", None, "fail", True, client.EXIT_PASS),  # a dry run gates nothing
+    ],
+)
+def test_exit_codes(state, verdict, investigate, dry_run, code):
+    assert client.exit_code(state, verdict, investigate=investigate, dry_run=dry_run) == code
+
+
+def test_exit_codes_are_distinct_and_documented():
+    codes = [
+        client.EXIT_PASS,
+        client.EXIT_INVESTIGATE,
+        client.EXIT_INPUT,
+        client.EXIT_ROLLBACK,
+        client.EXIT_ERROR,
+        client.EXIT_TIMEOUT,
+        client.EXIT_SIGINT,
+        client.EXIT_SIGTERM,
+    ]
+    assert len(set(codes)) == len(codes)
+    for code in codes:
+        assert f"\n  {code} " in client.EXIT_CODES_HELP
+
+
+class FakeAirflow:
+    """The calls the follower makes, answered from a script of task states and XComs."""
+
+    def __init__(self, xcoms):
+        self.xcoms = xcoms
+
+    def xcom(self, run_id, task_id):
+        if task_id not in self.xcoms:
+            raise client.GateApiError("404")
+        return self.xcoms[task_id]
+
+
+def test_progress_lines_each_once():
+    lines: list[str] = []
+    airflow = FakeAirflow(
+        {
+            "api.gate": {"verdict": "pass", "reasons": ["p95 12 ms < 500 ms", "errors 0%"]},
+            "post_test.build_report": {"verdict": "pass", "html": "/r/report.html"},
+        }
+    )
+    follower = client.Follower(airflow, "run-1", lines.append)  # type: ignore[arg-type]
+    states = {"prepare": "success", "api.load_test": "running", "api.shard_pods": "skipped"}
+    follower.update(states)
+    follower.update(states)
+    states |= {"api.load_test": "success", "api.gate": "success", "websocket.gate": "skipped"}
+    states |= {"post_test.build_report": "success"}
+    follower.update(states)
+    follower.update(states)
+    assert lines == [
+        "prepare: success",
+        "stage api: started",
+        "stage api: gate pass — p95 12 ms < 500 ms; errors 0%",
+        "stage websocket: skipped",
+        "report: /r/report.html",
+    ]
+    assert follower.verdict() == "pass"
