@@ -1,5 +1,10 @@
 """The deployment tier: a real Airflow (api-server, dag-processor; scheduler and triggerer where
-a test runs DAG runs) on loopback, and Debian's Chromium for what a person looks at."""
+a test runs DAG runs) on loopback, and Debian's Chromium for what a person looks at.
+
+``start_airflow(home, **options)`` (module-scoped) starts an ``AirflowDeployment`` (see
+``tests/support/airflow_server.py``: ``components=FULL, postgres=True`` is the production
+shape, the metadata database on a throwaway PostgreSQL cluster and the LocalExecutor) and
+stops every deployment it started at the module's end, also when a test failed."""
 
 from __future__ import annotations
 
@@ -16,6 +21,20 @@ def airflow_ui(tmp_path_factory):
     airflow.start()
     yield airflow
     airflow.stop()
+
+
+@pytest.fixture(scope="module")
+def start_airflow():
+    started: list[AirflowDeployment] = []
+
+    def factory(home, **options) -> AirflowDeployment:
+        deployment = AirflowDeployment(home, **options)
+        started.append(deployment)
+        return deployment.start()
+
+    yield factory
+    for deployment in started:
+        deployment.stop()
 
 
 @pytest.fixture(scope="module")

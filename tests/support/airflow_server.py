@@ -8,6 +8,19 @@ It waits until the API server answers and ``release_gate`` is parsed, or fails w
 the log of the component that died. ``stop()`` ends every process group it started (SIGTERM,
 then SIGKILL), also when a test failed; nothing is left outside ``home``.
 
+The metadata database is SQLite in ``home`` by default. With ``postgres=True`` it is a
+throwaway PostgreSQL cluster in ``home/postgres`` (``tests.support.postgres``: Debian's
+``postgresql``; the test is skipped where it is absent), and the executor is the LocalExecutor
+with ``parallelism`` task slots (default 8): the production shape of ``docker-compose.yaml``.
+``start()`` starts the cluster before ``airflow db migrate``; ``stop()`` stops it after the
+Airflow components, also when starting failed half-way.
+
+The interface the other tiers build on (stable): ``url`` (the API server's base URL),
+``env`` (a property: the environment every component runs with, for ``airflow`` commands of
+one's own), ``token()``, ``api(method, path, **requests_kwargs)`` (path under ``/api/v2``),
+``dag_runs(dag_id)`` (newest first), ``pids()`` (every live process it started), ``start()``,
+``stop()``. ``FULL`` is the component set that runs DAG runs.
+
 Authentication is the SimpleAuthManager's, the documented way: one ``admin`` user with a random
 password in a passwords file; ``token()`` obtains a JWT from ``POST /auth/token`` and ``api()``
 calls the REST API v2 with it.
@@ -27,12 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
-from tests.support.airflow import airflow_env, migrate
+from tests.support.airflow import airflow_env
+from tests.support.postgres import PostgresCluster
 
 ADMIN_USER = "admin"
 DAG_ID = "release_gate"
+FULL = ("scheduler", "dag-processor", "triggerer", "api-server")  # what runs DAG runs
 
 
 def free_port() -> int:
@@ -55,7 +71,10 @@ class AirflowDeployment:
     env_extra: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    postgres: bool = False  # the metadata database on PostgreSQL (and the LocalExecutor)
+    parallelism: int = 8  # the executor's task slots
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    database: PostgresCluster | None = None  # the cluster, while it runs
     _token: str | None = None
 
     @property
@@ -77,8 +96,24 @@ class AirflowDeployment:
             AIRFLOW__API_AUTH__JWT_SECRET=self._secret("jwt"),
             AIRFLOW__API__SECRET_KEY=self._secret("api"),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            **self._database_env(),
             **self.env_extra,
         )
+
+    def _database_env(self) -> dict[str, str]:
+        if not self.postgres:
+            return {}
+        if self.database is None:
+            raise RuntimeError("the PostgreSQL cluster is not started: call start() first")
+        return {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database.url,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "5",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+        }
 
     def _secret(self, name: str) -> str:
         """A secret of this deployment, the same for every component it starts."""
@@ -95,9 +130,12 @@ class AirflowDeployment:
         (self.home / "simple_auth_manager_passwords.json").write_text(
             json.dumps({ADMIN_USER: self.password})
         )
-        env = self.env
-        migrate(env)
         try:
+            if self.postgres:
+                self.database = PostgresCluster(self.home / "postgres")
+                self.database.start()
+            env = self.env
+            self._migrate(env)
             for component in self.components:
                 self._spawn(component, env)
             self._wait_ready(timeout)
@@ -105,6 +143,23 @@ class AirflowDeployment:
             self.stop()
             raise
         return self
+
+    def _migrate(self, env: dict[str, str]) -> None:
+        """``airflow db migrate``; its output in ``home/logs/db-migrate.log``, its tail in the
+        error when it fails."""
+        log_path = self.home / "logs" / "db-migrate.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.run(
+                [str(Path(env["PATH"].split(os.pathsep)[0]) / "airflow"), "db", "migrate"],
+                env=env,
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=600,
+            )
+        if proc.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed ({proc.returncode}):\n{_tail(log_path)}")
 
     def _spawn(self, component: str, env: dict[str, str]) -> None:
         argv = [str(Path(env["PATH"].split(os.pathsep)[0]) / "airflow"), component]
@@ -162,6 +217,27 @@ class AirflowDeployment:
             _signal_group(proc, signal.SIGKILL)  # the group's stragglers too
             proc.wait()
         self.procs.clear()
+        if self.database is not None:
+            self.database.stop()
+            self.database = None
+
+    def pids(self) -> set[int]:
+        """Every live process this deployment started: the components' process groups with
+        their children, and the PostgreSQL server with its backends."""
+        roots = [proc.pid for proc in self.procs.values() if proc.poll() is None]
+        if self.database is not None and self.database.pid is not None:
+            roots.append(self.database.pid)
+        found: set[int] = set()
+        for pid in roots:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                root = psutil.Process(pid)
+                found |= {pid, *(child.pid for child in root.children(recursive=True))}
+        groups = {proc.pid for proc in self.procs.values()}
+        for proc in psutil.process_iter(["pid"]):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                if os.getpgid(proc.pid) in groups:
+                    found.add(proc.pid)
+        return found
 
     # --- REST API v2 --------------------------------------------------------------------------
 
