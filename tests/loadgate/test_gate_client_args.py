@@ -180,3 +180,29 @@ def test_progress_lines_each_once():
         "report: /r/report.html",
     ]
     assert follower.verdict() == "pass"
+
+
+class FakeRun:
+    def __init__(self):
+        self.marked: list[str] = []
+
+    def mark_failed(self, run_id):
+        self.marked.append(run_id)
+
+    def run_link(self, run_id):
+        return f"http://airflow/dags/release_gate/runs/{run_id}"
+
+
+@pytest.mark.parametrize(("signum", "code"), [(2, client.EXIT_SIGINT), (15, client.EXIT_SIGTERM)])
+@pytest.mark.parametrize("cancel", [False, True])
+def test_a_signal_leaves_the_run_going_unless_asked(signum, code, cancel):
+    airflow, lines = FakeRun(), []
+    options = client.WaitOptions(cancel_marks_failed=cancel)
+    got = client._interrupted(airflow, "run-1", options, lines.append, signum)  # type: ignore[arg-type]
+    assert got == code
+    if cancel:
+        assert airflow.marked == ["run-1"]
+        assert "marked the run run-1 failed" in lines[0]
+    else:
+        assert airflow.marked == []
+        assert "goes on in Airflow" in lines[0] and "runs/run-1" in lines[0]
