@@ -309,7 +309,7 @@ class Airflow:
             detail = str(exc.body or "")[:300]
         hint = {
             401: f" (the token is not valid: check {TOKEN_ENV} or {USERNAME_ENV}/{PASSWORD_ENV})",
-            403: " (the token's user may not do this)",
+            403: f" (the token is not valid, or its user may not do this: check {TOKEN_ENV})",
             404: f" (is the DAG id right, and is {self.request.url} the Airflow API server?)",
         }.get(exc.status, "")
         return self._scrub(f"{what}: {exc.status} {exc.reason}{hint}: {detail}".rstrip(": "))
@@ -444,6 +444,7 @@ class Follower:
     said: set[str] = field(default_factory=set)
     gates: dict[str, str] = field(default_factory=dict)
     report: dict[str, Any] | None = None
+    _values: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def _once(self, key: str, line: str) -> None:
         if key not in self.said:
@@ -461,11 +462,13 @@ class Follower:
             state = states.get(task_id)
             if state in DONE_TI_STATES:
                 self._once(task_id, f"{task_id}: {state}")
-        for task_id in sorted(states, key=_order(states)):
-            state = states[task_id]
+        for task_id, state in states.items():  # the gates decided so far, before the loads
+            if (m := _GATE.match(task_id)) and not m["rerun"] and state == "success":
+                self._gate_value(task_id)
+        for task_id, state in states.items():
             if m := _LOAD.match(task_id):
                 label = f"stage {m['stage']}" + (" (re-run)" if m["rerun"] else "")
-                if state in ("running", "success", "failed"):
+                if state == "success" or (state == "running" and self._will_load(m)):
                     self._once(f"start:{label}", f"{label}: started")
             elif m := _GATE.match(task_id):
                 self._gate(m["stage"], bool(m["rerun"]), task_id, state)
@@ -478,15 +481,39 @@ class Follower:
         elif build in ("failed", "upstream_failed"):
             self._once("report", f"report: not built (post_test.build_report {build})")
 
+    def _will_load(self, m: re.Match[str]) -> bool:
+        """Whether a running load task sends load, or is about to skip itself (a stage not
+        chosen, one after a rollback or error verdict, a re-run of a decided stage): the task
+        runs for a moment either way, and only the first deserves "started"."""
+        stage = m["stage"]
+        if m["rerun"]:
+            return self.gates.get(stage) == "inconclusive"
+        chosen = self.airflow.request.conf.get("stages")
+        if chosen and stage not in chosen:
+            return False
+        return not any(v in ("rollback", "error") for v in self.gates.values())
+
+    def _gate_value(self, task_id: str) -> dict[str, Any]:
+        if task_id not in self._values:
+            value = self._value(task_id)
+            self._values[task_id] = value if isinstance(value, dict) else {}
+            stage = task_id.split(".", 1)[0]
+            if task_id == f"{stage}.gate":
+                self.gates[stage] = str(self._values[task_id].get("verdict") or "unknown")
+        return self._values[task_id]
+
     def _gate(self, stage: str, rerun: bool, task_id: str, state: str) -> None:
         label = f"stage {stage}" + (" (re-run)" if rerun else "")
         if state == "success":
-            value = self._value(task_id)
-            value = value if isinstance(value, dict) else {}
+            value = self._gate_value(task_id)
             verdict = str(value.get("verdict") or "unknown")
-            self.gates[stage] = verdict
+            if rerun:
+                self.gates[stage] = verdict  # the stage's decision, on both attempts
             reasons = [str(r) for r in value.get("reasons") or []]
+            figures = value.get("figures") or {}
             line = f"{label}: gate {verdict}"
+            if isinstance(figures, dict) and figures:
+                line += " (" + ", ".join(f"{k} {v}" for k, v in figures.items()) + ")"
             if reasons:
                 line += " — " + "; ".join(reasons[:4])
                 if len(reasons) > 4:
@@ -507,12 +534,6 @@ class Follower:
         if "rollback" in self.gates.values():
             return "rollback"
         return None
-
-
-def _order(states: Mapping[str, str]) -> Callable[[str], tuple[int, str]]:
-    """Stages in the order their tasks appear in the listing (the DAG's), re-runs after."""
-    index = {task_id: i for i, task_id in enumerate(states)}
-    return lambda task_id: (index[task_id], task_id)
 
 
 # --- signals ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from loadgate.backends.kubernetes import pods as k8s_pods
 from loadgate.backends.local import run_stage_local
 from loadgate.config.profiles import ProfileError
 from loadgate.config.run import RunConfig, RunConfigError, resolve_trigger
-from loadgate.notify import Notifier, task_failed_message
+from loadgate.notify import Notifier, stage_figures, task_failed_message
 from loadgate.run import folder
 from loadgate.run import gate as gates
 from loadgate.storage import is_remote
@@ -208,7 +208,14 @@ def gate(run_record: dict[str, Any] | None, stage: str, attempt: int = 1) -> dic
     for reason in result.reasons:
         log.info("  %s", reason)
     pipeline.notify_gate(run, _notifier(run), stage)
-    return {"stage": stage, "verdict": str(result.verdict), "reasons": result.reasons}
+    # the key figures travel with the verdict: `loadgate gate` prints them as the run goes
+    figures = stage_figures(result.summary.model_dump(mode="json")) if result.summary else {}
+    return {
+        "stage": stage,
+        "verdict": str(result.verdict),
+        "reasons": result.reasons,
+        "figures": figures,
+    }
 
 
 @task(trigger_rule="all_done", retries=0)

@@ -147,8 +147,11 @@ def test_exit_codes_are_distinct_and_documented():
 class FakeAirflow:
     """The calls the follower makes, answered from a script of task states and XComs."""
 
-    def __init__(self, xcoms):
+    def __init__(self, xcoms, conf=None):
         self.xcoms = xcoms
+        self.request = client.build_request(
+            url="http://a", dag_id="release_gate", env=ENV, **(conf or {"target": "http://t"})
+        )
 
     def xcom(self, run_id, task_id):
         if task_id not in self.xcoms:
@@ -158,28 +161,59 @@ class FakeAirflow:
 
 def test_progress_lines_each_once():
     lines: list[str] = []
+    figures = {"Requests": "1,234", "Error rate": "0.00%", "p95": "12 ms", "p99": "30 ms"}
     airflow = FakeAirflow(
         {
-            "api.gate": {"verdict": "pass", "reasons": ["p95 12 ms < 500 ms", "errors 0%"]},
+            "api.gate": {"verdict": "pass", "reasons": [], "figures": figures},
             "post_test.build_report": {"verdict": "pass", "html": "/r/report.html"},
         }
     )
     follower = client.Follower(airflow, "run-1", lines.append)  # type: ignore[arg-type]
-    states = {"prepare": "success", "api.load_test": "running", "api.shard_pods": "skipped"}
+    states = {"prepare": "success", "api.load_test": "running", "api.shard_pods": "running"}
     follower.update(states)
     follower.update(states)
-    states |= {"api.load_test": "success", "api.gate": "success", "websocket.gate": "skipped"}
+    # a decided stage's re-run task runs for a moment to skip itself: not "started"
+    states |= {"api.load_test": "success", "api.gate": "success", "api.rerun.load_test": "running"}
+    follower.update(states)
+    states |= {"api.rerun.load_test": "skipped", "websocket.gate": "skipped"}
     states |= {"post_test.build_report": "success"}
     follower.update(states)
     follower.update(states)
     assert lines == [
         "prepare: success",
         "stage api: started",
-        "stage api: gate pass — p95 12 ms < 500 ms; errors 0%",
+        "stage api: gate pass (Requests 1,234, Error rate 0.00%, p95 12 ms, p99 30 ms)",
         "stage websocket: skipped",
         "report: /r/report.html",
     ]
     assert follower.verdict() == "pass"
+
+
+def test_after_a_rollback_no_stage_starts():
+    lines: list[str] = []
+    reasons = ["stage aborted at 5.5 s by error-rate-rollback (observed 0.19)"]
+    airflow = FakeAirflow(
+        {"api.gate": {"verdict": "rollback", "reasons": reasons}},
+        conf={"target": "http://t", "stages": "api,websocket,session"},
+    )
+    follower = client.Follower(airflow, "run-1", lines.append)  # type: ignore[arg-type]
+    follower.update({"api.load_test": "success", "api.gate": "success"})
+    follower.update({"websocket.load_test": "running", "session.load_test": "running"})
+    follower.update({"rollback": "success", "finalize": "failed"})
+    assert lines == [
+        "stage api: started",
+        f"stage api: gate rollback — {reasons[0]}",
+        "rollback: success",
+    ]
+    assert follower.verdict() == "rollback"
+
+
+def test_a_stage_not_chosen_never_starts():
+    lines: list[str] = []
+    airflow = FakeAirflow({}, conf={"target": "http://t", "stages": "session"})
+    follower = client.Follower(airflow, "run-1", lines.append)  # type: ignore[arg-type]
+    follower.update({"api.load_test": "running", "session.load_test": "running"})
+    assert lines == ["stage session: started"]
 
 
 class FakeRun:
