@@ -432,6 +432,7 @@ _LOAD = re.compile(
 )
 _GATE = re.compile(r"^(?P<stage>[^.]+)\.(?P<rerun>rerun\.)?gate$")
 STEPS = ("prepare", "checklist", "seed_users", "rollback")
+FIGURES = ("Requests", "Error rate", "p95", "p99")  # a gate's key figures, in this order
 
 
 @dataclass
@@ -513,7 +514,8 @@ class Follower:
             figures = value.get("figures") or {}
             line = f"{label}: gate {verdict}"
             if isinstance(figures, dict) and figures:
-                line += " (" + ", ".join(f"{k} {v}" for k, v in figures.items()) + ")"
+                names = sorted(figures, key=lambda k: (FIGURES.index(k) if k in FIGURES else 9, k))
+                line += " (" + ", ".join(f"{k} {figures[k]}" for k in names) + ")"
             if reasons:
                 line += " — " + "; ".join(reasons[:4])
                 if len(reasons) > 4:
