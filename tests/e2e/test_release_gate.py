@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support import target
 from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
 from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
 from tests.support.slack_standin import SlackStandIn
+from tests.support.target import api_requests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,11 +36,7 @@ def airflow_home(tmp_path_factory) -> Path:
 
 def deploy(start_syncbridge, tmp_path: Path, release: str, faults: dict | None = None):
     """The previous release, then ``release`` over it on the same database."""
-    db = tmp_path / "syncbridge.db"
-    start_syncbridge(tmp_path / "previous", release="v-prev", db_path=db).stop()
-    return start_syncbridge(
-        tmp_path / release, release=release, db_path=db, admin_token=ADMIN, faults=faults
-    )
+    return target.deploy(start_syncbridge, tmp_path, release, admin_token=ADMIN, faults=faults)
 
 
 def run_gate(home: Path, svc, tmp_path: Path, slack: SlackStandIn | None = None, **conf):
@@ -65,14 +63,6 @@ def run_gate(home: Path, svc, tmp_path: Path, slack: SlackStandIn | None = None,
     runs = list((tmp_path / "artifacts").glob("*/run.json"))
     assert len(runs) == 1, f"no run root written:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc, runs[0].parent
-
-
-def api_requests(svc) -> float:
-    total = 0.0
-    for line in requests.get(f"{svc.url}/metrics", timeout=5).text.splitlines():
-        if line.startswith("syncbridge_http_requests_total{") and 'route="/api/' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 SECRET_FILES = ("users.jsonl", ".seed-secret")  # where the credentials live, 0600

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.helpers import one_stage_plan, scenario
+from tests.support.helpers import one_stage_plan, processes, scenario
+from tests.support.target import requests_counted
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -41,22 +42,6 @@ run.artifacts.write_json("checklist.json", [])
 outcome = run_stage_local(run, "api", lambda line: print(line, flush=True))
 print("outcome", outcome["exit_codes"], flush=True)
 """
-
-
-def processes(marker: str) -> dict[int, str]:
-    """Processes (not zombies) whose command line holds ``marker``: pid -> command line."""
-    found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ")
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and stat[stat.rfind(")") + 2] != "Z":
-            found[int(entry.name)] = cmdline.decode(errors="replace")
-    return found
 
 
 def wait_until(predicate, timeout: float, poll: float = 0.1) -> bool:
@@ -160,10 +145,4 @@ def test_a_stage_that_ends_leaves_no_process(start_syncbridge, tmp_path) -> None
 
 def svc_requests(svc) -> float:
     """The requests the reference service counted on /healthz."""
-    import requests
-
-    total = 0.0
-    for line in requests.get(f"{svc.url}/metrics", timeout=5).text.splitlines():
-        if line.startswith("syncbridge_http_requests_total{") and 'route="/healthz"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return requests_counted(svc, '/healthz"')

@@ -3,6 +3,7 @@ check that a VU curve follows its profile."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -101,3 +102,19 @@ def wait_for(predicate: Callable[[], T], timeout: float, poll: float = 0.05) -> 
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(poll)
+
+
+def processes(marker: str) -> dict[int, str]:
+    """Processes (not zombies) whose command line holds ``marker``: pid -> command line."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ")
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and stat[stat.rfind(")") + 2] != "Z":
+            found[int(entry.name)] = cmdline.decode(errors="replace")
+    return found

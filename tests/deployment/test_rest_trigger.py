@@ -1,0 +1,345 @@
+"""The gate triggered as a deploy pipeline triggers it, in a real Airflow deployment.
+
+One deployment for the module, in its production shape: the metadata database on a throwaway
+PostgreSQL cluster, the scheduler with the LocalExecutor, the dag-processor, the triggerer and
+the API server (``tests/support/airflow_server.py``). The operator's settings are what a
+deployment has: the profiles in the ``loadgate_profiles`` Variable and the target's admin
+token in the ``loadgate_target`` connection, both by environment. A pipeline sends only the
+conf (profile, target, release, load shape), with a token from ``POST /auth/token``.
+
+Tiny scale, as the e2e tier: 20 users, the plan played at 1/100 of its length.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from loadgate.backends.local import GRACE_S
+from loadgate.run.artifacts import safe_name
+from tests.support import target
+from tests.support.airflow import connection_env, profiles_env
+from tests.support.airflow_server import DAG_ID, FULL, AirflowDeployment
+from tests.support.helpers import REFERENCE_PLAN, processes
+from tests.support.slack_standin import SlackStandIn
+from tests.support.target import api_requests
+
+pytestmark = [pytest.mark.deployment, pytest.mark.slow]
+
+ADMIN = "deployment-admin-token"
+ASSET_URI = "loadgate://deploys/harmonyflow-syncbridge"  # dags/release_gate.py
+RUN_TIMEOUT = 420  # a run's end, from its trigger (the e2e runs take 1-2 minutes)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="module")
+def slack():
+    with SlackStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def airflow(start_airflow, tmp_path_factory, artifacts, slack) -> AirflowDeployment:
+    operator = {"plan": REFERENCE_PLAN, "artifacts_root": str(artifacts)}
+    operator["rollback"] = {"type": "syncbridge"}  # the example's action
+    env = profiles_env(
+        {
+            "deploy": operator,
+            # one shard: the 20%-error release breaches within seconds (as in the e2e tier)
+            "deploy-1": {**operator, "shards": 1},
+            # the form's default profile, which a deploy event's run (no conf) gets: small here
+            "syncbridge": {**operator, "scale": 0.002, "time_scale": 0.01},
+        }
+    )
+    env |= connection_env("loadgate_target", conn_type="http", password=ADMIN)
+    env |= connection_env(
+        "loadgate_slack",
+        conn_type="slack",
+        password="xoxb-deployment-token",
+        extra={"base_url": f"{slack.url}/api/", "channel": "#deploys"},
+    )
+    airflow = start_airflow(
+        tmp_path_factory.mktemp("airflow-pg"), components=FULL, postgres=True, env_extra=env
+    )
+    resp = airflow.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    resp.raise_for_status()
+    assert resp.json()["is_paused"] is False
+    return airflow
+
+
+def deploy(start_syncbridge, tmp_path: Path, release: str, faults: dict | None = None):
+    return target.deploy(start_syncbridge, tmp_path, release, admin_token=ADMIN, faults=faults)
+
+
+def trigger(airflow: AirflowDeployment, conf: dict[str, Any]) -> requests.Response:
+    return airflow.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+
+
+def wait_for_end(airflow: AirflowDeployment, run_id: str, timeout: float = RUN_TIMEOUT) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
+        resp.raise_for_status()
+        run = resp.json()
+        if run["state"] in ("success", "failed"):
+            return run
+        time.sleep(2)
+    raise AssertionError(
+        f"run {run_id} did not end in {timeout:.0f} s: {task_states(airflow, run_id)}"
+    )
+
+
+def task_states(airflow: AirflowDeployment, run_id: str) -> dict[str, str | None]:
+    resp = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    resp.raise_for_status()
+    return {
+        ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
+        for ti in resp.json()["task_instances"]
+    }
+
+
+def task_log(airflow: AirflowDeployment, run_id: str, task_id: str, try_number: int = 1) -> str:
+    resp = airflow.api(
+        "GET",
+        f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+        params={"full_content": True},
+        headers={"Accept": "application/json"},
+    )
+    resp.raise_for_status()
+    content = resp.json()["content"]  # structured: an exception is in its entry's error_detail
+    if isinstance(content, list):
+        return "\n".join(json.dumps(e) if isinstance(e, dict) else str(e) for e in content)
+    return str(content)
+
+
+def report_of(artifacts: Path, run_id: str) -> dict:
+    return json.loads((artifacts / safe_name(run_id) / "report.json").read_text())
+
+
+def gate_run(airflow, svc, artifacts, **conf) -> tuple[dict, dict]:
+    conf = {
+        "profile": "deploy",
+        "target_url": svc.url,
+        "release": "v2",
+        "scale": 0.002,  # 20 users
+        "time_scale": 0.01,
+        **conf,
+    }
+    started = time.monotonic()
+    resp = trigger(airflow, conf)
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+    assert resp.json()["conf"] == conf
+    run = wait_for_end(airflow, run_id)
+    print(f"{run_id}: {run['state']} in {time.monotonic() - started:.0f} s")
+    return run, report_of(artifacts, run_id)
+
+
+def test_healthy_release_passes_and_a_ui_rerun_keeps_its_verdict(
+    airflow, artifacts, slack, start_syncbridge, tmp_path
+) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    before = len(slack.messages())
+    run, report = gate_run(airflow, svc, artifacts)
+    run_id = run["dag_run_id"]
+    states = task_states(airflow, run_id)
+    assert run["state"] == "success", (states, report.get("reasons"))
+    assert report["verdict"] == "pass", report["reasons"]
+    for name, stage in report["stages"].items():
+        assert stage["verdict"] == "pass", (name, stage["reasons"])
+    assert report["stages"]["api"]["requests"] > 100
+    assert states["rollback"] == "skipped"
+    assert requests.get(f"{svc.url}/healthz", timeout=5).json()["release"] == "v2"
+    ours = [m["text"] for m in slack.messages()[before:]]
+    assert len(ours) == 5 and "pass" in ours[-1], ours  # start, a gate each, the verdict
+
+    # the UI's "Clear" on the last stage's gate with its downstream tasks
+    seeding = (artifacts / safe_name(run_id) / "seeding.json").read_text()
+    registered = target.requests_counted(svc, "/api/v1/auth/register")
+    messages = len(slack.messages())
+    resp = airflow.api(
+        "POST",
+        f"/dags/{DAG_ID}/clearTaskInstances",
+        json={
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": ["session.gate"],
+            "include_downstream": True,
+            "include_upstream": False,
+            "only_failed": False,
+            "reset_dag_runs": True,
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    cleared = {ti["task_id"] for ti in resp.json()["task_instances"]}
+    assert {"session.gate", "post_test.notify", "finalize"} <= cleared, cleared
+    assert "seed_users" not in cleared and "session.load_test" not in cleared
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while try_number(airflow, run_id, "finalize") < 2 or airflow.api(
+        "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}"
+    ).json()["state"] not in ("success", "failed"):
+        assert time.monotonic() < deadline, task_states(airflow, run_id)
+        time.sleep(2)
+    rerun = wait_for_end(airflow, run_id)
+    assert rerun["state"] == "success", task_states(airflow, run_id)
+    assert report_of(artifacts, run_id)["verdict"] == "pass"
+    assert try_number(airflow, run_id, "session.gate") == 2
+    assert (artifacts / safe_name(run_id) / "seeding.json").read_text() == seeding
+    assert target.requests_counted(svc, "/api/v1/auth/register") == registered
+    assert len(slack.messages()) == messages, slack.messages()[messages:]  # none sent twice
+
+
+def try_number(airflow: AirflowDeployment, run_id: str, task_id: str) -> int:
+    resp = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+    resp.raise_for_status()
+    return int(resp.json()["try_number"])
+
+
+def test_bad_release_is_rolled_back(airflow, artifacts, start_syncbridge, tmp_path) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2", faults={"error_rate": 0.2})
+    run, report = gate_run(airflow, svc, artifacts, profile="deploy-1", scale=0.01)
+    states = task_states(airflow, run["dag_run_id"])
+    assert run["state"] == "failed", states
+    assert report["verdict"] == "rollback", report["reasons"]
+    assert report["stages"]["api"]["verdict"] == "rollback"
+    assert report["stages"]["websocket"]["verdict"] == "not run"
+    assert report["rollback"]["outcome"] == "rolled back, target healthy"
+    assert states["rollback"] == "success" and states["finalize"] == "failed", states
+    assert requests.get(f"{svc.url}/healthz", timeout=5).json()["release"] == "v-prev"
+    assert svc.get_faults() == {}
+
+
+INVALID = [
+    pytest.param({"stages": ["api", "nope"]}, "nope", id="unknown-stage"),
+    pytest.param({"scale": 0}, "scale", id="scale-0"),
+    pytest.param(
+        {"target_url": "https://api.harmonyflow.example"}, "allowlist", id="off-allowlist"
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), INVALID)
+def test_invalid_conf_is_refused_before_any_load(
+    airflow, artifacts, start_syncbridge, tmp_path, change, message
+) -> None:
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    before = api_requests(svc)
+    conf = {"profile": "deploy", "target_url": svc.url, "release": "v2", "scale": 0.002}
+    conf |= {"time_scale": 0.01, **change}
+    resp = trigger(airflow, conf)
+    if resp.status_code != 200:  # refused by the API: the DAG's Params
+        assert 400 <= resp.status_code < 500 and message in resp.text, resp.text
+    else:  # refused by prepare, before the checklist
+        run_id = resp.json()["dag_run_id"]
+        run = wait_for_end(airflow, run_id)
+        states = task_states(airflow, run_id)
+        assert run["state"] == "failed", states
+        assert states["prepare"] == "failed", states
+        assert states["checklist"] != "success" and states["seed_users"] != "success", states
+        log = task_log(airflow, run_id, "prepare")
+        assert message in log, log[-3000:]
+        assert not (artifacts / safe_name(run_id) / "users.jsonl").exists()
+    assert api_requests(svc) == before
+
+
+def test_asset_event_gates_its_release(airflow, artifacts, start_syncbridge, tmp_path) -> None:
+    """A deploy event on the DAG's Asset, posted through the API, starts a run for its
+    release and target (extra), on the form's default profile."""
+    svc = deploy(start_syncbridge, tmp_path, "v3")
+    resp = airflow.api("GET", "/assets", params={"uri_pattern": "deploys/harmonyflow"})
+    resp.raise_for_status()
+    (asset,) = [a for a in resp.json()["assets"] if a["uri"] == ASSET_URI]
+    before = {run["dag_run_id"] for run in airflow.dag_runs()}
+    extra = {"release": "v3", "target_url": svc.url}
+    started = time.monotonic()
+    resp = airflow.api("POST", "/assets/events", json={"asset_id": asset["id"], "extra": extra})
+    assert resp.status_code == 200, resp.text
+    deadline = time.monotonic() + 60
+    while not (new := [r for r in airflow.dag_runs() if r["dag_run_id"] not in before]):
+        assert time.monotonic() < deadline, "no run was started by the deploy event"
+        time.sleep(1)
+    (run,) = new
+    assert run["run_type"] == "asset_triggered", run
+    run = wait_for_end(airflow, run["dag_run_id"])
+    print(f"{run['dag_run_id']}: {run['state']} in {time.monotonic() - started:.0f} s")
+    report = report_of(artifacts, run["dag_run_id"])
+    assert run["state"] == "success", (task_states(airflow, run["dag_run_id"]), report["reasons"])
+    assert report["verdict"] == "pass", report["reasons"]
+    record = json.loads((artifacts / safe_name(run["dag_run_id"]) / "run.json").read_text())
+    assert record["config"]["release"] == "v3" and record["config"]["target_url"] == svc.url
+
+
+def test_a_load_task_marked_failed_stops_its_shards(
+    airflow, artifacts, start_syncbridge, tmp_path
+) -> None:
+    """The UI's "Mark as failed" on a running load task: the task is stopped, and with it
+    every shard process (each in its own process group) within the shards' grace."""
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    conf = {"profile": "deploy", "target_url": svc.url, "release": "v2", "scale": 0.002}
+    conf |= {"time_scale": 0.05, "stages": ["api"]}  # the API stage lasts about 2 minutes
+    resp = trigger(airflow, conf)
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+    root = str(artifacts / safe_name(run_id))
+    deadline = time.monotonic() + 240
+    while len([c for c in processes(root).values() if "shard-" in c]) < 2:
+        assert time.monotonic() < deadline, task_states(airflow, run_id)
+        time.sleep(0.5)
+    time.sleep(3)  # load flowing
+    assert api_requests(svc) > 0
+    resp = airflow.api(
+        "PATCH",
+        f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/api.load_test",
+        json={"new_state": "failed"},
+    )
+    assert resp.status_code == 200, resp.text
+    marked = time.monotonic()
+    while processes(root):
+        assert time.monotonic() - marked < GRACE_S + 15, processes(root)
+        time.sleep(0.2)
+    print(f"shards stopped {time.monotonic() - marked:.1f} s after the task was marked failed")
+    run = wait_for_end(airflow, run_id)
+    states = task_states(airflow, run_id)
+    assert run["state"] == "failed" and states["api.load_test"] == "failed", states
+    stage = report_of(artifacts, run_id)["stages"]["api"]
+    # the gate calls a stage stopped half-way what it is: not whole, never a pass
+    assert stage["verdict"] == "invalid", stage
+    assert any("results are incomplete" in reason for reason in stage["reasons"]), stage
+    assert not processes(root)
+
+
+def test_stop_leaves_nothing_behind(airflow) -> None:
+    """Last in the module: the deployment's stop() (the fixture's stop then does nothing)."""
+    pids = airflow.pids()
+    assert airflow.database is not None and airflow.database.pid in pids
+    assert {proc.pid for proc in airflow.procs.values()} <= pids
+    ports = [airflow.port, airflow.database.port]
+    airflow.stop()
+    deadline = time.monotonic() + 10
+    while (left := [p for p in pids if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, [psutil.Process(p).cmdline() for p in left if psutil.pid_exists(p)]
+    for port in ports:  # free again (SO_REUSEADDR: as a server binds, past TIME_WAIT)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+    assert airflow.pids() == set()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
