@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from loadgate import client
+from tests.support import target
 from tests.support.airflow import connection_env, profiles_env
 from tests.support.airflow_server import DAG_ID, FULL, AirflowDeployment
 from tests.support.helpers import REFERENCE_PLAN, wait_for
@@ -38,32 +39,21 @@ def gate_env(start_airflow, tmp_path_factory):
     profiles a deployment would have: ``gate`` (2 shards) and ``gate-one-shard`` (for the
     faulty release: one shard sees enough requests to decide early)."""
     home = tmp_path_factory.mktemp("airflow-gate-client")
-    target_log = home / "target.log"
     common = {
         "plan": REFERENCE_PLAN,
         "artifacts_root": str(home / "artifacts"),
-        "target_log": str(target_log),
         "rollback": {"type": "syncbridge"},
         "shards": 2,
     }
     env = profiles_env({"gate": common, "gate-one-shard": {**common, "shards": 1}})
     env |= connection_env("loadgate_target", conn_type="http", password=ADMIN)
-    airflow = start_airflow(home, components=FULL, postgres=True, env_extra=env)
-    return airflow, target_log
+    return start_airflow(home, components=FULL, postgres=True, env_extra=env)
 
 
-def deploy(start_syncbridge, tmp_path: Path, target_log: Path, faults: dict | None = None):
-    """v-prev, then v2 over it on the same database (the rollback goes back to v-prev)."""
-    db = tmp_path / "syncbridge.db"
-    start_syncbridge(tmp_path / "previous", release="v-prev", db_path=db).stop()
-    return start_syncbridge(
-        tmp_path / "v2",
-        release="v2",
-        db_path=db,
-        admin_token=ADMIN,
-        faults=faults,
-        log_path=target_log,
-    )
+def deploy(start_syncbridge, tmp_path: Path, faults: dict | None = None):
+    """v2 over v-prev (the rollback goes back to v-prev), with the admin token the profile's
+    rollback action uses."""
+    return target.deploy(start_syncbridge, tmp_path, "v2", admin_token=ADMIN, faults=faults)
 
 
 def gate_command(airflow: AirflowDeployment, *args: str, token: str | None = None) -> tuple:
@@ -117,8 +107,8 @@ def run_id_of(output: str) -> str:
 
 
 def test_healthy_release_passes_with_each_stage_and_verdict(start_syncbridge, gate_env, tmp_path):
-    airflow, target_log = gate_env
-    svc = deploy(start_syncbridge, tmp_path, target_log)
+    airflow = gate_env
+    svc = deploy(start_syncbridge, tmp_path)
     code, out = gate(
         airflow,
         *("--target", svc.url, "--release", "v2", "--profile", "gate"),
@@ -136,8 +126,8 @@ def test_healthy_release_passes_with_each_stage_and_verdict(start_syncbridge, ga
 
 
 def test_faulty_release_exits_rollback(start_syncbridge, gate_env, tmp_path):
-    airflow, target_log = gate_env
-    svc = deploy(start_syncbridge, tmp_path, target_log, faults={"error_rate": 0.2})
+    airflow = gate_env
+    svc = deploy(start_syncbridge, tmp_path, faults={"error_rate": 0.2})
     code, out = gate(
         airflow,
         *("--target", svc.url, "--release", "v2", "--profile", "gate-one-shard"),
@@ -152,7 +142,7 @@ def test_faulty_release_exits_rollback(start_syncbridge, gate_env, tmp_path):
 
 
 def test_bad_token_is_a_clear_error(gate_env):
-    airflow, _ = gate_env
+    airflow = gate_env
     before = len(airflow.dag_runs())
     code, out = gate(airflow, "--target", "http://127.0.0.1:9", token="not-a-token")
     assert code == client.EXIT_ERROR, out
@@ -162,8 +152,8 @@ def test_bad_token_is_a_clear_error(gate_env):
 
 
 def test_timeout_leaves_the_run_going(start_syncbridge, gate_env, tmp_path):
-    airflow, target_log = gate_env
-    svc = deploy(start_syncbridge, tmp_path, target_log)
+    airflow = gate_env
+    svc = deploy(start_syncbridge, tmp_path)
     code, out = gate(
         airflow,
         *("--target", svc.url, "--release", "v2", "--profile", "gate", "--dry-run"),
@@ -177,8 +167,8 @@ def test_timeout_leaves_the_run_going(start_syncbridge, gate_env, tmp_path):
 
 
 def test_sigint_leaves_the_run_going(start_syncbridge, gate_env, tmp_path):
-    airflow, target_log = gate_env
-    svc = deploy(start_syncbridge, tmp_path, target_log)
+    airflow = gate_env
+    svc = deploy(start_syncbridge, tmp_path)
     argv, env = gate_command(
         airflow, "--target", svc.url, "--release", "v2", "--profile", "gate", "--dry-run"
     )
