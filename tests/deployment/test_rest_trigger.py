@@ -7,7 +7,9 @@ deployment has: the profiles in the ``loadgate_profiles`` Variable and the targe
 token in the ``loadgate_target`` connection, both by environment. A pipeline sends only the
 conf (profile, target, release, load shape), with a token from ``POST /auth/token``.
 
-Tiny scale, as the e2e tier: 20 users, the plan played at 1/100 of its length.
+Also what people do from the UI: clear a gate and its downstream tasks, mark a running load
+task failed. Slack is a local stand-in. Tiny scale, as the e2e tier: 20 users, the plan played
+at 1/100 of its length. The last test stops the deployment and checks nothing is left.
 """
 
 from __future__ import annotations
