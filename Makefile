@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 # The suite runs on PYTEST_WORKERS processes (pytest-xdist). Most of its time is spent waiting
 # (services starting, load stages of fixed length, airflow dags test), so more processes than
 # cores pays. Each process has its own temporary directory (AIRFLOW_HOME, SQLite, results), S3
-# server and free ports; loadgroup: the modules that run the whole gate go in two groups, at most
-# two gate runs at once (tests/conftest.py says why), every other test to whichever process is free.
+# server and free ports; loadgroup: the modules that run the whole gate go in a few groups, a
+# few gate runs at once, every other module to whichever process is free
+# (tests/support/scheduling.py says why and how).
 PYTEST_WORKERS ?= 4
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 # `make check`: the tests marked as none of the slow tiers (see markers in pyproject.toml).

@@ -14,32 +14,28 @@ with the environment pointing at it (fake keys, ``AWS_ENDPOINT_URL``): ``.url(*p
 Parallel runs (``make test``: pytest-xdist, ``--dist loadgroup``): every worker process has its
 own temporary directory (``tmp_path``, ``tmp_path_factory``: each AIRFLOW_HOME and its SQLite
 database, every service's files), its own S3 server (``s3_server`` is per process) and its
-services on free ports, so tests share nothing but the CPU. That they do share: a gate run
-judges whether its load generator could keep up (a lagging event loop makes the stage
-``invalid``), and four ``airflow dags test`` runs at once on two cores starve their generators.
-So the modules of the tiers that run the whole gate (e2e, deployment) and those that compare
-the verdicts of measured runs (``GATE_MODULES``) are put in ``HEAVY_GROUPS`` xdist groups: each
-group runs on one worker, module after module (a module's fixtures are made once), at most that
-many such runs share the machine, and the other workers take the rest, the slow tiers first
-(the longest tests start early; the short ones fill the end).
-
-One group since the deployment tier came: a deployment module runs a whole Airflow
-(scheduler, API server, PostgreSQL) beside its load, and with a ``dags test`` gate beside it
-a healthy e2e stage read p95 557 ms against its 500 ms limit on this 2-core machine. Gate
-runs therefore go one at a time; balancing them by measured cost is the next step.
+services on free ports. The modules that run the whole gate run in a few groups, at most that
+many gate runs at once: ``tests/support/scheduling.py`` says why and how.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from syncbridge.launcher import RunningService
 from syncbridge.launcher import start_syncbridge as _start
 from tests.support.s3 import Bucket, S3Server, new_bucket
+from tests.support.scheduling import (
+    HEAVY_DIRS,
+    HEAVY_MARKS,
+    is_heavy,
+    make_scheduler,
+    module_of,
+    run_order,
+)
 
-HEAVY_GROUPS = 1  # gate runs (e2e, deployment modules) at once under xdist: see below
-HEAVY_MARKS = ("e2e", "deployment")
-GATE_MODULES = ("tests/loadgate/test_gate.py", "tests/loadgate/test_gate_regressions.py")
 SLOW_MARKS = ("slow", *HEAVY_MARKS, "browser")
 
 
@@ -47,27 +43,30 @@ def _marked(item: pytest.Item, names: tuple[str, ...]) -> bool:
     return any(item.get_closest_marker(name) for name in names)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist only (a serial run keeps the files' order): the slow tiers first, and the
-    modules that run the whole gate in ``HEAVY_GROUPS`` groups (see the module's docstring).
-    Every worker computes the same order and groups, as xdist requires."""
+    """A test marked as a heavy tier lives where the scheduler looks for heavy modules; under
+    xdist, the workers collect in ``run_order`` (the heavy groups, then the slow tiers)."""
+    misplaced = [
+        item.nodeid
+        for item in items
+        if _marked(item, HEAVY_MARKS) and not is_heavy(module_of(item.nodeid))
+    ]
+    if misplaced:
+        raise pytest.UsageError(
+            f"tests marked {' or '.join(HEAVY_MARKS)} belong in {' or '.join(HEAVY_DIRS)} "
+            f"(tests/support/scheduling.py groups them by folder): {misplaced[:5]}"
+        )
     if not hasattr(config, "workerinput"):  # the controller, or no xdist
         return
-    items.sort(key=lambda item: not _marked(item, SLOW_MARKS))  # stable: files' order within
-    root = config.rootpath
-    heavy = sorted(
-        {
-            item.path.relative_to(root).as_posix()
-            for item in items
-            if _marked(item, HEAVY_MARKS) or item.path.relative_to(root).as_posix() in GATE_MODULES
-        }
-    )
-    for item in items:
-        module = item.path.relative_to(root).as_posix()
-        if module in heavy:
-            group = heavy.index(module) % HEAVY_GROUPS
-            item.add_marker(pytest.mark.xdist_group(f"gate-runs-{group}"))
+    slow = {item.nodeid for item in items if _marked(item, SLOW_MARKS)}
+    position = {nodeid: i for i, nodeid in enumerate(run_order([i.nodeid for i in items], slow))}
+    items.sort(key=lambda item: position[item.nodeid])
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return make_scheduler(config, log)
 
 
 @pytest.fixture
