@@ -96,6 +96,9 @@ class AirflowDeployment:
             AIRFLOW__API_AUTH__JWT_SECRET=self._secret("jwt"),
             AIRFLOW__API__SECRET_KEY=self._secret("api"),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            # as docker-compose.yaml: a task's end noticed within 1 s, not 5 (a gate run is a
+            # chain of about 25 short tasks)
+            AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
             **self._database_env(),
             **self.env_extra,
         )
