@@ -6,6 +6,7 @@ any step can be rerun alone (a cleared task) and the run root is the one source 
     run.json               the resolved run (what the tasks pass each other; no secret)
     checklist.json         the pre-test checklist
     users.jsonl            seeded users (0600, credentials: never in XCom or logs; on S3 an object)
+    seeding.progress.json  users ready so far, every few seconds while seeding runs (counts)
     stages/<stage>/…       the engine's shard results
     gates/<stage>.json     each gate's verdict and evidence
     rollback.json          the rollback outcome, when one ran
@@ -250,13 +251,24 @@ def seed(
 ) -> SeedResult:
     if secret is None:
         secret = load_or_create_secret(upath(run.config.artifacts_root) / ".seed-secret")
+    count = seed_count(run)
+
+    def note(result: SeedResult, *, tell: bool = True) -> None:
+        """The progress so far in ``seeding.progress.json`` (counts only: a watcher of the run
+        folder shows it while seeding runs), then to the caller."""
+        counts = {"requested": result.requested, "ready": result.ready, "failed": result.failed}
+        run.artifacts.write_json("seeding.progress.json", counts)
+        if progress and tell:
+            progress(result)
+
+    note(SeedResult(requested=count), tell=False)
     result = asyncio.run(
         seed_users(
             run.config.target_url,
-            seed_count(run),
+            count,
             run.users_file(),
             secret=secret,
-            progress=progress,
+            progress=note,
         )
     )
     run.artifacts.write_json("seeding.json", result.as_dict())

@@ -1,12 +1,18 @@
 """``make demo``: the release gate end to end on this machine, in a few minutes.
 
 Starts the reference SyncBridge service on a free loopback port, runs the real ``release_gate``
-DAG with ``airflow dags test`` at a demo scale, prints the verdict and the report's path, and
-stops what it started. ``--bad-release`` deploys release v2 with an injected fault (20% of API
-requests fail) over a healthy v1, so the gate rolls it back to v1.
+DAG with ``airflow dags test`` at a demo scale, and stops what it started. ``--bad-release``
+deploys release v2 with an injected fault (20% of API requests fail) over a healthy v1, so the
+gate rolls it back to v1.
 
-Everything lives under ``.demo/`` in the checkout (Airflow's home, the service's database and
-log, the run artifacts); a second run reuses the Airflow database.
+Airflow's own output goes to a file (``.demo/logs/airflow-<time>.log``); what is printed is what
+a person watches, read from the run folder as the run writes it (:class:`loadgate.run.watch.
+RunWatch`): each checklist item, the seeding, each stage's users, requests per second, p95 and
+errors every few seconds, each gate's verdict with its reasons, the final verdict and the
+report's path.
+
+Everything lives under ``.demo/`` in the checkout (Airflow's home and log, the service's
+database and log, the run artifacts); a second run reuses the Airflow database.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from loadgate.run.watch import RunWatch, find_run
 from loadgate_syncbridge.profiles import syncbridge as syncbridge_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     svc_dir = work / f"service-{stamp}"
     db = svc_dir / "syncbridge.db"
     admin = secrets.token_urlsafe(24)
+    artifacts = work / "artifacts"
+    log_path = work / "logs" / f"airflow-{stamp}.log"
     env = airflow_env(
         work / "airflow", **connection_env("loadgate_target", conn_type="http", password=admin)
     )
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             **syncbridge_profile(),
             "default_target": service.url,
             "shards": args.shards,
-            "artifacts_root": str(work / "artifacts"),
+            "artifacts_root": str(artifacts),
             "target_log": str(service.log_path),
         }
         env.update(profiles_env({"syncbridge": profile}))
@@ -168,26 +177,86 @@ def main(argv: list[str] | None = None) -> int:
             "scale": args.scale,
             "time_scale": args.time_scale,
         }
-        print(f"running the release_gate DAG: {json.dumps(conf)}", flush=True)
+        print(f"running the release_gate DAG: {json.dumps(conf)}")
+        print(f"Airflow's output goes to {log_path}", flush=True)
         started = time.monotonic()
-        proc = dags_test(env, conf, cwd=ROOT, capture=False)
+        code, run_root = run_watched(env, conf, log_path, artifacts, service.url)
         took = time.monotonic() - started
     finally:
         if service is not None:
             service.stop()
-    runs = sorted((work / "artifacts").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        print("the DAG wrote no report: see the output above", file=sys.stderr)
+    print(f"\nthe DAG run took {took:.0f} s; Airflow's log: {log_path}")
+    if run_root is None or not (run_root / "report.json").is_file():
+        print("the DAG wrote no report; the end of Airflow's log:", file=sys.stderr)
+        print(tail(log_path), file=sys.stderr)
         return 1
-    report = json.loads(runs[-1].read_text())
-    print(f"\nverdict: {report['verdict']} (release {report['release']}, {took:.0f} s)")
-    for reason in report.get("reasons", [])[:6]:
-        print(f"  - {reason}")
-    if report.get("rollback"):
-        print(f"rollback: {report['rollback']['outcome']}")
-    print(f"report: {runs[-1].with_name('report.html')}")
     expected_fail = args.bad_release
-    return 0 if (proc.returncode != 0) == expected_fail else 1
+    return 0 if (code != 0) == expected_fail else 1
+
+
+def run_watched(
+    env: dict[str, str],
+    conf: dict[str, Any],
+    log_path: Path,
+    artifacts: Path,
+    target_url: str,
+    *,
+    poll_s: float = 1.0,
+    timeout: float = 1800,
+) -> tuple[int, Path | None]:
+    """``airflow dags test`` with its output in ``log_path``, while the run folder it writes
+    under ``artifacts`` is followed and printed (:class:`RunWatch`). Its exit code and run
+    folder (None when the DAG wrote none). Airflow is stopped if this is interrupted."""
+    before = {p.name for p in artifacts.iterdir()} if artifacts.is_dir() else set()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    watch: RunWatch | None = None
+    argv = [str(BIN / "airflow"), "dags", "test", "release_gate", "-c", json.dumps(conf)]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    print(f"the DAG run took over {timeout:.0f} s: stopping it", file=sys.stderr)
+                    break
+                if watch is None:
+                    found = find_run(artifacts, target_url, before)
+                    watch = None if found is None else RunWatch(found)
+                if watch is not None:
+                    say(watch.poll())
+                time.sleep(poll_s)
+        finally:
+            stop(proc)
+    if watch is None:
+        found = find_run(artifacts, target_url, before)
+        watch = None if found is None else RunWatch(found)
+    if watch is not None:
+        say(watch.poll(final=True))
+    return int(proc.returncode), None if watch is None else watch.root
+
+
+def say(lines: list[str]) -> None:
+    for line in lines:
+        print(line, flush=True)
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 60) -> None:
+    """Stop Airflow if it still runs: SIGTERM (its task stops the load's shards), then SIGKILL
+    (the shards' watchdog stops them)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"({path} is not readable)"
 
 
 if __name__ == "__main__":
