@@ -24,7 +24,7 @@ import requests
 from loadgate import client
 from tests.support import target
 from tests.support.airflow import connection_env, profiles_env
-from tests.support.airflow_server import DAG_ID, FULL, AirflowDeployment
+from tests.support.airflow_server import ADMIN_USER, DAG_ID, FULL, AirflowDeployment
 from tests.support.helpers import REFERENCE_PLAN, wait_for
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
@@ -56,12 +56,20 @@ def deploy(start_syncbridge, tmp_path: Path, faults: dict | None = None):
     return target.deploy(start_syncbridge, tmp_path, "v2", admin_token=ADMIN, faults=faults)
 
 
-def gate_command(airflow: AirflowDeployment, *args: str, token: str | None = None) -> tuple:
+def gate_command(
+    airflow: AirflowDeployment, *args: str, token: str | None = None, login: bool = False
+) -> tuple:
+    """The command and its environment: a token, or with ``login`` the admin's username and
+    password (the client obtains its token from ``POST /auth/token``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOADGATE_AIRFLOW_")}
-    env |= {
-        "LOADGATE_AIRFLOW_URL": airflow.url,
-        "LOADGATE_AIRFLOW_TOKEN": token if token is not None else airflow.token(),
-    }
+    env["LOADGATE_AIRFLOW_URL"] = airflow.url
+    if login:
+        env |= {
+            "LOADGATE_AIRFLOW_USERNAME": ADMIN_USER,
+            "LOADGATE_AIRFLOW_PASSWORD": airflow.password,
+        }
+    else:
+        env["LOADGATE_AIRFLOW_TOKEN"] = token if token is not None else airflow.token()
     return [LOADGATE, "gate", "--unpause", "--poll", "1", *args], env
 
 
@@ -166,12 +174,8 @@ def test_timeout_leaves_the_run_going(start_syncbridge, gate_env, tmp_path):
     assert wait_run_end(airflow, run_id) == "success"
 
 
-def test_sigint_leaves_the_run_going(start_syncbridge, gate_env, tmp_path):
-    airflow = gate_env
-    svc = deploy(start_syncbridge, tmp_path)
-    argv, env = gate_command(
-        airflow, "--target", svc.url, "--release", "v2", "--profile", "gate", "--dry-run"
-    )
+def signalled_once_triggered(argv: list[str], env: dict, sig: signal.Signals) -> tuple[int, str]:
+    """Run the command, send ``sig`` once it says it triggered the run; its code and output."""
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: list[str] = []
     try:
@@ -180,14 +184,25 @@ def test_sigint_leaves_the_run_going(start_syncbridge, gate_env, tmp_path):
             lines.append(raw.decode())
             if " triggered " in lines[-1]:
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     out = "".join(lines) + rest.decode()
-    assert proc.returncode == client.EXIT_SIGINT, out
+    print(out)
+    return proc.returncode, out
+
+
+def test_sigint_leaves_the_run_going(start_syncbridge, gate_env, tmp_path):
+    airflow = gate_env
+    svc = deploy(start_syncbridge, tmp_path)
+    argv, env = gate_command(
+        airflow, "--target", svc.url, "--release", "v2", "--profile", "gate", "--dry-run"
+    )
+    code, out = signalled_once_triggered(argv, env, signal.SIGINT)
+    assert code == client.EXIT_SIGINT, out
     assert "SIGINT" in out and "goes on" in out, out
     # the run goes on without the client: its tasks keep finishing (a dry run: nothing is left
     # behind if the module's end stops Airflow before the run's)
@@ -195,3 +210,23 @@ def test_sigint_leaves_the_run_going(start_syncbridge, gate_env, tmp_path):
     done = finished_tasks(airflow, run_id)
     assert wait_for(lambda: finished_tasks(airflow, run_id) > done, timeout=60, poll=1)
     assert run_state(airflow, run_id) in ("running", "success")
+
+
+def test_a_pipeline_cancel_marks_the_run_failed_with_the_flag(start_syncbridge, gate_env, tmp_path):
+    """SIGTERM (a CI job cancelled) with --cancel-marks-failed: the run is marked failed and the
+    command exits 143. The command logs in with a username and password, as a pipeline that
+    holds no token does; neither reaches its output."""
+    airflow = gate_env
+    svc = deploy(start_syncbridge, tmp_path)
+    argv, env = gate_command(
+        airflow,
+        *("--target", svc.url, "--release", "v2", "--profile", "gate", "--dry-run"),
+        "--cancel-marks-failed",
+        login=True,
+    )
+    code, out = signalled_once_triggered(argv, env, signal.SIGTERM)
+    assert code == client.EXIT_SIGTERM, out
+    run_id = run_id_of(out)
+    assert f"SIGTERM: marked the run {run_id} failed" in out, out
+    assert airflow.password not in out
+    assert run_state(airflow, run_id) == "failed"
