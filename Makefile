@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test check lint static format demo demo-bad-release lock clean
+.PHONY: test check lint static format demo demo-bad-release up down lock clean
 
 # The suite runs on PYTEST_WORKERS processes (pytest-xdist). Most of its time is spent waiting
 # (services starting, load stages of fixed length, airflow dags test), so more processes than
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # server and free ports; loadgroup: the modules that run the whole gate go in a few groups, a
 # few gate runs at once, every other module to whichever process is free
 # (tests/support/scheduling.py says why and how).
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 6
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 # `make check`: the tests marked as none of the slow tiers (see markers in pyproject.toml).
 FAST_TESTS := not slow and not e2e and not deployment and not browser
@@ -53,6 +53,15 @@ demo: $(STAMP)
 ## demo-bad-release: the same with a faulty release, which the gate rolls back
 demo-bad-release: $(STAMP)
 	$(BIN)/python -m loadgate_syncbridge.demo --bad-release
+
+## up: a local Airflow (scheduler, dag-processor, triggerer, api-server; SQLite) running this
+## checkout's DAG, and the reference service, on loopback; state in .up/; prints the URL and login
+up: $(STAMP)
+	$(BIN)/python -m loadgate_syncbridge.up up
+
+## down: stop what `make up` started (by its pid files in .up/run/)
+down:
+	$(BIN)/python -m loadgate_syncbridge.up down
 
 ## lock: re-pin requirements*.txt from requirements*.in (needs PyPI)
 lock:

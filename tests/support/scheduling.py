@@ -24,20 +24,22 @@ from __future__ import annotations
 
 from typing import Any
 
-HEAVY_GROUPS = 2  # whole gate runs at once
+HEAVY_GROUPS = 4  # whole gate runs at once
 HEAVY_DIRS = ("tests/e2e/", "tests/deployment/")
 GATE_MODULES = ("tests/loadgate/test_gate.py", "tests/loadgate/test_gate_regressions.py")
 HEAVY_MARKS = ("e2e", "deployment")  # every test so marked lives in HEAVY_DIRS
 DEFAULT_COST = 120.0
-HEAVY_COSTS = {  # seconds, each module alone on this machine (pytest --durations)
-    "tests/deployment/test_rest_trigger.py": 480.0,
-    "tests/deployment/test_gate_client.py": 330.0,
-    "tests/deployment/test_trigger_form.py": 60.0,
-    "tests/e2e/test_release_gate.py": 300.0,
-    "tests/e2e/test_release_gate_kubernetes.py": 240.0,
-    "tests/e2e/test_plan_dag.py": 40.0,
-    "tests/loadgate/test_gate.py": 110.0,
-    "tests/loadgate/test_gate_regressions.py": 130.0,
+HEAVY_COSTS = {  # seconds, each module beside the rest of the suite (pytest --durations)
+    "tests/deployment/test_rest_trigger.py": 400.0,
+    "tests/deployment/test_gate_client.py": 250.0,
+    "tests/deployment/test_parallel_pods.py": 150.0,
+    "tests/deployment/test_trigger_form.py": 120.0,
+    "tests/e2e/test_release_gate.py": 275.0,
+    "tests/e2e/test_release_gate_kubernetes.py": 280.0,
+    "tests/e2e/test_demo.py": 70.0,
+    "tests/e2e/test_plan_dag.py": 32.0,
+    "tests/loadgate/test_gate.py": 93.0,
+    "tests/loadgate/test_gate_regressions.py": 85.0,
 }
 
 
