@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=2, help="load generators per stage (2)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".demo")
     args = parser.parse_args(argv)
+    # a SIGTERM stops the demo as Ctrl-C does: Airflow and the service are stopped on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     work = args.workdir.resolve()
     stamp = time.strftime("%Y%m%dT%H%M%S")
