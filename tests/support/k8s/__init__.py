@@ -11,7 +11,9 @@ core/v1
     ``fieldSelector``; one namespace or all), patch (strategic-merge and JSON patch), delete one
     (graceful: SIGTERM, ``gracePeriodSeconds``, then SIGKILL) and delete collection by label;
     ``/status``; ``/log`` (:mod:`.logs`). Events (list with
-    ``fieldSelector=involvedObject.name=…``), secrets.
+    ``fieldSelector=involvedObject.name=…``), secrets. ``container_runs()`` tells when each
+    container ran (sub-second start and end), also after its pod was deleted; ``pending_s``
+    may give each pod its own start delay.
 apps/v1
     deployments (create, get, list, patch; ``/status``) and replicasets (get, list by label),
     with a small deployment controller (:mod:`.deployments`).

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from .store import Controller, Store
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _NODE_FIELDS = {"status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
 NODE = "fake-node"
+PendingDelay = float | Callable[[dict[str, Any]], float]  # seconds, or seconds for a given pod
 
 
 @dataclass
@@ -82,12 +83,13 @@ class PodRunner(Controller):
     """Runs the pods of ``store``.
 
     :param pending_s: how long a new pod stays Pending (unscheduled) before its containers
-        start; 0 starts them before the create call answers.
+        start; 0 starts them before the create call answers. A callable gives it per pod (a
+        node slower to start some pods).
     :param grace_cap_s: at most this many seconds between SIGTERM and SIGKILL on deletion,
         whatever the pod's grace period (keeps tests fast); None: the pod's own.
     """
 
-    def __init__(self, store: Store, *, pending_s: float, grace_cap_s: float | None) -> None:
+    def __init__(self, store: Store, *, pending_s: PendingDelay, grace_cap_s: float | None) -> None:
         self.store = store
         self.pending_s = pending_s
         self.grace_cap_s = grace_cap_s
@@ -95,6 +97,8 @@ class PodRunner(Controller):
         self.base_env = {"PATH": f"{path}{os.pathsep}/bin", "LANG": "C.UTF-8"}
         self.workdir = Path(tempfile.mkdtemp(prefix="fake-kube-"))
         self.runtimes: dict[tuple[str, str], PodRuntime] = {}
+        # every pod ever created, with its labels: its containers' times outlive its deletion
+        self.ran: list[tuple[dict[str, str], PodRuntime]] = []
 
     # --- the store's hooks ----------------------------------------------------------------------
 
@@ -142,11 +146,13 @@ class PodRunner(Controller):
             workdir=workdir,
         )
         self.runtimes[(ns, name)] = runtime
+        self.ran.append((dict(pod["metadata"].get("labels") or {}), runtime))
         self._update_status(pod, runtime)
-        if self.pending_s <= 0:
+        pending = self.pending_s(pod) if callable(self.pending_s) else self.pending_s
+        if pending <= 0:
             self._schedule_and_run(runtime)
         else:
-            timer = threading.Timer(self.pending_s, self._schedule_and_run, args=(runtime,))
+            timer = threading.Timer(pending, self._schedule_and_run, args=(runtime,))
             timer.daemon = True
             runtime.threads.append(timer)
             timer.start()
@@ -414,6 +420,34 @@ class PodRunner(Controller):
             if isinstance(thread, threading.Timer):
                 thread.cancel()
         self.store.changed.notify_all()
+
+    def container_runs(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every container that started, also of pods deleted since, in creation order: its
+        pod's namespace, name and labels, the container's name, ``started_at`` and
+        ``finished_at`` (epoch seconds, sub-second; None while it runs), exit code and reason.
+        What ``state.running.startedAt`` and ``state.terminated.startedAt/finishedAt`` report,
+        at a finer grain than the API's whole seconds."""
+        runs = []
+        for labels, runtime in self.ran:
+            ns, name = runtime.key
+            if namespace is not None and ns != namespace:
+                continue
+            for box in runtime.containers.values():
+                if box.started_at is None:
+                    continue
+                runs.append(
+                    {
+                        "namespace": ns,
+                        "pod": name,
+                        "labels": dict(labels),
+                        "container": box.name,
+                        "started_at": box.started_at,
+                        "finished_at": box.finished_at,
+                        "exit_code": box.exit_code,
+                        "reason": box.reason,
+                    }
+                )
+        return runs
 
     def kill(self, namespace: str, name: str) -> bool:
         """SIGKILL the pod's running containers (the pod stays); False when none ran."""

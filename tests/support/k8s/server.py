@@ -22,7 +22,7 @@ from .deployments import DeploymentController
 from .errors import ApiError
 from .logs import pod_log, true
 from .patches import apply_patch
-from .pods import PodRunner
+from .pods import PendingDelay, PodRunner
 from .store import KINDS, Store
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,13 @@ class FakeKubeAPI:
     """The server; ``start()``/``stop()`` or a ``with`` block. See the package's docstring.
 
     :param pending_s: how long a new pod stays Pending (unscheduled) before its containers
-        start; 0 starts them before the create call answers.
+        start; 0 starts them before the create call answers. A callable (the pod's manifest →
+        seconds) gives each pod its own.
     :param grace_cap_s: at most this many seconds between SIGTERM and SIGKILL on deletion,
         whatever the pod's grace period (keeps tests fast); None: the pod's own.
     """
 
-    def __init__(self, *, pending_s: float = 0.0, grace_cap_s: float | None = 5.0) -> None:
+    def __init__(self, *, pending_s: PendingDelay = 0.0, grace_cap_s: float | None = 5.0) -> None:
         self.store = Store()
         self.runner = PodRunner(self.store, pending_s=pending_s, grace_cap_s=grace_cap_s)
         self.deployments = DeploymentController(self.store)
@@ -130,6 +131,12 @@ class FakeKubeAPI:
             runtime = self.runner.runtimes[(namespace, name)]
             box = runtime.containers[container or next(iter(runtime.containers))]
             return b"".join(line for _, line in box.lines).decode(errors="replace")
+
+    def container_runs(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """When each container ran, also of pods since deleted (see
+        :meth:`PodRunner.container_runs`)."""
+        with self.store.lock:
+            return self.runner.container_runs(namespace)
 
     def kill_pod(self, namespace: str, name: str) -> bool:
         """SIGKILL the pod's running containers, as the node's OOM killer would (the pod stays,
