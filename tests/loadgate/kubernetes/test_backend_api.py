@@ -85,7 +85,10 @@ def test_delete_run_pods_includes_finished_and_failed_pods(kube, core) -> None:
 @pytest.mark.slow
 def test_delete_run_pods_reports_pods_that_will_not_go(kube, core) -> None:
     label = manifests.run_label("run-d")
-    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ignoring SIGTERM', flush=True)\ntime.sleep(60)"
+    )
     manifest = manifests.pod_manifest(
         name="stubborn",
         argv=[sys.executable, "-c", code],
@@ -93,6 +96,8 @@ def test_delete_run_pods_reports_pods_that_will_not_go(kube, core) -> None:
         labels={manifests.RUN_LABEL: label},
     )
     core.create_namespaced_pod(NAMESPACE, manifest)
+    # deleted before it ignores SIGTERM (a slow start on a busy machine), it would just go
+    assert kube.wait_for(lambda: "ignoring" in kube.pod_log(NAMESPACE, "stubborn"), timeout=30)
     with pytest.raises(KubernetesError, match="stubborn"):
         k8s_pods.delete_run_pods(core, NAMESPACE, label, wait_s=0.5, poll_s=0.1)
     assert kube.wait_for(lambda: not kube.pods(NAMESPACE), timeout=10)  # the grace period ends
