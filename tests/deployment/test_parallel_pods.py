@@ -152,7 +152,7 @@ def airflow(start_airflow, tmp_path_factory, kube, plans, artifacts) -> AirflowD
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory) -> Iterator[list[RunningService]]:
+def services() -> Iterator[list[RunningService]]:
     """The reference services this module starts (module-scoped: both releases at once)."""
     started: list[RunningService] = []
     yield started
