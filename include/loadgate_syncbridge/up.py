@@ -198,9 +198,12 @@ def down(layout: Layout, out: Any = sys.stdout) -> list[str]:
 
 
 def _port_free(port: int) -> bool:
+    """Free for a server (SO_REUSEADDR, as the API server binds: past TIME_WAIT)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen()
         except OSError:
             return False
     return True
