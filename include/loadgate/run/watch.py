@@ -112,16 +112,18 @@ def abort_line(label: str, marker: dict[str, Any]) -> str:
     at = marker.get("at_s")
     when = f" at {at:.0f} s" if isinstance(at, int | float) else ""
     observed = marker.get("observed")
-    seen = f" (observed {observed:g})" if isinstance(observed, int | float) else ""
+    seen = f" (observed {observed:.4g})" if isinstance(observed, int | float) else ""
     shard = f" on shard {marker['shard']}" if marker.get("shard") is not None else ""
     criterion = marker.get("criterion") or "a live criterion"
     return f"  {label}: stopped{when} by {criterion}{seen}{shard}: every shard stops"
 
 
-def reason_lines(reasons: Sequence[str], indent: str = "    ") -> list[str]:
-    lines = [f"{indent}- {r}" for r in reasons[:MAX_REASONS]]
-    if len(reasons) > MAX_REASONS:
-        lines.append(f"{indent}  (+{len(reasons) - MAX_REASONS} more in the report)")
+def reason_lines(
+    reasons: Sequence[str], indent: str = "    ", most: int = MAX_REASONS
+) -> list[str]:
+    lines = [f"{indent}- {r}" for r in reasons[:most]]
+    if len(reasons) > most:
+        lines.append(f"{indent}  (+{len(reasons) - most} more in the report)")
     return lines
 
 
@@ -175,7 +177,7 @@ def rollback_lines(outcome: RollbackOutcome) -> list[str]:
 
 def final_lines(report: Report, root: Path) -> list[str]:
     lines = [f"verdict: {report.verdict.upper()} (release {report.release})"]
-    lines += reason_lines(report.reasons, "  ")
+    lines += reason_lines(report.reasons, "  ", most=4)  # each gate's are above
     lines.append(f"report: {root / 'report.html'}")
     return lines
 
