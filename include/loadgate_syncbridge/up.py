@@ -410,8 +410,8 @@ def describe(layout: Layout, out: Any = sys.stdout) -> None:
 Airflow: {state["url"]}
   log in as {ADMIN_USER}; the password is in {_shown(layout.passwords)}
   DAG {DAG_ID}: its Trigger form, untouched, gates the reference service below
-  (profile syncbridge: {round(SCALE * 10_000)} users, time scale {TIME_SCALE}; tick "Dry run" to
-  send no load); a run's report is its Report tab
+    at scale {SCALE}, time scale {TIME_SCALE} (profile syncbridge); tick "Dry run" to send no load
+  a run's report: the Report tab on the run's page
 reference service: release {RELEASE} at {state["service_url"]} (over {PREVIOUS}, to roll back to)
 run roots: {_shown(layout.artifacts)}, logs: {_shown(layout.logs)}
 stop it all with `make down`""",
