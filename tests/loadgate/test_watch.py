@@ -183,6 +183,26 @@ def copy_shard(source: Path, target: Path, lines: int | None) -> None:
     (target / WINDOWS).write_bytes(b"".join(windows))
 
 
+def seconds_of(shard: Path) -> list[int]:
+    """The seconds a shard folder's whole windows cover (a partial last line is not one)."""
+    lines = (shard / WINDOWS).read_bytes().split(b"\n")[:-1]
+    return [int(orjson.loads(line)["t"]) for line in lines]
+
+
+def complete_ends(live: Path, first_t: int, after: int = 0, every: int = 5) -> list[int]:
+    """The ends (seconds from the stage's first) of the intervals every running shard has
+    written whole, after ``after``: what the tail may report (shards on this machine start a
+    second or so apart, so this is read from what they wrote, not assumed)."""
+    running = [
+        d
+        for d in sorted(live.glob("shard-*"))
+        if not orjson.loads((d / META).read_bytes()).get("ended_at")
+    ]
+    horizon = min(max(seconds_of(d)) for d in running)
+    whole = (horizon + 1 - first_t) // every
+    return [every * (k + 1) for k in range(whole) if every * (k + 1) > after]
+
+
 def test_a_second_is_reported_once_every_shard_has_written_it(watched, tmp_path) -> None:
     stage = watched.root / "stages" / "api"
     whole = StageTail(stage, shards=2).poll()
@@ -191,19 +211,22 @@ def test_a_second_is_reported_once_every_shard_has_written_it(watched, tmp_path)
     copy_shard(stage / "shard-0", live / "shard-0", 9)
     tail = StageTail(live, shards=2)
     assert tail.poll() == []
-    # shard 1 is 3 seconds behind shard 0: only what both have written
+    # shard 1 is 3 windows behind shard 0: only what both have written
     copy_shard(stage / "shard-1", live / "shard-1", 6)
+    first_t = min(seconds_of(live / "shard-0") + seconds_of(live / "shard-1"))
     first = tail.poll()
-    assert [i.end_s for i in first] == [5]
+    expected = complete_ends(live, first_t)
+    assert expected and [i.end_s for i in first] == expected
     assert tail.poll() == []  # nothing new
     # a partial line (a window being written) waits for its end
     full = (stage / "shard-1" / WINDOWS).read_bytes().splitlines(keepends=True)
     with (live / "shard-1" / WINDOWS).open("ab") as f:
         f.write(b"".join(full[6:12]) + full[12][:40])
-    assert [i.end_s for i in tail.poll()] == []  # shard 0 still at its 9th second
+    assert [i.end_s for i in tail.poll()] == complete_ends(live, first_t, after=expected[-1])
+    reported = max([expected[-1], *complete_ends(live, first_t)])
     copy_shard(stage / "shard-0", live / "shard-0", None)  # shard 0 ended
     second = tail.poll()
-    assert [i.end_s for i in second] == [10]
+    assert [i.end_s for i in second] == complete_ends(live, first_t, after=reported)
     shutil.copy(stage / "shard-1" / WINDOWS, live / "shard-1" / WINDOWS)
     shutil.copy(stage / "shard-1" / META, live / "shard-1" / META)
     rest = tail.poll()
@@ -216,17 +239,19 @@ def test_a_stage_that_ends_early_reports_what_it_has(watched, tmp_path) -> None:
     live = tmp_path / "api"
     copy_shard(stage / "shard-0", live / "shard-0", 7)
     copy_shard(stage / "shard-1", live / "shard-1", 7)
+    first_t = min(seconds_of(live / "shard-0") + seconds_of(live / "shard-1"))
+    last_t = max(seconds_of(live / "shard-0") + seconds_of(live / "shard-1"))
     tail = StageTail(live, shards=2)
-    assert [i.end_s for i in tail.poll()] == [5]
+    ends = complete_ends(live, first_t)
+    assert [i.end_s for i in tail.poll()] == ends
     last = tail.poll(ended=True)  # e.g. its gate decided: the shards were stopped
-    assert [(i.start_s, i.end_s) for i in last] == [(5, 7)] and tail.done
+    assert last and tail.done
+    assert last[0].start_s == (ends[-1] if ends else 0) and last[-1].end_s == last_t + 1 - first_t
     records = {
         name: [orjson.loads(x) for x in (live / name / WINDOWS).read_bytes().splitlines()]
         for name in ("shard-0", "shard-1")
     }
-    first_t = min(int(r["t"]) for rs in records.values() for r in rs)
-    last_t = max(int(r["t"]) for rs in records.values() for r in rs)
-    assert intervals(records, first_t, last_t + 1, 5)[-1].requests == last[0].requests
+    assert intervals(records, first_t, last_t + 1, 5)[-1].requests == last[-1].requests
 
 
 def test_find_run_finds_the_run_of_the_target_and_no_earlier_one(watched) -> None:
