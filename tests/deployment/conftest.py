@@ -15,15 +15,6 @@ from tests.support.browser import chromium
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(tmp_path_factory):
-    """The API server (REST API and UI) and the dag-processor, on a SQLite metadata database."""
-    airflow = AirflowDeployment(tmp_path_factory.mktemp("airflow-deployment"))
-    airflow.start()
-    yield airflow
-    airflow.stop()
-
-
-@pytest.fixture(scope="module")
 def start_airflow():
     started: list[AirflowDeployment] = []
 
