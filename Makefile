@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # server and free ports; loadgroup: the modules that run the whole gate go in a few groups, a
 # few gate runs at once, every other module to whichever process is free
 # (tests/support/scheduling.py says why and how).
-PYTEST_WORKERS ?= 6
+PYTEST_WORKERS ?= 4
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 # `make check`: the tests marked as none of the slow tiers (see markers in pyproject.toml).
 FAST_TESTS := not slow and not e2e and not deployment and not browser
