@@ -197,7 +197,7 @@ def down(layout: Layout, out: Any = sys.stdout) -> list[str]:
 # --- starting -----------------------------------------------------------------------------
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     """Free for a server (SO_REUSEADDR, as the API server binds: past TIME_WAIT)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -433,7 +433,7 @@ def up(layout: Layout, port: int | None = None, timeout: float = 300, out: Any =
     for folder in (layout.home, layout.logs, layout.pids, layout.service, layout.artifacts):
         folder.mkdir(parents=True, exist_ok=True)
     if port is None:
-        port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
+        port = DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port()
     elif port == 0:
         port = free_port()
     url = f"http://127.0.0.1:{port}"

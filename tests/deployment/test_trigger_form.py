@@ -22,6 +22,7 @@ import requests
 
 from loadgate.config.profiles import TRIGGER_KEYS, shipped_profiles
 from loadgate.config.run import RunConfig, resolve_trigger
+from loadgate_syncbridge.up import port_free
 from tests.support.airflow_server import DAG_ID
 from tests.support.airflow_ui import (
     LocalUp,
@@ -30,7 +31,6 @@ from tests.support.airflow_ui import (
     open_run,
     open_section,
     open_trigger_form,
-    port_free,
     set_switch,
     still_running,
 )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 import requests
 
+from loadgate_syncbridge.up import port_free
 from tests.support.airflow_server import DAG_ID
-from tests.support.airflow_ui import LocalUp, port_free, still_running
+from tests.support.airflow_ui import LocalUp, still_running
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 

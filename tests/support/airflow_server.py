@@ -64,8 +64,44 @@ def _tail(path: Path, chars: int = 3000) -> str:
         return "(no log)"
 
 
+class AdminApi:
+    """The REST API v2 as the admin user: a JWT from the SimpleAuthManager's token endpoint
+    (``POST /auth/token``), then bearer calls. For a class with ``url``, ``password`` and a
+    ``_token`` attribute (None until the first call)."""
+
+    url: str
+    password: str
+    _token: str | None
+
+    def token(self) -> str:
+        """A JWT from the SimpleAuthManager's token endpoint (``POST /auth/token``)."""
+        if self._token is None:
+            resp = requests.post(
+                f"{self.url}/auth/token",
+                json={"username": ADMIN_USER, "password": self.password},
+                timeout=10,
+            )
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """``path`` under ``/api/v2``, with the admin's token."""
+        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
+        return requests.request(
+            method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs
+        )
+
+    def dag_runs(self, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
+        """The DAG's runs, newest first."""
+        resp = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after"})
+        resp.raise_for_status()
+        runs: list[dict[str, Any]] = resp.json()["dag_runs"]
+        return runs
+
+
 @dataclass
-class AirflowDeployment:
+class AirflowDeployment(AdminApi):
     home: Path
     components: tuple[str, ...] = ("dag-processor", "api-server")
     env_extra: dict[str, str] = field(default_factory=dict)
@@ -241,31 +277,6 @@ class AirflowDeployment:
                 if os.getpgid(proc.pid) in groups:
                     found.add(proc.pid)
         return found
-
-    # --- REST API v2 --------------------------------------------------------------------------
-
-    def token(self) -> str:
-        """A JWT from the SimpleAuthManager's token endpoint (``POST /auth/token``)."""
-        if self._token is None:
-            resp = requests.post(
-                f"{self.url}/auth/token",
-                json={"username": ADMIN_USER, "password": self.password},
-                timeout=10,
-            )
-            resp.raise_for_status()
-            self._token = resp.json()["access_token"]
-        return self._token
-
-    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        return requests.request(
-            method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs
-        )
-
-    def dag_runs(self, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
-        resp = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after"})
-        resp.raise_for_status()
-        return resp.json()["dag_runs"]
 
 
 def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:

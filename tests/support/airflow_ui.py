@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import urllib.parse
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
-import requests
 
-from tests.support.airflow_server import ADMIN_USER
+from tests.support.airflow_server import ADMIN_USER, AdminApi
 
 TIMEOUT_MS = 30_000
 
@@ -98,7 +96,7 @@ def open_report_tab(page: Any) -> Any:
 
 
 @dataclass
-class LocalUp:
+class LocalUp(AdminApi):
     """``make up``'s module (``loadgate_syncbridge.up``) run as a person runs it, with its state
     in ``root`` instead of the checkout's ``.up/`` and the UI on a free port."""
 
@@ -162,43 +160,6 @@ class LocalUp:
         from loadgate_syncbridge.up import Layout, pids
 
         return pids(Layout(self.root))
-
-    def token(self) -> str:
-        if self._token is None:
-            resp = requests.post(
-                f"{self.url}/auth/token",
-                json={"username": ADMIN_USER, "password": self.password},
-                timeout=10,
-            )
-            resp.raise_for_status()
-            self._token = resp.json()["access_token"]
-        return self._token
-
-    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """The REST API v2 with the admin's token."""
-        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        return requests.request(
-            method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs
-        )
-
-    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        resp = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after"})
-        resp.raise_for_status()
-        runs: list[dict[str, Any]] = resp.json()["dag_runs"]
-        return runs
-
-
-def port_free(port: int) -> bool:
-    """Free for a server to listen on (SO_REUSEADDR, as servers bind: past the TIME_WAIT of
-    closed connections)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            sock.listen()
-        except OSError:
-            return False
-    return True
 
 
 def still_running(pids: set[int]) -> set[int]:
