@@ -23,24 +23,66 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
+import yaml
 from markdown_it import MarkdownIt
 
-from loadgate.report.charts import line_chart
+from loadgate.plan import PlanError
+from loadgate.plan.load import plan_from_data
+from loadgate.plan.model import Plan
+from loadgate.report import charts as charts_module
+from loadgate.report import figures
 from loadgate.run.artifacts import RunArtifacts
 from loadgate.run.records import Report, ReportStage
 
+# Status as text, never an emoji alone (a browser without an emoji font shows empty boxes): in
+# Markdown a bold word, in HTML a coloured badge with the same word (readable in print, in grey
+# and by a screen reader). The run's and a gate's outcomes are loadgate.verdict.outcomes.Verdict.
 STATUS = {
-    "pass": "✅ PASS",
-    "investigate": "⚠️ INVESTIGATE",
-    "inconclusive": "❔ INCONCLUSIVE",
-    "invalid": "🚫 INVALID",
-    "rollback": "🛑 ROLLBACK",
-    "error": "❗ ERROR",
-    "dry_run": "🧪 DRY RUN",
-    "skipped": "⏭️ skipped",
-    "not run": "⏭️ not run",
+    "pass": "PASS",
+    "investigate": "INVESTIGATE",
+    "inconclusive": "INCONCLUSIVE",
+    "invalid": "INVALID",
+    "rollback": "ROLLBACK",
+    "error": "ERROR",
+    "dry_run": "DRY RUN",
+    "skipped": "SKIPPED",
+    "not run": "NOT RUN",
+}
+# the other statuses the report shows: a criterion's, a checklist item's, a load level's
+WORDS = {
+    "met": "MET",
+    "not met": "NOT MET",
+    "no data": "NO DATA",
+    "too few samples": "TOO FEW SAMPLES",
+    "unsure": "UNSURE",
+    "no limit": "NO LIMIT",
+    "ok": "OK",
+    "warn": "WARN",
+    "fail": "FAIL",
+}
+# badge word → its colour class (text and background of at least 4.5:1 contrast)
+BADGE_CLASS = {
+    "PASS": "good",
+    "MET": "good",
+    "OK": "good",
+    "INVESTIGATE": "warn",
+    "WARN": "warn",
+    "UNSURE": "warn",
+    "TOO FEW SAMPLES": "warn",
+    "INCONCLUSIVE": "unsure",
+    "INVALID": "invalid",
+    "ROLLBACK": "bad",
+    "ERROR": "bad",
+    "NOT MET": "bad",
+    "FAIL": "bad",
+    "DRY RUN": "neutral",
+    "SKIPPED": "neutral",
+    "NOT RUN": "neutral",
+    "NO DATA": "neutral",
+    "NO LIMIT": "neutral",
 }
 STAGE_TITLES = {
     "api": "API Load Test",
@@ -102,23 +144,21 @@ def md_code(value: Any) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _ok(flag: bool | None) -> str:
-    return "⏳" if flag is None else ("✅" if flag else "❌")
+def badge(status: Any) -> Md:
+    """A status as Markdown: its word in bold (a badge in the HTML)."""
+    key = str(status)
+    word = STATUS.get(key) or WORDS.get(key) or md_inline(key).upper()
+    return Md(f"**{word}**")
 
 
 def fmt(value: Any, unit: str = "") -> str:
+    """A value for people: 1,234; 12.5 ms; 0.2% (a ratio as a percentage); no exponent."""
     if value is None:
         return "—"
-    if unit == "%":
-        return f"{value * 100:.2f}%"
-    if unit == "ms":
-        return f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
-    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
-        return f"{int(value):,}{unit}"
-    if isinstance(value, float):
-        return f"{value:,.2f}{unit}"
-    if isinstance(value, int):
-        return f"{value:,}{unit}"
+    if unit in ("%", "ms"):
+        return figures.with_unit(value, unit)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return figures.number(value) + unit
     return f"{value}{unit}"
 
 
@@ -135,21 +175,35 @@ def _table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def criterion_row(c: Mapping[str, Any]) -> list[str]:
-    unit = c.get("unit", "")
-    target = f"{c.get('op', '')} {fmt(c.get('threshold'), unit)}"
-    return [
-        c.get("description") or c.get("id", ""),
-        target,
-        fmt(c.get("observed"), unit),
-        _ok(None if c.get("observed") is None else not c.get("breached")),
-    ]
+class Slot:
+    """A place in the report that the HTML fills with more than Markdown holds (the summary's
+    cards, a stage's charts); ``report.md`` has its tables instead."""
+
+    def __init__(self, kind: str, stage: str = "") -> None:
+        self.kind, self.stage = kind, stage
 
 
-def render_markdown(record: Mapping[str, Any]) -> str:
+Part = str | Slot
+
+
+def load_plan_of(artifacts: RunArtifacts) -> Plan | None:
+    """The run's plan as its shards ran it (``plan.yaml``), for the expected figures and the
+    load levels' limits; None when the run root has none (a report built by hand)."""
+    try:
+        target = artifacts.path("plan.yaml")
+        if not target.exists():
+            return None
+        return plan_from_data(yaml.safe_load(target.read_text()), "plan.yaml")
+    except (PlanError, OSError, yaml.YAMLError, ValueError):
+        return None
+
+
+def document(record: Mapping[str, Any], plan: Plan | None = None) -> list[Part]:
+    """The report in the seed's order: summary, acceptance, checklist, each stage's results,
+    resources, performance by load level, history, timeline, rollback, the collected logs."""
     verdict = record.get("verdict", "error")
     stages: Mapping[str, Mapping[str, Any]] = record.get("stages", {})
-    out = [
+    head = [
         f"# {md_heading(record.get('title', 'Load Test Report'))}",
         "",
         f"**Report Date:** {md_inline(record.get('ended_at') or datetime.now(UTC).isoformat())}  ",
@@ -163,61 +217,127 @@ def render_markdown(record: Mapping[str, Any]) -> str:
         "",
         "## Executive Summary",
         "",
-        f"**Verdict:** {md_inline(STATUS.get(verdict, verdict))}",
+        f"**Verdict:** {badge(verdict)} — {md_inline(VERDICT_MEANS.get(str(verdict), ''))}",
         "",
     ]
-    out += [f"- {md_block(reason)}" for reason in record.get("reasons", [])] or [
+    head += [f"- {md_block(reason)}" for reason in record.get("reasons", [])] or [
         "- every gate passed"
     ]
-    out += ["", "## 1. Acceptance Criteria", ""]
-    acceptance = [
-        criterion_row(c)
-        for s in stages.values()
-        for c in s.get("criteria", [])
-        if c.get("level") == "acceptance"
-    ]
-    out.append(
-        _table(["Criteria", "Target", "Measured", "Status"], acceptance)
-        if acceptance
-        else "_No stage ran: nothing was measured._"
-    )
+    cards = figures.headline(record)
+    head += ["", *_headline_table(cards), ""]
+    parts: list[Part] = ["\n".join(head), Slot("cards")]
+
+    out = ["## 1. Acceptance Criteria", ""]
+    rows = figures.acceptance_rows(record)
+    if rows:
+        releases = {r["baseline_release"] for r in rows if r["baseline_release"]}
+        who = ", ".join(sorted(str(r) for r in releases)) or "—"
+        out.append(
+            _table(
+                [
+                    "Criterion",
+                    "Stage",
+                    "Target",
+                    "Measured",
+                    f"Baseline ({who})",
+                    "Change",
+                    "Status",
+                ],
+                [
+                    [
+                        r["label"],
+                        r["stage"],
+                        r["target"],
+                        r["measured_text"],
+                        r["baseline_text"],
+                        r["change"],
+                        badge(r["status"]),
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+        described = [r for r in rows if r["description"]]
+        if described:
+            out += ["", "How each is measured:", ""]
+            out += [
+                f"- {md_block(r['label'])} ({md_inline(r['stage'])}): {md_inline(r['description'])}"
+                for r in described
+            ]
+    else:
+        out.append("_No stage ran: nothing was measured._")
     out += ["", "## 2. Pre-Test Checklist", ""]
     for check in record.get("checklist", []):
         mark = "x" if check["status"] == "pass" else " "
-        status = {"pass": "✅", "warn": "⚠️", "fail": "❌"}[check["status"]]
-        # "**" next to a space would not be bold: the item is stripped
+        word = {"pass": "ok", "warn": "warn", "fail": "fail"}.get(check["status"], "fail")
         item = md_inline(check["item"]).strip() or "—"
         evidence = md_inline(check["evidence"])
-        out.append(f"- [{mark}] {status} **{item}**: {evidence}")
+        out.append(f"- [{mark}] {badge(word)} {item}: {evidence}")
     out += ["", "## 3. Results by Stage", ""]
+    parts.append("\n".join(out))
     for number, (name, stage) in enumerate(stages.items(), start=1):
-        out += _stage_section(number, name, stage)
-    out += ["## 4. Resource Utilization", ""]
+        parts.append("\n".join(_stage_section(number, name, stage, record, plan)))
+        parts.append(Slot("charts", name))
+    out = ["## 4. Resource Utilization", ""]
+    limits = {
+        (r["stage"], c.get("metric")): figures.target_text(c)
+        for r in [{"stage": n} for n in stages]
+        for c in stages[r["stage"]].get("criteria", [])
+        if c.get("level") == "acceptance"
+    }
     resources = [
-        [stage_name, metric, *(fmt(v.get(k), v.get("unit", "")) for k in ("max", "avg", "last"))]
+        [
+            stage_name,
+            figures.metric_label(metric),
+            *(fmt(v.get(k), v.get("unit", "")) for k in ("max", "avg", "last")),
+            limits.get((stage_name, metric), "—"),
+        ]
         for stage_name, stage in stages.items()
         for metric, v in sorted((stage.get("system") or {}).items())
     ]
     out.append(
-        _table(["Stage", "Metric", "Max", "Average", "Last"], resources)
+        _table(["Stage", "Metric", "Max", "Average", "Last", "Target"], resources)
         if resources
         else "_No system metrics were measured._"
     )
     out += ["", "## 5. Performance Under Load", ""]
     levels = [
-        [
-            name,
-            fmt(lv.get("users")),
-            fmt(lv.get("p95_ms"), "ms"),
-            fmt(lv.get("error_rate"), "%"),
-            fmt(lv.get("cpu"), "%"),
-            fmt(lv.get("memory"), "%"),
-        ]
-        for name, stage in stages.items()
-        for lv in stage.get("load_levels", [])
+        row for name, stage in stages.items() for row in figures.level_rows(plan, name, stage)
     ]
     out.append(
-        _table(["Stage", "Load Level", "Users", "p95 RT", "Error Rate", "CPU", "Memory"], levels)
+        _table(
+            [
+                "Stage",
+                "Load Level",
+                "Users",
+                "Seconds",
+                "p95 RT",
+                "p95 limit",
+                "Error Rate",
+                "Error-rate limit",
+                "CPU",
+                "Memory",
+                "Status",
+            ],
+            [
+                [
+                    lv["stage"],
+                    lv["level"],
+                    fmt(lv["users"]),
+                    fmt(lv["seconds"]),
+                    fmt(lv["p95_ms"], "ms"),
+                    "—" if lv["p95_limit_ms"] is None else f"< {fmt(lv['p95_limit_ms'], 'ms')}",
+                    fmt(lv["error_rate"], "%"),
+                    "—"
+                    if lv["error_rate_limit"] is None
+                    else f"< {fmt(lv['error_rate_limit'], '%')}",
+                    fmt(lv["cpu"], "%"),
+                    fmt(lv["memory"], "%"),
+                    badge(lv["status"]),
+                ]
+                for lv in levels
+            ],
+        )
         if levels
         else "_No load levels were reached._"
     )
@@ -239,8 +359,13 @@ def render_markdown(record: Mapping[str, Any]) -> str:
         out.append(f"**Health after:** {md_inline(health)}  ")
     else:
         out.append("No rollback was needed." if verdict != "rollback" else "Rollback did not run.")
+    out += ["", "## 9. Collected Logs", ""]
+    logs = record.get("logs") or []
+    out += [f"- [{md_inline(p)}]({quote(p)})" for p in logs] or [
+        "_No logs were collected for this run._"
+    ]
     if record.get("dry_run_load"):
-        out += ["", "## 9. Dry Run: Planned Load", ""]
+        out += ["", "## 10. Dry Run: Planned Load", ""]
         out.append(
             _table(
                 ["Stage", "Scenario", "Shard", "Peak VUs", "Duration"],
@@ -257,21 +382,60 @@ def render_markdown(record: Mapping[str, Any]) -> str:
             )
         )
     out += ["", "---", "", f"_Generated by loadgate at {datetime.now(UTC).isoformat()}._", ""]
-    return "\n".join(out)
+    parts.append("\n".join(out))
+    return parts
+
+
+VERDICT_MEANS = {
+    "pass": "every gate passed: the release stays.",
+    "investigate": (
+        "the release stays, but a criterion or a comparison with the baseline needs a look."
+    ),
+    "inconclusive": (
+        "too little evidence to decide, even after a re-run: the release stays, unvouched."
+    ),
+    "invalid": "the test cannot vouch for its own numbers: nothing is said about the release.",
+    "error": "a stage gave no usable results.",
+    "rollback": "an immediate-rollback criterion was breached: the release was rolled back.",
+    "dry_run": "nothing was sent: the planned load is listed below.",
+}
+
+
+def _headline_table(cards: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not cards:
+        return []
+    return [
+        _table(
+            ["Headline", "This run", "Target", "Baseline", "Change"],
+            [
+                [
+                    c["label"],
+                    c["text"],
+                    c["target"] or "—",
+                    "—"
+                    if c["baseline_text"] is None
+                    else f"{c['baseline_text']} ({c['baseline_release'] or 'baseline'})",
+                    c["change"] or "—",
+                ]
+                for c in cards
+            ],
+        )
+    ]
+
+
+def render_markdown(record: Mapping[str, Any], plan: Plan | None = None) -> str:
+    return "\n\n".join(p for p in document(record, plan) if isinstance(p, str))
 
 
 def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.2f} req/s"
+    return "—" if value is None else f"{figures.number(value)} req/s"
 
 
 def _attempts_section(stage: Mapping[str, Any]) -> list[str]:
     attempts = stage.get("attempts") or []
     if not attempts:
         return []
-    rows = [
-        [a.get("attempt"), STATUS.get(a.get("verdict"), a.get("verdict")), fmt(a.get("requests"))]
-        for a in attempts
-    ]
+    rows = [[a.get("attempt"), badge(a.get("verdict")), fmt(a.get("requests"))] for a in attempts]
     return [
         "The first attempt was inconclusive: the stage ran once more and was decided on both "
         "attempts' evidence.",
@@ -328,7 +492,7 @@ def _history_section(record: Mapping[str, Any]) -> list[str]:
                 [
                     Md(f"{mark}{md_inline(entry.get('release') or '—')}"),
                     stage,
-                    STATUS.get(fig.get("verdict"), fig.get("verdict")),
+                    badge(fig.get("verdict")),
                     fmt(fig.get("p95_ms"), "ms"),
                     fmt(fig.get("error_rate"), "%"),
                     _rate(fig.get("achieved_rps")),
@@ -341,11 +505,51 @@ def _history_section(record: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _stage_section(number: int, name: str, stage: Mapping[str, Any]) -> list[str]:
+def _measured_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        ("Max concurrent users", fmt(summary.get("max_vus"))),
+        ("Total requests", fmt(summary.get("requests"))),
+        ("Requests per second", fmt(summary.get("rps"))),
+        ("Error rate", fmt(summary.get("error_rate"), "%")),
+        ("p50 response time", fmt(summary.get("p50_ms"), "ms")),
+        ("p95 response time", fmt(summary.get("p95_ms"), "ms")),
+        ("p99 response time", fmt(summary.get("p99_ms"), "ms")),
+    ]
+    ws = summary.get("ws") or {}
+    if ws:
+        rows += [
+            ("Max WebSocket connections", fmt(ws.get("max_connections"))),
+            ("Messages sent", fmt(ws.get("messages_sent"))),
+            ("Messages received", fmt(ws.get("messages_received"))),
+            ("WebSocket error rate", fmt(ws.get("error_rate"), "%")),
+            ("Heartbeat RTT p95", fmt(ws.get("rtt_p95_ms"), "ms")),
+            ("Heartbeat RTT p99", fmt(ws.get("rtt_p99_ms"), "ms")),
+        ]
+    rates = summary.get("rates") or {}
+    if rates:
+        rows += [
+            ("Planned request rate (the plan's pacing)", _rate(rates.get("planned"))),
+            ("Offered request rate", _rate(rates.get("offered"))),
+            ("Achieved request rate", _rate(rates.get("achieved"))),
+        ]
+    return rows
+
+
+def _stage_section(
+    number: int,
+    name: str,
+    stage: Mapping[str, Any],
+    record: Mapping[str, Any],
+    plan: Plan | None,
+) -> list[str]:
     title = STAGE_TITLES.get(name, name)
     summary = stage.get("summary") or {}
-    gate = STATUS.get(str(stage.get("verdict")), "—")
-    out = [f"### 3.{number} {md_heading(title)}", "", f"**Gate:** {md_inline(gate)}", ""]
+    out = [
+        f"### 3.{number} {md_heading(title)}",
+        "",
+        f"**Gate:** {badge(stage.get('verdict'))}",
+        "",
+    ]
     if stage.get("aborted"):
         ab = stage["aborted"]
         out += [
@@ -356,57 +560,68 @@ def _stage_section(number: int, name: str, stage: Mapping[str, Any]) -> list[str
     out += [f"- {md_block(r)}" for r in stage.get("reasons", [])]
     if not summary:
         return [*out, "", "_Not run._", ""]
-    rows = [
-        ["Max concurrent users", fmt(summary.get("max_vus"))],
-        ["Total requests", fmt(summary.get("requests"))],
-        ["Requests per second", fmt(summary.get("rps"))],
-        ["Error rate", fmt(summary.get("error_rate"), "%")],
-        ["p50 response time", fmt(summary.get("p50_ms"), "ms")],
-        ["p95 response time", fmt(summary.get("p95_ms"), "ms")],
-        ["p99 response time", fmt(summary.get("p99_ms"), "ms")],
-    ]
-    ws = summary.get("ws") or {}
-    if ws:
-        rows += [
-            ["Max WebSocket connections", fmt(ws.get("max_connections"))],
-            ["Messages sent", fmt(ws.get("messages_sent"))],
-            ["Messages received", fmt(ws.get("messages_received"))],
-            ["WebSocket error rate", fmt(ws.get("error_rate"), "%")],
-            ["Heartbeat RTT p95", fmt(ws.get("rtt_p95_ms"), "ms")],
-            ["Heartbeat RTT p99", fmt(ws.get("rtt_p99_ms"), "ms")],
+    scale, time_scale = record.get("scale", 1) or 1, record.get("time_scale", 1) or 1
+    expected = figures.expected_rows(plan, name, stage, scale, time_scale)
+    if expected:
+        scaled = (
+            f"the plan's, scaled to this run (scale {scale:g}, time scale {time_scale:g})"
+            if scale != 1 or time_scale != 1
+            else "the plan's"
+        )
+        out += [
+            "",
+            f"Expected figures: {scaled}.",
+            "",
+            _table(
+                ["Metric", "Measured", "Expected", "Target"],
+                [
+                    [e["label"], e["measured_text"], e["expected_text"], e["target"]]
+                    for e in expected
+                ],
+            ),
+            "",
+            _table(["Also measured", "Measured"], _measured_rows(summary)),
+            "",
         ]
-    expected = stage.get("expected") or {}
-    rates = summary.get("rates") or {}
-    if rates:
-        rows += [
-            ["Planned request rate (the plan's pacing)", _rate(rates.get("planned"))],
-            ["Offered request rate", _rate(rates.get("offered"))],
-            ["Achieved request rate", _rate(rates.get("achieved"))],
+    else:
+        plan_text = stage.get("expected") or {}
+        out += [
+            "",
+            _table(
+                ["Metric", "Measured", "Expected (plan)"],
+                [[k, v, plan_text.get(k, "—")] for k, v in _measured_rows(summary)],
+            ),
+            "",
         ]
-    out += [
-        "",
-        _table(
-            ["Metric", "Measured", "Expected (plan)"],
-            [[k, v, expected.get(k, "—")] for k, v in rows],
-        ),
-        "",
-    ]
     out += _attempts_section(stage)
     out += _baseline_section(stage)
-    by_name = summary.get("by_name") or {}
-    if by_name:
+    endpoints = figures.endpoint_rows(record, name, stage)
+    if endpoints:
+        who = figures.baseline_release(stage) or "baseline"
         out += [
             _table(
-                ["Request", "Requests", "Error rate", "p95", "p99"],
+                [
+                    "Request",
+                    "Requests",
+                    "Errors",
+                    "Error rate",
+                    "p50",
+                    "p95",
+                    "p99",
+                    f"p95 vs {who}",
+                ],
                 [
                     [
-                        n,
-                        fmt(s.get("requests")),
-                        fmt(s.get("error_rate"), "%"),
-                        fmt(s.get("p95_ms"), "ms"),
-                        fmt(s.get("p99_ms"), "ms"),
+                        e["request"],
+                        fmt(e["requests"]),
+                        fmt(e["errors"]),
+                        fmt(e["error_rate"], "%"),
+                        fmt(e["p50_ms"], "ms"),
+                        fmt(e["p95_ms"], "ms"),
+                        fmt(e["p99_ms"], "ms"),
+                        e["p95_change"],
                     ]
-                    for n, s in sorted(by_name.items())
+                    for e in endpoints
                 ],
             ),
             "",
@@ -415,9 +630,15 @@ def _stage_section(number: int, name: str, stage: Mapping[str, Any]) -> list[str
     if criteria:
         out += [
             _table(
-                ["Criterion", "Level", "Threshold", "Observed", "Status"],
+                ["Criterion", "Level", "Target", "Observed", "Status"],
                 [
-                    [c.get("description") or c.get("id"), c.get("level"), *criterion_row(c)[1:]]
+                    [
+                        c.get("description") or f"{figures.criterion_label(c)} ({c.get('id')})",
+                        c.get("level"),
+                        figures.target_text(c),
+                        fmt(c.get("observed"), c.get("unit", "")),
+                        badge(figures.status_of(c)),
+                    ]
                     for c in criteria
                 ],
             ),
@@ -425,14 +646,27 @@ def _stage_section(number: int, name: str, stage: Mapping[str, Any]) -> list[str
         ]
     if summary.get("generator_saturated"):
         out += [
-            "> ⚠️ The load generator saturated during this stage: it cannot vouch for "
-            "these latencies.",
+            "> **Warning:** the load generator saturated during this stage: it cannot vouch "
+            "for these latencies.",
             "",
         ]
     return out
 
 
+def stage_charts(name: str, stage: Mapping[str, Any]) -> str:
+    """The HTML of a stage's charts, shown in the stage's own section (after its tables).
+
+    Empty for now: the charts are rendered together by :func:`render_charts` below the
+    report. ``charts.py``'s per-stage charts go here."""
+    return ""
+
+
 def render_charts(stages: Mapping[str, Mapping[str, Any]]) -> str:
+    """Every stage's charts in one block below the report (``charts.line_chart``; none when
+    the charts module has no such function: its charts then come by :func:`stage_charts`)."""
+    line_chart = getattr(charts_module, "line_chart", None)
+    if line_chart is None:
+        return ""
     parts = []
     for name, stage in stages.items():
         series = stage.get("series") or {}
@@ -459,24 +693,95 @@ def render_charts(stages: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def cards_html(cards: Sequence[Mapping[str, Any]]) -> str:
+    """The summary's headline figures as cards (every string escaped)."""
+    if not cards:
+        return ""
+    items = []
+    for c in cards:
+        notes = []
+        if c.get("target"):
+            notes.append(f"target {c['target']}")
+        if c.get("baseline_text") is not None:
+            who = c.get("baseline_release") or "baseline"
+            notes.append(f"{who}: {c['baseline_text']} ({c.get('change') or '—'})")
+        note = "".join(f'<span class="note">{html.escape(n)}</span>' for n in notes)
+        items.append(
+            f'<li class="card"><span class="card-label">{html.escape(c["label"])}</span>'
+            f'<span class="card-value">{html.escape(c["text"])}</span>{note}</li>'
+        )
+    return f'<ul class="cards" aria-label="Headline figures">{"".join(items)}</ul>'
+
+
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;
-padding:0 1em;color:#111827;line-height:1.45}
-table{border-collapse:collapse;margin:.6em 0;font-size:14px}
-th,td{border:1px solid #d1d5db;padding:4px 8px;text-align:left}th{background:#f3f4f6}
-code{background:#f3f4f6;padding:1px 4px;border-radius:3px}
-svg{display:block;margin:.4em 0 1em}h1{font-size:1.6em}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1040px;margin:2em auto;
+padding:0 1em;color:#111827;line-height:1.45;overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%;margin:.6em 0}
+table{border-collapse:collapse;font-size:14px}
+th,td{border:1px solid #d1d5db;padding:4px 8px;text-align:left;vertical-align:top;
+overflow-wrap:normal}
+th{background:#f3f4f6}
+code{background:#f3f4f6;padding:1px 4px;border-radius:3px;word-break:break-all}
+svg{display:block;margin:.4em 0 1em;max-width:100%;height:auto}h1{font-size:1.6em}
+.badge{display:inline-block;padding:0 .45em;border:1px solid;border-radius:4px;font-size:.85em;
+letter-spacing:.02em;white-space:nowrap}
+.badge-good{background:#dcfce7;color:#14532d;border-color:#15803d}
+.badge-warn{background:#fef3c7;color:#78350f;border-color:#b45309}
+.badge-unsure{background:#dbeafe;color:#1e3a8a;border-color:#1d4ed8}
+.badge-invalid{background:#ede9fe;color:#4c1d95;border-color:#6d28d9}
+.badge-bad{background:#fee2e2;color:#7f1d1d;border-color:#b91c1c}
+.badge-neutral{background:#f3f4f6;color:#374151;border-color:#6b7280}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:.6em;
+list-style:none;padding:0;margin:.8em 0}
+.card{border:1px solid #d1d5db;border-radius:6px;padding:.5em .7em;display:flex;
+flex-direction:column}
+.card-label{font-size:.85em;color:#374151}.card-value{font-size:1.4em;font-weight:600}
+.note{font-size:.8em;color:#374151}
+@media print{body{max-width:none;margin:0}.scroll{overflow:visible}
+.badge{print-color-adjust:exact;-webkit-print-color-adjust:exact}
+.card,table,svg{break-inside:avoid}}
 """
+_BADGE = re.compile(
+    "<strong>("
+    + "|".join(re.escape(w) for w in sorted(BADGE_CLASS, key=len, reverse=True))
+    + ")</strong>"
+)
 
 
-def render_html(markdown: str, charts: str, title: str) -> str:
+def _html_of(markdown: str) -> str:
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    body = _BADGE.sub(
+        lambda m: f'<strong class="badge badge-{BADGE_CLASS[m.group(1)]}">{m.group(1)}</strong>',
+        body,
+    )
+    # a wide table scrolls on its own on a narrow screen (focusable, so a keyboard can scroll it)
+    return body.replace("<table>", '<div class="scroll" tabindex="0"><table>').replace(
+        "</table>", "</table></div>"
+    )
+
+
+def render_html(
+    parts: Sequence[Part], charts: str, title: str, record: Mapping[str, Any] | None = None
+) -> str:
+    record = record or {}
+    stages: Mapping[str, Mapping[str, Any]] = record.get("stages", {})
+    body = []
+    for part in parts:
+        if isinstance(part, str):
+            body.append(_html_of(part))
+        elif part.kind == "cards":
+            body.append(cards_html(figures.headline(record)))
+        elif part.kind == "charts" and part.stage in stages:
+            body.append(stage_charts(part.stage, stages[part.stage]))
+    html_body = "\n".join(b for b in body if b)
     if charts:
-        body += f"<h2>Charts</h2>\n{charts}"
+        html_body += f"<h2>Charts</h2>\n{charts}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
-        f"<body>\n{body}\n</body></html>\n"
+        f"<body><main>\n{html_body}\n</main></body></html>\n"
     )
 
 
@@ -509,10 +814,12 @@ def render_junit(record: Mapping[str, Any]) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def report_json(record: Mapping[str, Any]) -> Report:
+def report_json(record: Mapping[str, Any], plan: Plan | None = None) -> Report:
     """``report.json``: the record's verdicts, key figures and evidence, for CI systems (its
-    schema: ``docs/schemas/report.schema.json``)."""
+    schema: ``docs/schemas/report.schema.json``). Every key it had stays; the report's figures
+    (headline, acceptance rows, expected figures, endpoints, load levels, logs) are added."""
     stages = {}
+    scale, time_scale = record.get("scale", 1) or 1, record.get("time_scale", 1) or 1
     for name, stage in record.get("stages", {}).items():
         summary = stage.get("summary") or {}
         stages[name] = ReportStage.model_validate(
@@ -531,8 +838,28 @@ def report_json(record: Mapping[str, Any]) -> Report:
                 "invalid": stage.get("invalid", []),
                 "attempts": stage.get("attempts", []),
                 "baseline": stage.get("baseline"),
+                "p50_ms": summary.get("p50_ms"),
+                "max_vus": summary.get("max_vus"),
+                "max_connections": (summary.get("ws") or {}).get("max_connections"),
+                "expected": [
+                    {k: e[k] for k in ("label", "measured", "expected", "target", "scaled")}
+                    for e in figures.expected_rows(plan, name, stage, scale, time_scale)
+                ],
+                "endpoints": figures.endpoint_rows(record, name, stage),
+                "load_levels": [
+                    {k: v for k, v in lv.items() if k != "stage"}
+                    for lv in figures.level_rows(plan, name, stage)
+                ],
             }
         )
+    acceptance_keys = (
+        "id", "label", "stage", "target", "measured", "baseline", "baseline_release",
+        "change", "status", "unit",
+    )  # fmt: skip
+    card_keys = (
+        "key", "label", "value", "unit", "target", "baseline", "baseline_release", "change",
+        "stage",
+    )  # fmt: skip
     return Report.model_validate(
         {
             "verdict": record.get("verdict"),
@@ -546,16 +873,35 @@ def report_json(record: Mapping[str, Any]) -> Report:
             "rollback": record.get("rollback"),
             "timeline": record.get("timeline", []),
             "history": record.get("history", []),
+            "plan": record.get("plan"),
+            "scale": record.get("scale"),
+            "time_scale": record.get("time_scale"),
+            "headline": [{k: c[k] for k in card_keys} for c in figures.headline(record)],
+            "acceptance": [
+                {k: r[k] for k in acceptance_keys} for r in figures.acceptance_rows(record)
+            ],
+            "logs": record.get("logs") or [],
         }
     )
 
 
 def build_report(artifacts: RunArtifacts, record: Mapping[str, Any]) -> dict[str, str]:
     """Write the four report files; returns their paths. ``report.json`` is built first: a
-    record it does not validate writes no report."""
-    report = report_json(record)
-    markdown = render_markdown(record)
-    page = render_html(markdown, render_charts(record.get("stages", {})), record.get("title", ""))
+    record it does not validate writes no report. The run root's ``plan.yaml`` gives the
+    plan's expectations and load-level limits, its ``logs/index.json`` the collected logs."""
+    plan = load_plan_of(artifacts)
+    if "logs" not in record:
+        try:
+            index = artifacts.read_json("logs/index.json")
+        except (OSError, ValueError):
+            index = None
+        record = {**record, "logs": figures.log_links(index)}
+    report = report_json(record, plan)
+    parts = document(record, plan)
+    markdown = "\n\n".join(p for p in parts if isinstance(p, str))
+    page = render_html(
+        parts, render_charts(record.get("stages", {})), record.get("title", ""), record
+    )
     paths = {
         "markdown": artifacts.write_text("report.md", markdown),
         "html": artifacts.write_text("report.html", page),

@@ -438,6 +438,75 @@ class TimelineEvent(Record):
     event: str
 
 
+class AcceptanceRow(Record):
+    """A row of the report's §1: an acceptance criterion as the seed states it ("< 1%"),
+    measured, the baseline release's value and the change (``pp``: percentage points)."""
+
+    id: str
+    label: str
+    stage: str
+    target: str
+    measured: Number | None
+    baseline: Number | None
+    baseline_release: str | None
+    change: str
+    status: Literal["met", "not met", "no data", "too few samples", "unsure"]
+    unit: str
+
+
+class HeadlineFigure(Record):
+    """A card of the report's summary: a key figure with its target and the baseline's."""
+
+    key: str  # peak_users, peak_connections, requests, error_rate, p95, p99
+    label: str
+    value: Number | None
+    unit: str
+    target: str | None
+    baseline: Number | None
+    baseline_release: str | None
+    change: str | None
+    stage: str | None  # the stage it was read from (p95, p99: the worst stage's)
+
+
+class ExpectedRow(Record):
+    """A plan's expected figure (the seed's §4), scaled to the run's scale and time scale."""
+
+    label: str
+    measured: Number | None
+    expected: Number | None
+    target: str
+    scaled: bool
+
+
+class EndpointRow(Record):
+    """One request name of a stage, with its p95's change against the baseline release."""
+
+    request: str
+    requests: int | None
+    errors: int | None
+    error_rate: Number | None
+    p50_ms: Number | None
+    p95_ms: Number | None
+    p99_ms: Number | None
+    baseline_p95_ms: Number | None
+    p95_change: str
+
+
+class LevelRow(Record):
+    """A load level the stage reached (the seed's §9.2), with the seed's limits."""
+
+    level: str
+    users: int | None
+    seconds: int | None
+    p95_ms: Number | None
+    p95_limit_ms: Number | None
+    error_rate: Number | None
+    error_rate_limit: Number | None
+    cpu: Number | None
+    memory: Number | None
+    status: Literal["met", "not met", "no limit"]
+
+
 class ReportStage(Record):
     """A stage in ``report.json``: its verdict (``not run`` when it was not gated), key
     figures and evidence."""
@@ -454,6 +523,13 @@ class ReportStage(Record):
     invalid: list[str]
     attempts: list[AttemptRecord]
     baseline: BaselineRecord | None
+    # the report's figures, as it shows them
+    p50_ms: Number | None = None
+    max_vus: int | None = None
+    max_connections: int | None = None
+    expected: list[ExpectedRow] = Field(default_factory=list)
+    endpoints: list[EndpointRow] = Field(default_factory=list)
+    load_levels: list[LevelRow] = Field(default_factory=list)
 
 
 class Report(Record):
@@ -472,6 +548,12 @@ class Report(Record):
     rollback: RollbackOutcome | None
     timeline: list[TimelineEvent]
     history: list[HistoryEntry]  # the last releases of this profile and plan, this run last
+    plan: str | None = None
+    scale: Number | None = None
+    time_scale: Number | None = None
+    headline: list[HeadlineFigure] = Field(default_factory=list)
+    acceptance: list[AcceptanceRow] = Field(default_factory=list)
+    logs: list[str] = Field(default_factory=list)  # the collected logs, relative to the run root
 
 
 # --- JSON Schemas --------------------------------------------------------------------------
