@@ -24,8 +24,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# axe-core from npm (pinned by package.json and package-lock.json): the report's browser test
+# injects it to find accessibility violations; without npm that check is skipped, saying so
+AXE := node_modules/axe-core/axe.min.js
+
+$(AXE): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --silent && touch $(AXE); \
+	else echo "npm not found: the report's accessibility check will be skipped (apt-get install npm)"; fi
+
 ## test: create the virtual environment if missing, install, lint, run the whole suite (what CI runs)
-test: lint static
+test: lint static $(AXE)
 	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 ## check: the inner loop (under 2 minutes): lint, static checks, the fast tests

@@ -183,6 +183,10 @@ class Slot:
         self.kind, self.stage = kind, stage
 
 
+class MarkdownOnly(str):
+    """Markdown that ``report.md`` holds and the HTML shows otherwise (in a :class:`Slot`)."""
+
+
 Part = str | Slot
 
 
@@ -223,9 +227,11 @@ def document(record: Mapping[str, Any], plan: Plan | None = None) -> list[Part]:
     head += [f"- {md_block(reason)}" for reason in record.get("reasons", [])] or [
         "- every gate passed"
     ]
-    cards = figures.headline(record)
-    head += ["", *_headline_table(cards), ""]
-    parts: list[Part] = ["\n".join(head), Slot("cards")]
+    parts: list[Part] = [
+        "\n".join(head),
+        MarkdownOnly("\n".join(_headline_table(figures.headline(record)))),
+        Slot("cards"),  # the same figures as cards
+    ]
 
     out = ["## 1. Acceptance Criteria", ""]
     rows = figures.acceptance_rows(record)
@@ -768,6 +774,8 @@ def render_html(
     stages: Mapping[str, Mapping[str, Any]] = record.get("stages", {})
     body = []
     for part in parts:
+        if isinstance(part, MarkdownOnly):
+            continue
         if isinstance(part, str):
             body.append(_html_of(part))
         elif part.kind == "cards":
