@@ -63,6 +63,11 @@ SYSTEM = (  # metric, chart key, title, what the percentage is of
     ),
 )
 LATENCY_METRICS = ("http_req_duration",)
+# what a limit's label may draw (a record's strings come from a plan: only known words are drawn)
+LEVELS = {"acceptance": "acceptance", "rollback": "rollback", "investigate": "investigate"}
+STATS = {s: s for s in ("p50", "p90", "p95", "p99", "avg", "max", "min", "last", "rate")}
+STATS["sustained"] = "sustained"
+OPS = {o: o for o in (">", ">=", "<", "<=")}
 RATE_METRICS = ("http_req_failed", "http_unavailable_rate")
 TIME_LABEL = "time into the stage (s)"
 
@@ -94,8 +99,9 @@ class Limit:
     """A criterion's threshold, as a chart draws it."""
 
     value: float
-    label: str
+    label: str  # as drawn: loadgate's words and the value
     level: str
+    criterion: str  # the criterion's id (a plan's string: in the description, never drawn)
 
 
 def limits(
@@ -111,10 +117,15 @@ def limits(
         if not isinstance(threshold, int | float) or c.get("relative_to"):
             continue
         value = float(threshold) * scale
-        stat = c.get("stat") or ""
-        shown = f"{value:g}{' ms' if unit == 'ms' else '%'}"
-        label = f"{c.get('level', '')}: {stat} {c.get('op', '')} {shown} ({c.get('id', '')})"
-        out.setdefault((value, str(stat)), Limit(value, label, str(c.get("level", ""))))
+        level = str(c.get("level", ""))
+        words = [
+            f"{LEVELS.get(level, '')} limit".strip(),
+            STATS.get(str(c.get("stat") or ""), ""),
+            OPS.get(str(c.get("op") or ""), ""),
+            f"{value:g}{' ms' if unit == 'ms' else '%'}",
+        ]
+        label = " ".join(w for w in words if w).replace("limit ", "limit: ", 1)
+        out.setdefault((value, label), Limit(value, label, level, str(c.get("id", ""))))
     return sorted(out.values(), key=lambda lim: lim.value)
 
 
@@ -148,9 +159,7 @@ def _draw_limits(ax: Any, found: Sequence[Limit]) -> None:
 def _draw_abort(axes: Sequence[Any], series: StageSeries) -> None:
     if series.abort_s is None:
         return
-    label = f"abort at {series.abort_s:.1f} s"
-    if series.abort_criterion:
-        label += f" ({series.abort_criterion})"
+    label = f"abort at {series.abort_s:.1f} s"  # its criterion is in the description
     for i, ax in enumerate(axes):
         ax.axvline(
             series.abort_s,
@@ -338,8 +347,9 @@ _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 
 
-def to_svg(fig: Any, title: str, description: str, prefix: str) -> str:
-    """The figure as a standalone, accessible SVG element (see the module's text)."""
+def to_svg(fig: Any, title: str, label: str, description: str, prefix: str) -> str:
+    """The figure as a standalone, accessible SVG element (see the module's text): named by
+    ``title`` (its ``<title>``), else by ``label`` (its ``aria-label``: loadgate's words)."""
     buf = io.StringIO()
     with _style():
         fig.savefig(
@@ -353,9 +363,9 @@ def to_svg(fig: Any, title: str, description: str, prefix: str) -> str:
         new = f"{prefix}-{old}"
         svg = svg.replace(f'id="{old}"', f'id="{new}"').replace(f"#{old})", f"#{new})")
         svg = svg.replace(f'href="#{old}"', f'href="#{new}"')
-    label = html.escape(title, quote=True)
     head = (
-        f'<svg role="img" aria-label="{label}" aria-labelledby="{prefix}-title {prefix}-desc" '
+        f'<svg role="img" aria-label="{html.escape(label, quote=True)}" '
+        f'aria-labelledby="{prefix}-title" aria-describedby="{prefix}-desc" '
         'style="max-width:100%;height:auto"'
     )
     svg = svg.replace("<svg", head, 1)
@@ -368,66 +378,76 @@ def to_svg(fig: Any, title: str, description: str, prefix: str) -> str:
 
 
 def _render(
-    fig: Any, stage: str, key: str, title: str, description: str, series: StageSeries
+    fig: Any,
+    stage: str,
+    key: str,
+    drawn: str,
+    description: str,
+    series: StageSeries,
+    index: int,
 ) -> Chart:
     if series.abort_s is not None:
         description += f" An abort fired {series.abort_s:.1f} s into the stage"
         description += f" ({series.abort_criterion})." if series.abort_criterion else "."
     with _style():
-        svg = to_svg(fig, title, description, f"lg-{_slug(stage)}-{key}")
+        title = f"{stage}: {drawn}"
+        svg = to_svg(fig, title, drawn, description, f"lg-{index}-{key}")
     return Chart(stage=stage, key=key, title=title, svg=svg)
 
 
 def stage_charts(
-    stage: str, series: StageSeries, criteria: Sequence[Mapping[str, Any]] = ()
+    stage: str, series: StageSeries, criteria: Sequence[Mapping[str, Any]] = (), index: int = 0
 ) -> list[Chart]:
-    """A stage's charts, from its seconds and its criteria's limits."""
+    """A stage's charts, from its seconds and its criteria's limits; ``index``: the stage's
+    place in the report (its charts' ids). What a chart draws is loadgate's own words and the
+    figures: the stage's name, a criterion's id (strings from a plan) are in its ``<title>`` and
+    ``<desc>`` as text, never drawn, in an id or in an attribute."""
     out: list[Chart] = []
     with _style():
         if series.has_http or any(series.vus):
-            title = f"{stage}: requests per second and active users"
+            title = "Requests per second and active users"
             fig = _requests_chart(series, title)
             desc = (
                 f"Requests per second (peak {max(series.requests, default=0)}) and active users "
                 f"(peak {max(series.vus, default=0)}) over {series.t[-1]:.0f} s."
             )
-            out.append(_render(fig, stage, "requests", title, desc, series))
+            out.append(_render(fig, stage, "requests", title, desc, series, index))
         if series.has_http:
             found = limits(criteria, LATENCY_METRICS, "ms")
-            title = f"{stage}: response time p50, p95 and p99"
+            title = "Response time p50, p95 and p99"
             fig = _latency_chart(series, title, found)
             desc = "Response time percentiles of each second, in milliseconds"
             desc += f", with the limits {_values(found, ' ms')}." if found else "."
-            out.append(_render(fig, stage, "latency", title, desc, series))
+            out.append(_render(fig, stage, "latency", title, desc, series, index))
         if series.has_http or series.has_ws:
             kinds = _error_kinds(series)
             metrics = (*RATE_METRICS, *(("ws_error_rate",) if series.has_ws else ()))
             found = limits(criteria, metrics, "%", scale=100.0)
-            title = f"{stage}: errors per second by kind"
+            title = "Errors per second by kind"
             fig = _errors_chart(series, title, kinds, found)
             total = sum(sum(series.errors.get(k) or []) for k in kinds)
             desc = f"Errors of each second by kind ({', '.join(kinds)}): {total} in all"
             desc += f"; error rate limits {_values(found, '%')}." if found else "."
-            out.append(_render(fig, stage, "errors", title, desc, series))
+            out.append(_render(fig, stage, "errors", title, desc, series, index))
         if series.has_ws:
             found = limits(criteria, ("ws_rtt",), "ms")
-            title = f"{stage}: WebSocket connections and round trip"
+            title = "WebSocket connections and round trip"
             fig = _websocket_chart(series, title, found)
             desc = (
                 f"Open WebSocket connections (peak {max(series.ws_open, default=0)}) and the "
                 "round trip's p50, p95 and p99 of each second, in milliseconds."
             )
-            out.append(_render(fig, stage, "websocket", title, desc, series))
+            out.append(_render(fig, stage, "websocket", title, desc, series, index))
         for metric, key, name, label in SYSTEM:
             values = series.system.get(metric) or []
             if not any(v is not None for v in values):
                 continue
             found = limits(criteria, (metric,), "%", scale=100.0)
-            title = f"{stage}: {name.lower()} ({label.split(' (')[1].rstrip(')')})"
+            title = f"{name} ({label.split(' (')[1].rstrip(')')})"
             fig = _system_chart(series, metric, title, label, found)
             desc = f"{label} each second"
             desc += f", with the limits {_values(found, '%')}." if found else "."
-            out.append(_render(fig, stage, key, title, desc, series))
+            out.append(_render(fig, stage, key, title, desc, series, index))
     return out
 
 
@@ -446,26 +466,32 @@ def _error_kinds(series: StageSeries) -> list[str]:
 
 def _values(found: Sequence[Limit], unit: str) -> str:
     """The limits' values, each once, for a chart's description."""
-    return ", ".join(dict.fromkeys(f"{x.value:g}{unit}" for x in found))
+    return ", ".join(dict.fromkeys(f"{x.value:g}{unit} ({x.criterion})" for x in found))
 
 
 # --- in the report ------------------------------------------------------------------------------
+
+
+_PLAIN_NAME = re.compile(r"[\w.-]+")  # a stage's folder is read only under a plain name
 
 
 def report_charts(root: Any, record: Mapping[str, Any]) -> dict[str, list[Chart]]:
     """Each stage's charts, from the shards' windows of its last attempt under the run root
     ``root`` (else from the series its gate kept)."""
     out: dict[str, list[Chart]] = {}
-    for name, stage in (record.get("stages") or {}).items():
+    for index, (name, stage) in enumerate((record.get("stages") or {}).items()):
         aborted = stage.get("aborted")
         attempt = int(stage.get("attempt") or 1)
-        series = (
-            read_stage(stage_folder(root, name, attempt), aborted) if root is not None else None
-        )
+        series = None
+        if root is not None and _PLAIN_NAME.fullmatch(name) and name not in (".", ".."):
+            try:
+                series = read_stage(stage_folder(root, name, attempt), aborted)
+            except (OSError, ValueError):  # a folder that cannot be read: the gate's series
+                series = None
         if series is None:
             series = from_gate_series(stage.get("series") or {}, aborted)
         if series is not None and series.t:
-            out[name] = stage_charts(name, series, stage.get("criteria") or [])
+            out[name] = stage_charts(name, series, stage.get("criteria") or [], index)
     return out
 
 
