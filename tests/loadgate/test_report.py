@@ -336,3 +336,20 @@ def test_report_json_keeps_its_keys_and_gains_the_report_figures(tmp_path) -> No
     assert [lv["status"] for lv in api["load_levels"]] == ["met", "not met"]
     assert api["endpoints"][0]["baseline_p95_ms"] == 5.0
     assert data["stages"]["websocket"]["verdict"] == "not run"
+
+
+def test_the_headline_latency_is_the_judged_stages(tmp_path) -> None:
+    """A WebSocket stage's few HTTP logins (slower, no latency criterion) are not the run's p95:
+    the card reads the stages whose response time the plan judges."""
+    websocket = {
+        "verdict": "pass",
+        "reasons": [],
+        "criteria": [],
+        "summary": {"requests": 40, "error_rate": 0.0, "p95_ms": 90.0, "p99_ms": 95.0,
+                    "max_vus": 20, "ws": {"max_connections": 20}},
+    }  # fmt: skip
+    record = {**RECORD, "stages": {"api": RECORD["stages"]["api"], "websocket": websocket}}
+    data = json.loads(Path(build_report(RunArtifacts(tmp_path, "r1"), record)["json"]).read_text())
+    cards = {c["key"]: c for c in data["headline"]}
+    assert (cards["p95"]["stage"], cards["p95"]["value"]) == ("api", 12.5)
+    assert cards["peak_connections"]["value"] == 20 and cards["requests"]["value"] == 1274
