@@ -657,44 +657,10 @@ def _stage_section(
     return out
 
 
-def stage_charts(name: str, stage: Mapping[str, Any]) -> str:
-    """The HTML of a stage's charts, shown in the stage's own section (after its tables).
-
-    Empty for now: the charts are rendered together by :func:`render_charts` below the
-    report. ``charts.py``'s per-stage charts go here."""
-    return ""
-
-
-def render_charts(stages: Mapping[str, Mapping[str, Any]]) -> str:
-    """Every stage's charts in one block below the report (``charts.line_chart``; none when
-    the charts module has no such function: its charts then come by :func:`stage_charts`)."""
-    line_chart = getattr(charts_module, "line_chart", None)
-    if line_chart is None:
-        return ""
-    parts = []
-    for name, stage in stages.items():
-        series = stage.get("series") or {}
-        t = series.get("t") or []
-        if not t:
-            continue
-        markers = []
-        if stage.get("aborted") and stage["aborted"].get("at_s") is not None:
-            markers.append((stage["aborted"]["at_s"], "abort"))
-        parts.append(f"<h3>{html.escape(STAGE_TITLES.get(name, name))}</h3>")
-        for key, title, unit in (
-            ("rps", "Requests per second", ""),
-            ("p95_ms", "p95 response time", " ms"),
-            ("errors", "Errors per second", ""),
-            ("vus", "Active virtual users", ""),
-        ):
-            values = series.get(key) or []
-            if values:
-                parts.append(
-                    line_chart(
-                        title, {key: list(zip(t, values, strict=False))}, unit=unit, markers=markers
-                    )
-                )
-    return "\n".join(parts)
+def stage_charts(name: str, record: Mapping[str, Any]) -> str:
+    """The HTML of a stage's charts, shown in the stage's own section (after its tables): the
+    inline SVG of the charts :func:`build_report` drew (``record["charts"]``, ``charts.py``)."""
+    return charts_module.charts_html((record.get("charts") or {}).get(name, []))
 
 
 def cards_html(cards: Sequence[Mapping[str, Any]]) -> str:
@@ -779,7 +745,7 @@ def render_html(
         elif part.kind == "cards":
             body.append(cards_html(figures.headline(record)))
         elif part.kind == "charts" and part.stage in stages:
-            body.append(stage_charts(part.stage, stages[part.stage]))
+            body.append(stage_charts(part.stage, record))
     html_body = "\n".join(b for b in body if b)
     if charts:
         html_body += f"<h2>Charts</h2>\n{charts}"
@@ -904,10 +870,14 @@ def build_report(artifacts: RunArtifacts, record: Mapping[str, Any]) -> dict[str
         record = {**record, "logs": figures.log_links(index)}
     report = report_json(record, plan)
     parts = document(record, plan)
-    markdown = "\n\n".join(p for p in parts if isinstance(p, str))
-    page = render_html(
-        parts, render_charts(record.get("stages", {})), record.get("title", ""), record
+    # each stage's charts: SVG files next to report.md (linked there), inline in report.html
+    drawn = charts_module.write_charts(artifacts, record)
+    markdown = "\n\n".join(
+        p if isinstance(p, str) else charts_module.markdown_images(drawn[p.stage])
+        for p in parts
+        if isinstance(p, str) or (p.kind == "charts" and drawn.get(p.stage))
     )
+    page = render_html(parts, "", record.get("title", ""), {**record, "charts": drawn})
     paths = {
         "markdown": artifacts.write_text("report.md", markdown),
         "html": artifacts.write_text("report.html", page),
