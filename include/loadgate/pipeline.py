@@ -218,6 +218,7 @@ def run_checklist(
                         scale=run.config.scale,
                         run_id=run.run_id,
                         dry_run=run.config.dry_run,
+                        links=notifier.links,
                     ),
                 )
             )
@@ -474,22 +475,30 @@ def record_history(run: Run) -> history.HistoryEntry | None:
 
 
 def notify_gate(run: Run, notifier: Notifier, stage: str) -> str:
+    """The gate's verdict, a reply in the run's thread; once per attempt (``gate:<stage>``, and
+    ``gate:<stage>:attempt-2`` for the re-run of an inconclusive stage)."""
     gate = run.gate(stage)
     if gate is None:
         return "no gate"
+    key = f"gate:{stage}" if gate.attempt <= 1 else f"gate:{stage}:attempt-{gate.attempt}"
     return notifier.notify(
-        f"gate:{stage}",
+        key,
         gate_message(
             stage=stage,
             verdict=gate.verdict,
             summary=gate.summary.model_dump(mode="json") if gate.summary else {},
             reasons=gate.reasons,
             release=run.config.release or "—",
+            attempt=gate.attempt,
+            links=notifier.links,
         ),
+        reply=True,
     )
 
 
 def notify_final(run: Run, notifier: Notifier) -> str:
+    """The run's verdict: a reply in its thread, also posted to the channel; then the start
+    message is updated to show it. Each once (``final``, ``final:start-updated``)."""
     verdict, reasons = run_verdict(run)
     stages = {}
     for stage in run.config.stages:
@@ -498,7 +507,7 @@ def notify_final(run: Run, notifier: Notifier) -> str:
             summary = gate.summary.model_dump(mode="json") if gate.summary else {}
             stages[stage] = {"verdict": gate.verdict, **summary}
     rollback_outcome = run.rollback_outcome()
-    return notifier.notify(
+    sent = notifier.notify(
         "final",
         final_message(
             verdict=verdict,
@@ -507,10 +516,27 @@ def notify_final(run: Run, notifier: Notifier) -> str:
             stages=stages,
             reasons=reasons,
             rollback=rollback_outcome.model_dump(mode="json") if rollback_outcome else None,
-            report=str(run.artifacts.path("report.html")),
             run_id=run.run_id,
+            links=notifier.links,
         ),
+        reply=True,
+        broadcast=True,
     )
+    notifier.update_start(
+        start_message(
+            release=run.config.release or "—",
+            target=run.config.target_url,
+            plan=run.record.plan_name or run.config.plan,
+            stages=run.config.stages,
+            scale=run.config.scale,
+            run_id=run.run_id,
+            dry_run=run.config.dry_run,
+            links=notifier.links,
+            verdict=verdict,
+            reasons=reasons,
+        )
+    )
+    return sent
 
 
 def attempt_skip_reason(run: Run, stage: str, attempt: int) -> str | None:

@@ -5,8 +5,10 @@
   artifacts root, limits, Slack channel …), over the shipped ``syncbridge`` profile. Only
   operators set it; a trigger only names a profile.
 - Connection ``loadgate_slack`` (type slack: bot token as password, extra ``channel``, optional
-  ``base_url``) or ``loadgate_slack_webhook`` (type slackwebhook). Neither: messages go to the
-  run's ``notifications.jsonl``.
+  ``base_url``): one thread per run; or ``loadgate_slack_webhook`` (type slackwebhook), which
+  cannot thread or update: each message is posted on its own. Neither: messages go to the
+  run's ``notifications.jsonl``. Their buttons link the run and its report through Airflow's
+  ``[api] base_url`` (config); without it the messages have no links.
 - Connection ``loadgate_target``: the target's admin token (password) for the reference
   service's rollback, or the bearer token a webhook rollback sends.
 - Connection ``loadgate_seed``: the secret test users' passwords derive from (password). Without
@@ -23,7 +25,7 @@ from airflow.sdk import Connection, Variable
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from loadgate.config.profiles import Profile, load_profiles
-from loadgate.notify import Sender, SlackApiSender, SlackWebhookSender
+from loadgate.notify import Links, Sender, SlackApiSender, SlackWebhookSender, airflow_links
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +95,22 @@ def slack_sender(channel: str | None = None) -> Sender | None:
 
         return SlackWebhookSender(SlackWebhookHook(slack_webhook_conn_id=SLACK_WEBHOOK).client)
     return None
+
+
+def run_links(run_id: str, dag_id: str | None = None) -> Links:
+    """The run's page in the Airflow UI and its report as the API server serves it
+    (``report_view``), from ``[api] base_url``; ``dag_id`` defaults to the running task's."""
+    from airflow.configuration import conf
+
+    if dag_id is None:
+        try:
+            from airflow.sdk import get_current_context
+
+            dag_id = get_current_context()["ti"].dag_id
+        except Exception:  # outside a task: no DAG, no links
+            return Links()
+    base_url = conf.get("api", "base_url", fallback=None)
+    links = airflow_links(base_url, dag_id, run_id)
+    if links.run is None:
+        log.info("[api] base_url is not an http(s) URL: the messages carry no links to the run")
+    return links

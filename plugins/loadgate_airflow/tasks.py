@@ -21,7 +21,7 @@ from loadgate.backends.kubernetes import pods as k8s_pods
 from loadgate.backends.local import run_stage_local
 from loadgate.config.profiles import ProfileError
 from loadgate.config.run import RunConfig, RunConfigError, resolve_trigger
-from loadgate.notify import Notifier, stage_figures, task_failed_message
+from loadgate.notify import Links, Notifier, stage_figures, task_failed_message
 from loadgate.run import folder
 from loadgate.run import gate as gates
 from loadgate.storage import is_remote
@@ -63,8 +63,14 @@ def _apps_api(run: folder.Run) -> Any:
     return KubernetesHook().apps_v1_client
 
 
-def _notifier(run: folder.Run) -> Notifier:
-    return Notifier(run.artifacts, settings.slack_sender(run.config.slack_channel))
+def _notifier(run: folder.Run, dag_id: str | None = None) -> Notifier:
+    """The run's notifier, its messages' buttons pointing at the run in Airflow and its report
+    (``settings.run_links``: the API server's ``[api] base_url``; none without one)."""
+    return Notifier(
+        run.artifacts,
+        settings.slack_sender(run.config.slack_channel),
+        settings.run_links(run.run_id, dag_id),
+    )
 
 
 def _trigger(context: Any) -> dict[str, Any]:
@@ -332,10 +338,15 @@ def notify_task_failure(context: Any, plan: str | None = None) -> None:
     except Exception:
         log.exception("the run's object store is not usable; no notification")
         return
+    notifier = _notifier(run, ti.dag_id)
     message = task_failed_message(
-        task_id=ti.task_id, try_number=ti.try_number, error=error, run_id=run.run_id
+        task_id=ti.task_id,
+        try_number=ti.try_number,
+        error=error,
+        run_id=run.run_id,
+        links=Links(run=notifier.links.run),
     )
     try:
-        _notifier(run).notify(f"task-failed:{ti.task_id}:{ti.try_number}", message)
+        notifier.notify(f"task-failed:{ti.task_id}:{ti.try_number}", message, reply=True)
     except Exception:  # a failing notification must not hide the task's own failure
         log.exception("could not notify the failure of %s", ti.task_id)

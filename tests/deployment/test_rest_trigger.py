@@ -181,7 +181,7 @@ def test_healthy_release_passes_and_a_ui_rerun_keeps_its_verdict(
     airflow, artifacts, slack, start_syncbridge, tmp_path
 ) -> None:
     svc = deploy(start_syncbridge, tmp_path, "v2")
-    before = len(slack.messages())
+    before, updates_before = len(slack.messages()), len(slack.updates())
     run, report = gate_run(airflow, svc, artifacts)
     run_id = run["dag_run_id"]
     states = task_states(airflow, run_id)
@@ -192,13 +192,12 @@ def test_healthy_release_passes_and_a_ui_rerun_keeps_its_verdict(
     assert report["stages"]["api"]["requests"] > 100
     assert states["rollback"] == "skipped"
     assert requests.get(f"{svc.url}/healthz", timeout=5).json()["release"] == "v2"
-    ours = [m["text"] for m in slack.messages()[before:]]
-    assert len(ours) == 5 and "pass" in ours[-1], ours  # start, a gate each, the verdict
+    assert_one_thread(airflow, slack, run_id, before, updates_before)
 
     # the UI's "Clear" on the last stage's gate with its downstream tasks
     seeding = (artifacts / safe_name(run_id) / "seeding.json").read_text()
     registered = target.requests_counted(svc, "/api/v1/auth/register")
-    messages = len(slack.messages())
+    calls = len(slack.calls)
     resp = airflow.api(
         "POST",
         f"/dags/{DAG_ID}/clearTaskInstances",
@@ -228,7 +227,47 @@ def test_healthy_release_passes_and_a_ui_rerun_keeps_its_verdict(
     assert try_number(airflow, run_id, "session.gate") == 2
     assert (artifacts / safe_name(run_id) / "seeding.json").read_text() == seeding
     assert target.requests_counted(svc, "/api/v1/auth/register") == registered
-    assert len(slack.messages()) == messages, slack.messages()[messages:]  # none sent twice
+    assert len(slack.calls) == calls, slack.calls[calls:]  # none sent or updated twice
+
+
+def assert_one_thread(
+    airflow: AirflowDeployment, slack: SlackStandIn, run_id: str, before: int, updates: int
+) -> None:
+    """The run's Slack thread: the start message in the channel, a reply per gate with the
+    stage's own figures, the verdict replied and posted to the channel, the start message
+    updated to show it; the buttons open the run in Airflow and its report through Airflow."""
+    start, *gates, final = slack.messages()[before:]
+    (update,) = slack.updates()[updates:]
+    assert "starting" in start["text"] and "thread_ts" not in start
+    thread = update["ts"]
+    assert slack.channel[thread]["edited"] and "PASS" in update["blocks"][0]["text"]["text"]
+    headers = [g["blocks"][0]["text"]["text"] for g in gates]
+    assert headers == [f"✅ Gate {s}: PASS" for s in ("api", "websocket", "session")], headers
+    assert all(m["thread_ts"] == thread for m in (*gates, final))
+    assert "reply_broadcast" not in gates[0] and final["reply_broadcast"] is True
+    api, websocket, session = (json.dumps(g["blocks"][1]) for g in gates)
+    assert "*Requests*" in api and "*p99*" in api and "*Requests*" in session
+    assert "*Connections*" in websocket and "*RTT p95*" in websocket
+    assert "*Requests*" not in websocket
+    assert "pass" in final["text"]
+    quoted = requests.utils.quote(run_id, safe="")
+    run_url = f"{airflow.url}/dags/{DAG_ID}/runs/{quoted}"
+    report_url = f"{airflow.url}/loadgate/reports/{DAG_ID}/{quoted}"
+
+    def buttons(message: dict[str, Any]) -> list[str]:
+        return [
+            e["url"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+        ]
+
+    assert buttons(start) == [run_url]
+    assert buttons(final) == buttons(update) == [run_url, report_url]
+    # they open: the UI's page of the run, and the report (the caller signed in)
+    assert requests.get(run_url, timeout=30).status_code == 200
+    report = requests.get(
+        report_url, headers={"Authorization": f"Bearer {airflow.token()}"}, timeout=30
+    )
+    assert report.status_code == 200, report.text[:300]
+    assert report.headers["content-type"].startswith("text/html")
 
 
 def try_number(airflow: AirflowDeployment, run_id: str, task_id: str) -> int:

@@ -108,8 +108,19 @@ def messages(h: str) -> list[Message]:
             stages={h: {"verdict": "rollback", **summary}},
             reasons=[h],
             rollback={"outcome": h, "action": h},
-            report=h,
             run_id=h,
+        ),
+        # the start message as the run's end updates it
+        start_message(
+            release=h,
+            target=h,
+            plan=h,
+            stages=[h],
+            scale=0.01,
+            run_id=h,
+            dry_run=False,
+            verdict="rollback",
+            reasons=[h],
         ),
         task_failed_message(task_id=h, try_number=1, error=h, run_id=h),
     ]
