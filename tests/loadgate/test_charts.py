@@ -84,6 +84,15 @@ def texts(chart: charts.Chart) -> list[str]:
     return [t.replace("&gt;", ">").replace("&lt;", "<") for t in COMMENT.findall(chart.svg)]
 
 
+def y_labels_of(chart: charts.Chart) -> list[str]:
+    """The drawn texts that read as a y axis's label with its unit."""
+    unit = r"\((req/s|VUs|ms|errors/s|%|% of \w+)\)|\(ms\), log scale$|\(%\)$"
+    drawn_title = chart.title.removeprefix(f"{chart.stage}: ")
+    return [
+        t for t in texts(chart) if re.search(unit, t) and "limit:" not in t and t != drawn_title
+    ]
+
+
 def all_charts(runs: dict[str, Gated]) -> list[charts.Chart]:
     return [c for g in runs.values() for cs in g.charts.values() for c in cs]
 
@@ -112,13 +121,14 @@ def test_every_chart_has_a_title_axes_with_units_and_an_accessible_name(runs) ->
         desc = root.find(f"{SVG}desc")
         assert desc is not None and desc.text
         assert desc.get("id") == root.get("aria-describedby")
+        assert "Axes: time into the stage (s); " in desc.text
+        assert all(label in desc.text for label in y_labels_of(chart))
         drawn = texts(chart)
         assert chart.title.startswith(f"{chart.stage}: ")  # drawn without the stage's name
         assert chart.title.removeprefix(f"{chart.stage}: ") in drawn
         assert root.get("aria-label") == chart.title.removeprefix(f"{chart.stage}: ")
         assert "time into the stage (s)" in drawn
-        y_labels = [t for t in drawn if re.search(r"\((req/s|VUs|ms|errors/s|%|% of \w+)", t)]
-        assert y_labels, (chart.key, drawn)
+        assert y_labels_of(chart), (chart.key, drawn)
     api = {c.key: texts(c) for c in runs["healthy"].charts["api"]}
     assert "requests per second (req/s)" in api["requests"]
     assert "active users (VUs)" in api["requests"]  # on the same time axis

@@ -280,7 +280,7 @@ def _errors_chart(
     rates = [
         100.0 * e / n if n else float("nan") for e, n in zip(bottom, denominators, strict=False)
     ]
-    rate.plot(series.t, rates, color="#111827", linewidth=0.9, label="error rate (%)")
+    rate.plot(series.t, rates, color="#111827", linewidth=0.9, label="error rate")
     _draw_limits(rate, found)
     rate.set_ylabel("error rate that second (%)")
     shown = [r for r in rates if r == r]
@@ -383,9 +383,12 @@ def _render(
     series: StageSeries,
     index: int,
 ) -> Chart:
+    """The chart's SVG; its description ends with its axes (as a screen reader reads them)."""
     if series.abort_s is not None:
         description += f" An abort fired {series.abort_s:.1f} s into the stage"
         description += f" ({series.abort_criterion})." if series.abort_criterion else "."
+    axes = [fig.axes[0].get_xlabel(), *(a.get_ylabel() for a in fig.axes if a.get_ylabel())]
+    description += f" Axes: {'; '.join(axes)}."
     with _style():
         title = f"{stage}: {drawn}"
         svg = to_svg(fig, title, drawn, description, f"lg-{index}-{key}")
