@@ -519,4 +519,6 @@ def markdown_images(charts: Sequence[Chart]) -> str:
 
 def charts_html(charts: Sequence[Chart]) -> str:
     """``report.html``'s figures for a stage's charts: each chart's SVG, inline."""
-    return "\n".join(f'<figure class="chart">\n{chart.svg}</figure>' for chart in charts)
+    return "\n".join(
+        f'<figure class="chart" style="margin:1em 0">\n{chart.svg}</figure>' for chart in charts
+    )
