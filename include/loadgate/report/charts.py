@@ -8,10 +8,12 @@ abort fired is marked on every chart of the stage.
 
 Each chart is an SVG that stands alone: text drawn as paths (``svg.fonttype: path``: no font is
 named or fetched), no script, no metadata, no link out of the file, ids prefixed per chart (one
-page holds many), a ``<title>`` and ``<desc>`` and ``role="img"`` with an ``aria-label``
-naming it. :func:`write_charts` writes them as ``charts/<stage>-<chart>.svg`` next to
-``report.md`` (which links them as images, :func:`chart_markdown`); :func:`inline_charts` puts
-the same SVG in place of each image in ``report.html``.
+page holds many), ``role="img"`` with an ``aria-label`` naming it, a ``<title>`` (the stage and
+the chart) and a ``<desc>`` (what it shows, its limits, the abort, its axes and units).
+:func:`write_charts` draws a report's charts (from the stage folders' windows, else from the
+gates' series) and writes them as ``charts/<stage>-<chart>.svg`` next to ``report.md``, which
+links them as images (:func:`markdown_images`); ``report.html`` holds the same SVG inline in
+each stage's section (:func:`charts_html`).
 
 matplotlib is imported when a chart is drawn, not with this module, and only through its
 object-oriented API (a :class:`~matplotlib.figure.Figure` of its own, no pyplot, no global
