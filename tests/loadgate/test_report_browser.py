@@ -23,6 +23,7 @@ from loadgate import pipeline
 from loadgate.backends.local import run_stage_local
 from loadgate.config.run import build_run_config
 from loadgate.notify import Notifier
+from loadgate.report.build import BADGE_CLASS
 from loadgate.run import folder, gate
 from loadgate.verdict.outcomes import Verdict
 from syncbridge.launcher import start_syncbridge
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 WIDTHS = {"desktop": 1280, "phone": 390}
 BADGES = ("PASS", "INVESTIGATE", "ROLLBACK", "INCONCLUSIVE", "INVALID", "ERROR")
+BADGE_WORDS = set(BADGE_CLASS)  # every status word the report shows as a badge
 
 
 def gated_run(
@@ -164,6 +166,14 @@ def test_the_report_reads_offline_at_desktop_and_phone_widths(reports, which, wi
                 "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
             )
             assert overflow[0] <= overflow[1], f"page {overflow[0]} px wide in {overflow[1]} px"
+            # in print, each badge keeps its word and a border (no colour needed to read it)
+            page.emulate_media(media="print")
+            printed = page.evaluate(
+                "() => [...document.querySelectorAll('strong.badge')].map(b => "
+                "[b.innerText.trim(), getComputedStyle(b).borderTopStyle])"
+            )
+            page.emulate_media(media="screen")
+            assert printed and all(t in BADGE_WORDS and b == "solid" for t, b in printed), printed
             # every chart: a title, and axes with units. The hand-written charts write their
             # tick labels as <text> ("0 s", "5 ms"); charts drawn with text as paths keep each
             # label's text in a comment beside its path and say the rest in <title>/<desc>.

@@ -175,6 +175,16 @@ def _table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+# a target loadgate wrote from numbers ("< 1%", "≥ 20", "~750", "< 1,000 ms"): nothing in it
+# is Markdown ("<" before a space opens no tag), so it is shown as written, not escaped
+_TARGET_TEXT = re.compile(r"(?:(?:[<>≤≥=≠] )?~?[0-9][0-9,.]*(?: ms|%)?|—)")
+
+
+def target_cell(text: str) -> str:
+    """A target for a table cell: as written when it is loadgate's own figure, else escaped."""
+    return Md(text) if _TARGET_TEXT.fullmatch(text) else text
+
+
 class Slot:
     """A place in the report that the HTML fills with more than Markdown holds (the summary's
     cards, a stage's charts); ``report.md`` has its tables instead."""
@@ -251,7 +261,7 @@ def document(record: Mapping[str, Any], plan: Plan | None = None) -> list[Part]:
                     [
                         r["label"],
                         r["stage"],
-                        r["target"],
+                        target_cell(r["target"]),
                         r["measured_text"],
                         r["baseline_text"],
                         r["change"],
@@ -294,7 +304,7 @@ def document(record: Mapping[str, Any], plan: Plan | None = None) -> list[Part]:
             stage_name,
             figures.metric_label(metric),
             *(fmt(v.get(k), v.get("unit", "")) for k in ("max", "avg", "last")),
-            limits.get((stage_name, metric), "—"),
+            target_cell(limits.get((stage_name, metric), "—")),
         ]
         for stage_name, stage in stages.items()
         for metric, v in sorted((stage.get("system") or {}).items())
@@ -330,11 +340,15 @@ def document(record: Mapping[str, Any], plan: Plan | None = None) -> list[Part]:
                     fmt(lv["users"]),
                     fmt(lv["seconds"]),
                     fmt(lv["p95_ms"], "ms"),
-                    "—" if lv["p95_limit_ms"] is None else f"< {fmt(lv['p95_limit_ms'], 'ms')}",
+                    target_cell(
+                        "—" if lv["p95_limit_ms"] is None else f"< {fmt(lv['p95_limit_ms'], 'ms')}"
+                    ),
                     fmt(lv["error_rate"], "%"),
-                    "—"
-                    if lv["error_rate_limit"] is None
-                    else f"< {fmt(lv['error_rate_limit'], '%')}",
+                    target_cell(
+                        "—"
+                        if lv["error_rate_limit"] is None
+                        else f"< {fmt(lv['error_rate_limit'], '%')}"
+                    ),
                     fmt(lv["cpu"], "%"),
                     fmt(lv["memory"], "%"),
                     badge(lv["status"]),
@@ -415,7 +429,7 @@ def _headline_table(cards: Sequence[Mapping[str, Any]]) -> list[str]:
                 [
                     c["label"],
                     c["text"],
-                    c["target"] or "—",
+                    target_cell(c["target"] or "—"),
                     "—"
                     if c["baseline_text"] is None
                     else f"{c['baseline_text']} ({c['baseline_release'] or 'baseline'})",
@@ -579,7 +593,7 @@ def _stage_section(
             _table(
                 ["Metric", "Measured", "Expected", "Target"],
                 [
-                    [e["label"], e["measured_text"], e["expected_text"], e["target"]]
+                    [e["label"], e["measured_text"], e["expected_text"], target_cell(e["target"])]
                     for e in expected
                 ],
             ),
@@ -639,7 +653,7 @@ def _stage_section(
                     [
                         c.get("description") or f"{figures.criterion_label(c)} ({c.get('id')})",
                         c.get("level"),
-                        figures.target_text(c),
+                        target_cell(figures.target_text(c)),
                         fmt(c.get("observed"), c.get("unit", "")),
                         badge(figures.status_of(c)),
                     ]
