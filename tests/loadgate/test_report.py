@@ -350,3 +350,17 @@ def test_the_headline_latency_is_the_judged_stages(tmp_path) -> None:
     cards = {c["key"]: c for c in data["headline"]}
     assert (cards["p95"]["stage"], cards["p95"]["value"]) == ("api", 12.5)
     assert cards["peak_connections"]["value"] == 20 and cards["requests"]["value"] == 1274
+
+
+def test_a_plans_target_text_reads_as_people_write_it(tmp_path) -> None:
+    artifacts = RunArtifacts(tmp_path, "r1")
+    artifacts.write_text("plan.yaml", PLAN.read_text())
+    record = _record_with_baseline()
+    # an HTTP stage's WebSocket figures are all zero: not shown
+    record["stages"]["api"]["summary"]["ws"] = {"connects": 0, "max_connections": 0,
+                                                "messages_sent": 0, "error_rate": 0.0}  # fmt: skip
+    md = Path(build_report(artifacts, record)["markdown"]).read_text()
+    assert "| p99 response time | 30 ms | 650 ms | < 1,000 ms |" in md  # the plan's "<1000ms"
+    # every figure measured is in the expected table: none twice, no table of zeros
+    assert md.count("| p50 response time |") == 1 and "Also measured" not in md
+    assert "Max WebSocket connections" not in md

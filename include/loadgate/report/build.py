@@ -534,7 +534,7 @@ def _measured_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("p99 response time", fmt(summary.get("p99_ms"), "ms")),
     ]
     ws = summary.get("ws") or {}
-    if ws:
+    if ws.get("connects") or ws.get("max_connections") or ws.get("messages_sent"):
         rows += [
             ("Max WebSocket connections", fmt(ws.get("max_connections"))),
             ("Messages sent", fmt(ws.get("messages_sent"))),
@@ -598,9 +598,11 @@ def _stage_section(
                 ],
             ),
             "",
-            _table(["Also measured", "Measured"], _measured_rows(summary)),
-            "",
         ]
+        shown = {e["label"].lower() for e in expected}
+        more = [row for row in _measured_rows(summary) if row[0].lower() not in shown]
+        if more:
+            out += [_table(["Also measured", "Measured"], more), ""]
     else:
         plan_text = stage.get("expected") or {}
         out += [

@@ -8,6 +8,7 @@ the strings may come from a plan or a trigger, and the renderer escapes them whe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -228,6 +229,8 @@ def _plain_target(text: str) -> str:
         return text
     op, value, _, unit = m.groups()
     unit = "" if not unit else (unit if unit == "%" else f" {unit}")
+    with contextlib.suppress(ValueError):  # "1.2.3": as written
+        value = number(float(value.replace(",", "")))
     return f"{op + ' ' if op and op != '~' else op or ''}{value}{unit}"
 
 
