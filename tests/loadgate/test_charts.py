@@ -243,3 +243,19 @@ def test_a_stage_name_becomes_a_safe_file_name_and_escaped_text() -> None:
         assert name not in str(root.attrib) and "e.x" not in " ".join(texts(chart))
     md = charts.markdown_images(made[:1])
     assert "](http" not in md and md.endswith(f"]({made[0].file})")
+
+
+def test_a_rerun_stage_is_charted_from_its_last_attempt(runs, tmp_path) -> None:
+    import shutil
+
+    healthy = runs["healthy"]
+    source = Path(str(healthy.run.artifacts.path("stages", "api")))
+    root = tmp_path / "rerun"
+    (root / "stages" / "api").mkdir(parents=True)  # the first attempt left nothing readable
+    shutil.copytree(source, root / "stages" / "api" / "attempt-2")
+    stage = healthy.gates["api"].model_dump(mode="json") | {"attempt": 2}
+    drawn = charts.report_charts(root, {"stages": {"api": stage}})
+    assert [c.key for c in drawn["api"]] == [c.key for c in healthy.charts["api"]]
+    for chart in drawn["api"]:
+        assert "attempt 2; its gate decided on every attempt" in chart.svg
+    assert not any("attempt 2" in c.svg for c in healthy.charts["api"])

@@ -389,6 +389,11 @@ def _render(
     if series.abort_s is not None:
         description += f" An abort fired {series.abort_s:.1f} s into the stage"
         description += f" ({series.abort_criterion})." if series.abort_criterion else "."
+    if series.attempt > 1:
+        description += (
+            f" These are the seconds of the stage's attempt {series.attempt}; its gate decided "
+            "on every attempt's evidence."
+        )
     axes = [fig.axes[0].get_xlabel(), *(a.get_ylabel() for a in fig.axes if a.get_ylabel())]
     description += f" Axes: {'; '.join(axes)}."
     with _style():
@@ -488,6 +493,8 @@ def report_charts(root: Any, record: Mapping[str, Any]) -> dict[str, list[Chart]
         if root is not None and _PLAIN_NAME.fullmatch(name) and name not in (".", ".."):
             try:
                 series = read_stage(stage_folder(root, name, attempt), aborted)
+                if series is not None:
+                    series.attempt = attempt
             except (OSError, ValueError):  # a folder that cannot be read: the gate's series
                 series = None
         if series is None:

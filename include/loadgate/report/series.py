@@ -64,6 +64,7 @@ class StageSeries:
     has_http: bool = False
     has_ws: bool = False
     from_windows: bool = True  # False: from the gate's series (fewer figures)
+    attempt: int = 1  # the stage's attempt these seconds are of (a re-run's: 2)
 
 
 def _percentiles(acc: Accumulator) -> dict[int, float | None]:
