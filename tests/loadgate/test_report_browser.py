@@ -166,6 +166,12 @@ def test_the_report_reads_offline_at_desktop_and_phone_widths(reports, which, wi
                 "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
             )
             assert overflow[0] <= overflow[1], f"page {overflow[0]} px wide in {overflow[1]} px"
+            # the collected logs are linked, relative to the report, and each link finds its file
+            logs = page.eval_on_selector_all(
+                "a[href^='logs/']", "links => links.map(a => a.getAttribute('href'))"
+            )
+            assert any(h.startswith("logs/generator/") for h in logs), logs
+            assert all((report.parent / h).is_file() for h in logs), logs
             # in print, each badge keeps its word and a border (no colour needed to read it)
             page.emulate_media(media="print")
             printed = page.evaluate(
