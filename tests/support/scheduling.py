@@ -32,7 +32,11 @@ from typing import Any
 
 HEAVY_GROUPS = 3  # whole gate runs at once
 HEAVY_DIRS = ("tests/e2e/", "tests/deployment/")
-GATE_MODULES = ("tests/loadgate/test_gate.py", "tests/loadgate/test_gate_regressions.py")
+GATE_MODULES = (
+    "tests/loadgate/test_gate.py",
+    "tests/loadgate/test_gate_regressions.py",
+    "tests/loadgate/test_report_browser.py",  # its healthy run must pass
+)
 HEAVY_MARKS = ("e2e", "deployment")  # every test so marked lives in HEAVY_DIRS
 DEFAULT_COST = 200.0
 HEAVY_COSTS = {  # seconds, each module in a whole `make test` on this machine (--durations)
@@ -47,6 +51,7 @@ HEAVY_COSTS = {  # seconds, each module in a whole `make test` on this machine (
     "tests/e2e/test_plan_dag.py": 71.0,
     "tests/loadgate/test_gate.py": 102.0,
     "tests/loadgate/test_gate_regressions.py": 87.0,
+    "tests/loadgate/test_report_browser.py": 90.0,
 }
 
 
