@@ -1,16 +1,20 @@
 """A run's report, one click away from the run: served by Airflow's API server.
 
-``GET /loadgate/reports/{dag_id}/{run_id}`` answers the run's ``report.html`` (and
-``…/{run_id}/{name}`` the report's other files: ``report.md``, ``report.json``, ``junit.xml``),
-read from the run root, a local folder or ``s3://…`` reached through the run's ``aws_conn_id``
-connection. The UI shows it as the **Report** tab of a DAG run (an external view with
-``destination: dag_run``, registered by ``loadgate_plugin``), in an iframe.
+``GET /loadgate/reports/{dag_id}/{run_id}/`` answers the run's ``report.html`` (the link
+without the last slash, the Report tab's and the messages', redirects there, so that the
+report's relative links resolve under the run), ``…/{run_id}/{name}`` the report's other files
+(``report.md``, ``report.json``, ``junit.xml``) and ``…/{run_id}/logs/…`` the logs the run
+collected, as plain text; all read from the run root, a local folder or ``s3://…`` reached
+through the run's ``aws_conn_id`` connection. The UI shows it as the **Report** tab of a DAG
+run (an external view with ``destination: dag_run``, registered by ``loadgate_plugin``), in an
+iframe.
 
 Where the run root is comes from the run itself, never from the request: the ``prepare`` task's
 return value (XCom), which is the run record (``loadgate.run.records.RunRecord``: the resolved
-config, with its artifacts root, and the run id). Only the report's files are served, by name:
-never ``users.jsonl`` (the test users' credentials) or anything else under the run root, and no
-path from the URL reaches the store.
+config, with its artifacts root, and the run id). Only the report's files are served, by name,
+and the logs that the run's own ``logs/index.json`` lists: never ``users.jsonl`` (the test
+users' credentials) or anything else under the run root, and no path from the URL reaches the
+store unless the run listed it.
 
 Access is Airflow's own: the caller must be allowed to read the DAG's runs
 (``requires_access_dag("GET", DagAccessEntity.RUN)``), by the JWT cookie the UI sets or a bearer
@@ -21,9 +25,11 @@ running, a dry run's prepare failed, a DAG that is no release gate) answers a sh
 from __future__ import annotations
 
 import html
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.common.db.common import SessionDep
@@ -31,9 +37,10 @@ from airflow.api_fastapi.core_api.security import requires_access_dag
 from airflow.models.dagrun import DagRun
 from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
 from fastapi import Depends, FastAPI
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
+from loadgate.report.figures import log_links
 from loadgate.run.artifacts import safe_name
 from loadgate.run.records import RunRecord
 from loadgate.storage import is_remote, upath
@@ -50,6 +57,9 @@ REPORT_FILES = {
     "report.json": "application/json",
     "junit.xml": "application/xml",
 }
+LOGS = "logs/"  # the collected logs, linked from the report
+LOG_INDEX = "logs/index.json"  # what post_test.collect_logs collected: only those are served
+LOG_MEDIA_TYPE = "text/plain; charset=utf-8"
 MAX_BYTES = 64 * 1024 * 1024  # a report is a few hundred kB; a file beyond this is not a report
 # The report is self-contained: inline styles and SVG, no script, nothing fetched. The UI frames
 # it (frame-ancestors 'self'); the sandbox gives it an origin of its own, so even a report that
@@ -74,6 +84,7 @@ class RunRoot:
     artifacts_root: str
     folder: str
     aws_conn_id: str
+    logs: frozenset[str] = frozenset()  # the collected logs this root may serve (logs/…)
 
     @classmethod
     def of(cls, record: RunRecord) -> RunRoot:
@@ -84,8 +95,9 @@ class RunRoot:
         )
 
     def path(self, name: str, store_options: dict[str, Any] | None = None) -> Any:
-        """The report file ``name`` (one of :data:`REPORT_FILES`) under this run root."""
-        if name not in REPORT_FILES:
+        """The report file ``name`` (one of :data:`REPORT_FILES`, or a log the run collected,
+        checked by :func:`read_log_file`) under this run root."""
+        if name not in REPORT_FILES and name not in self.logs:
             raise NoReport(f"{name!r} is not a file of the report")
         if not is_remote(self.artifacts_root):
             return upath(self.artifacts_root) / self.folder / name
@@ -129,6 +141,21 @@ def read_report_file(root: RunRoot, name: str) -> bytes:
     if len(data) > MAX_BYTES:
         raise NoReport(f"{name} is larger than {MAX_BYTES // 2**20} MB: not served")
     return data
+
+
+def read_log_file(root: RunRoot, name: str) -> bytes:
+    """A log the run collected (``logs/…``, as the report links it): only a path that the
+    run's own ``logs/index.json`` lists, so nothing else under the run root is reachable."""
+    if not name.startswith(LOGS):
+        raise NoReport(f"{name!r} is not a log of the run.")
+    try:
+        index = json.loads(read_report_file(replace(root, logs=frozenset({LOG_INDEX})), LOG_INDEX))
+    except NoReport:
+        raise NoReport("The run has collected no logs (post_test.collect_logs).") from None
+    listed = frozenset(log_links(index))
+    if name not in listed:
+        raise NoReport(f"{name!r} is not a log the run collected.")
+    return read_report_file(replace(root, logs=listed), name)
 
 
 def run_record(session: Any, dag_id: str, run_id: str) -> RunRecord:
@@ -184,9 +211,20 @@ def create_app() -> FastAPI:
     )
 
     @app.get("/{dag_id}/{run_id}", dependencies=[ReadRuns])
+    def report_link(dag_id: str, run_id: str) -> Response:
+        """The Report tab's and the messages' link: on to the run's folder-like URL, against
+        which the report's relative links (its collected logs) resolve."""
+        return RedirectResponse(quote(run_id, safe="") + "/", status_code=307)
+
+    @app.get("/{dag_id}/{run_id}/", dependencies=[ReadRuns])
     def report(dag_id: str, run_id: str, session: SessionDep) -> Response:
         """The run's report.html (the Report tab)."""
         return _serve(session, dag_id, run_id, REPORT)
+
+    @app.get("/{dag_id}/{run_id}/logs/{path:path}", dependencies=[ReadRuns])
+    def log_file(dag_id: str, run_id: str, path: str, session: SessionDep) -> Response:
+        """A log the run collected, as the report links it (``logs/…``), as plain text."""
+        return _serve(session, dag_id, run_id, LOGS + path)
 
     @app.get("/{dag_id}/{run_id}/{name}", dependencies=[ReadRuns])
     def report_file(dag_id: str, run_id: str, name: str, session: SessionDep) -> Response:
@@ -199,9 +237,14 @@ def create_app() -> FastAPI:
 def _serve(session: Any, dag_id: str, run_id: str, name: str) -> Response:
     """The file ``name`` of the run's report, or a short page saying why there is none."""
     try:
-        if name not in REPORT_FILES:
+        if name.startswith(LOGS):
+            root = RunRoot.of(run_record(session, dag_id, run_id))
+            data, media_type = read_log_file(root, name), LOG_MEDIA_TYPE
+        elif name in REPORT_FILES:
+            data = read_report_file(RunRoot.of(run_record(session, dag_id, run_id)), name)
+            media_type = REPORT_FILES[name]
+        else:
             raise NoReport(f"{name!r} is not a file of the report.")
-        data = read_report_file(RunRoot.of(run_record(session, dag_id, run_id)), name)
     except NoReport as exc:
         return no_report_page(dag_id, run_id, str(exc))
     except Exception:  # a store or a connection that fails: logged here, never shown
@@ -209,4 +252,4 @@ def _serve(session: Any, dag_id: str, run_id: str, name: str) -> Response:
         return no_report_page(
             dag_id, run_id, "The run's artifacts could not be read (see the API server's log).", 502
         )
-    return Response(data, media_type=REPORT_FILES[name], headers=HEADERS)
+    return Response(data, media_type=media_type, headers=HEADERS)

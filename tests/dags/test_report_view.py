@@ -62,7 +62,12 @@ def test_the_plugins_folder_registers_one_plugin_with_the_report_tab(monkeypatch
     (app,) = plugins[0].fastapi_apps  # built when the API server asks for it
     assert app["url_prefix"] == "/loadgate/reports"
     paths = {route.path for route in app["app"].routes}
-    assert paths == {"/{dag_id}/{run_id}", "/{dag_id}/{run_id}/{name}"}
+    assert paths == {
+        "/{dag_id}/{run_id}",  # redirects to the run's folder-like URL
+        "/{dag_id}/{run_id}/",
+        "/{dag_id}/{run_id}/logs/{path:path}",
+        "/{dag_id}/{run_id}/{name}",
+    }
 
 
 def test_a_local_run_root_serves_the_report_files_and_nothing_else(report_view, tmp_path) -> None:
@@ -78,6 +83,29 @@ def test_a_local_run_root_serves_the_report_files_and_nothing_else(report_view, 
     for name in ("users.jsonl", "run.json", "../report.html", "/etc/passwd", ""):
         with pytest.raises(report_view.NoReport, match="not a file of the report"):
             report_view.read_report_file(root, name)
+
+
+def test_only_the_logs_the_run_collected_are_served(report_view, tmp_path) -> None:
+    run = record(str(tmp_path / "artifacts"))
+    artifacts = RunArtifacts(run.config.artifacts_root, RUN_ID)
+    root = report_view.RunRoot.of(run)
+    with pytest.raises(report_view.NoReport, match="collected no logs"):
+        report_view.read_log_file(root, "logs/target.log")
+
+    artifacts.write_text("logs/target.log", "the target's log")
+    artifacts.write_text("logs/generator/api-shard-0.log", "shard 0")
+    artifacts.write_text("logs/unlisted.log", "not collected")
+    artifacts.write_text("users.jsonl", '{"password": "x"}', private=True)
+    index = {"generator": ["logs/generator/api-shard-0.log"], "target": "logs/target.log"}
+    artifacts.write_json("logs/index.json", index)
+    assert report_view.read_log_file(root, "logs/target.log") == b"the target's log"
+    assert report_view.read_log_file(root, "logs/generator/api-shard-0.log") == b"shard 0"
+    for name in ("logs/unlisted.log", "logs/../users.jsonl", "logs/index.json", "users.jsonl"):
+        with pytest.raises(report_view.NoReport, match="not a log"):
+            report_view.read_log_file(root, name)
+    # the report's own files are not reachable as logs, nor logs as report files
+    with pytest.raises(report_view.NoReport, match="not a file of the report"):
+        report_view.read_report_file(root, "logs/target.log")
 
 
 def test_an_s3_run_root_is_read_through_the_runs_aws_connection(

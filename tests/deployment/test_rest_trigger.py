@@ -15,11 +15,13 @@ at 1/100 of its length. The last test stops the deployment and checks nothing is
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import psutil
 import pytest
@@ -268,6 +270,23 @@ def assert_one_thread(
     )
     assert report.status_code == 200, report.text[:300]
     assert report.headers["content-type"].startswith("text/html")
+    # the report's links to the logs the run collected open too, relative to where it is
+    assert report.url == report_url + "/", report.url
+    links = re.findall(r'href="(logs/[^"]+)"', report.text)
+    assert links, "the report links no collected log"
+    for link in links:
+        log_page = requests.get(
+            urljoin(report.url, link),
+            headers={"Authorization": f"Bearer {airflow.token()}"},
+            timeout=30,
+        )
+        assert log_page.status_code == 200, (link, log_page.text[:300])
+        assert log_page.headers["content-type"].startswith("text/plain"), link
+    unlisted = urljoin(report.url, "logs/../users.jsonl")
+    refused = requests.get(
+        unlisted, headers={"Authorization": f"Bearer {airflow.token()}"}, timeout=30
+    )
+    assert refused.status_code == 404 and "password" not in refused.text
 
 
 def try_number(airflow: AirflowDeployment, run_id: str, task_id: str) -> int:

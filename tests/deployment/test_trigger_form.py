@@ -198,7 +198,7 @@ def test_the_dry_run_succeeds_and_its_report_tab_shows_the_report(local_up, page
     verdict = frame.get_by_text("Verdict:")
     verdict.wait_for()
     report = squashed(frame.locator("body").inner_text())
-    assert "Verdict: 🧪 DRY RUN" in report, report[:500]
+    assert "Verdict: DRY RUN" in report, report[:500]  # a word, no emoji
     assert "dry run: no load was sent" in report
     assert f"Target: {local_up.service_url}" in report
     assert run_id in report

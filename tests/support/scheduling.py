@@ -14,8 +14,8 @@ The groups are balanced by what each heavy module costs (``HEAVY_COSTS``, second
 this machine; a module not listed counts as ``DEFAULT_COST``): the longest first, each to the
 group with the least so far.
 
-How many: the suite needs about 23 CPU-minutes (most of it Airflow starting a process for each of
-a gate run's ~35 tasks), so on two cores it cannot end much before 12 minutes however it is
+How many: the suite needs about 31 CPU-minutes (most of it Airflow starting a process for each of
+a gate run's ~35 tasks), so on two cores it cannot end much before 16 minutes however it is
 spread. Four groups on six workers ended no sooner than two on four and slowed every stage
 enough that the latency-regression tests (``test_gate_regressions.py``) lost their 40% change in
 the noise; three groups on four workers keep them clear.
