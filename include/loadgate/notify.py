@@ -158,6 +158,17 @@ class SlackWebhookSender:
         raise NotImplementedError("an incoming webhook cannot update a message")
 
 
+def _record(key: str, message: Message) -> dict[str, Any]:
+    """A message as ``notifications.jsonl`` keeps it (under its once-only ``key``)."""
+    return {
+        "key": key,
+        "kind": message.kind,
+        "at": datetime.now(UTC).isoformat(),
+        "text": message.text,
+        "blocks": message.blocks,
+    }
+
+
 class Notifier:
     """Sends a run's messages once each, in one thread, and records them in the ledger.
 
@@ -196,13 +207,7 @@ class Notifier:
         if key in self.delivered_keys():
             log.info("notification %s was delivered before; not sending it again", key)
             return "duplicate"
-        record: dict[str, Any] = {
-            "key": key,
-            "kind": message.kind,
-            "at": datetime.now(UTC).isoformat(),
-            "text": message.text,
-            "blocks": message.blocks,
-        }
+        record = _record(key, message)
         if self.sender is None:
             log.info("Slack is not configured: notification %s written to %s", key, LEDGER)
             self.artifacts.append_jsonl(LEDGER, {**record, "via": "file", "delivered": True})
@@ -250,12 +255,8 @@ class Notifier:
         if thread is None:
             log.info("no start message in Slack to update")
             return "no thread"
-        record: dict[str, Any] = {
-            "key": key,
-            "kind": message.kind,
-            "at": datetime.now(UTC).isoformat(),
-            "text": message.text,
-            "blocks": message.blocks,
+        record = {
+            **_record(key, message),
             "channel": thread.channel,
             "ts": thread.ts,
             "via": self.sender.via,

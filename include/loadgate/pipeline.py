@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from loadgate.actions import execute as execute_rollback
 from loadgate.config.run import RunConfig
 from loadgate.engine.shard import Shard
 from loadgate.metrics.prometheus import PrometheusSource
-from loadgate.notify import Notifier, final_message, gate_message, start_message
+from loadgate.notify import Message, Notifier, final_message, gate_message, start_message
 from loadgate.plan import Plan, load_plan
 from loadgate.plan.profile import stage_profiles
 from loadgate.report.build import build_report
@@ -208,19 +208,7 @@ def run_checklist(
     else:
         checks.append(
             cl.check_team_notified(
-                lambda: notifier.notify(
-                    "start",
-                    start_message(
-                        release=run.config.release or "—",
-                        target=target,
-                        plan=run.record.plan_name or run.config.plan,
-                        stages=run.config.stages,
-                        scale=run.config.scale,
-                        run_id=run.run_id,
-                        dry_run=run.config.dry_run,
-                        links=notifier.links,
-                    ),
-                )
+                lambda: notifier.notify("start", _start_message(run, notifier, target))
             )
         )
     record = Checklist([c.record() for c in checks])
@@ -523,20 +511,31 @@ def notify_final(run: Run, notifier: Notifier) -> str:
         broadcast=True,
     )
     notifier.update_start(
-        start_message(
-            release=run.config.release or "—",
-            target=run.config.target_url,
-            plan=run.record.plan_name or run.config.plan,
-            stages=run.config.stages,
-            scale=run.config.scale,
-            run_id=run.run_id,
-            dry_run=run.config.dry_run,
-            links=notifier.links,
-            verdict=verdict,
-            reasons=reasons,
-        )
+        _start_message(run, notifier, run.config.target_url, verdict=verdict, reasons=reasons)
     )
     return sent
+
+
+def _start_message(
+    run: Run,
+    notifier: Notifier,
+    target: str,
+    verdict: str | None = None,
+    reasons: Sequence[str] = (),
+) -> Message:
+    """The thread's start message, as sent at the checklist or (``verdict``) updated at the end."""
+    return start_message(
+        release=run.config.release or "—",
+        target=target,
+        plan=run.record.plan_name or run.config.plan,
+        stages=run.config.stages,
+        scale=run.config.scale,
+        run_id=run.run_id,
+        dry_run=run.config.dry_run,
+        links=notifier.links,
+        verdict=verdict,
+        reasons=reasons,
+    )
 
 
 def attempt_skip_reason(run: Run, stage: str, attempt: int) -> str | None:
