@@ -2,9 +2,12 @@
 
 Against the real reference service on loopback (no Airflow: the DAG's core steps), one healthy
 baseline run is recorded in the release history; then each case's current run, on the same
-target, plan and scale, is gated with ``gate.decide``. Both runs have a base latency (20 ± 2 ms
+target, plan and scale, is gated with ``gate.decide``. Both runs have a base latency (100 ± 10 ms
 on every API route) so that relative changes are measurable; the change is added on top, sized
-on the baseline's measured p95.
+on the baseline's measured p95. The base is large beside what a busy machine adds to a request
+(a few to tens of milliseconds while the suite's other processes run): with 20 ms, a baseline
+measured while the machine was busy read up to twice its calm p95, and a 10% or 40% change
+sized on it went below the noise.
 
 The plan: two endpoints (``GET /api/v1/sessions/{id}`` and ``.../devices``, unauthenticated,
 401 expected: no storage or KDF, so the figures are the injected latency's), 150 requests/s in
@@ -31,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROUTE_A, ROUTE_B = "/api/v1/sessions/{id}", "/api/v1/sessions/{id}/devices"
 NAME_A = f"GET {ROUTE_A}"
-BASE = {"latency_ms": 20, "latency_jitter_ms": 2}
+BASE = {"latency_ms": 100, "latency_jitter_ms": 10}
 RATE, DURATION = 75, "16s"  # per endpoint: 1,200 requests a side (p99 needs 500), 16 s (10)
 
 
