@@ -391,12 +391,12 @@ class Airflow:
             if not items or offset >= int(page.get("total_entries") or 0):
                 return states
 
-    def xcom(self, run_id: str, task_id: str) -> Any:
+    def xcom(self, run_id: str, task_id: str, key: str = "return_value") -> Any:
         dag_id = self.request.dag_id
         entry = self._json(
-            f"GET the XCom of {task_id}",
+            f"GET the XCom {key} of {task_id}",
             lambda c, api: c.XComApi(api).get_xcom_entry_without_preload_content(
-                dag_id, task_id, run_id, "return_value", **self._t
+                dag_id, task_id, run_id, key, **self._t
             ),
         )
         value = entry.get("value")
@@ -427,9 +427,8 @@ class Airflow:
 
 # --- following the run --------------------------------------------------------------------------
 
-_LOAD = re.compile(
-    r"^(?P<stage>[^.]+)\.(?P<rerun>rerun\.)?(?P<task>load_test|load_pods|shard_pods)$"
-)
+_LOAD = re.compile(r"^(?P<stage>[^.]+)\.(?P<rerun>rerun\.)?(?P<task>load_test|load_pods)$")
+GATE_KEY = "verdict"  # the XCom key under which a gate task puts its verdict and key figures
 _GATE = re.compile(r"^(?P<stage>[^.]+)\.(?P<rerun>rerun\.)?gate$")
 STEPS = ("prepare", "checklist", "seed_users", "rollback")
 FIGURES = ("Requests", "Error rate", "p95", "p99")  # a gate's key figures, in this order
@@ -452,9 +451,9 @@ class Follower:
             self.said.add(key)
             self.say(line)
 
-    def _value(self, task_id: str) -> Any:
+    def _value(self, task_id: str, key: str = "return_value") -> Any:
         try:
-            return self.airflow.xcom(self.run_id, task_id)
+            return self.airflow.xcom(self.run_id, task_id, key)
         except GateApiError:
             return None
 
@@ -496,7 +495,7 @@ class Follower:
 
     def _gate_value(self, task_id: str) -> dict[str, Any]:
         if task_id not in self._values:
-            value = self._value(task_id)
+            value = self._value(task_id, GATE_KEY)
             self._values[task_id] = value if isinstance(value, dict) else {}
             stage = task_id.split(".", 1)[0]
             if task_id == f"{stage}.gate":

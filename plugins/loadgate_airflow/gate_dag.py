@@ -62,8 +62,9 @@ EXECUTION = """
 2. **Seed test users**: `seed_users` registers the plan's users (existing ones log in).
 3. **Load stages**, one group each ({groups}), in the plan's order: the stage's load, then its
    `gate`. On the local backend `load_test` runs the shards as processes on the worker; with
-   `backend=kubernetes`, `shard_pods` renders one pod per shard and `load_pods` (a
-   KubernetesPodOperator mapped over them) runs them instead. The engine checks the
+   `backend=kubernetes` it renders one pod per shard and `load_pods` (a
+   KubernetesPodOperator mapped over them) runs them (on the local backend it maps over no
+   pod and is skipped). The engine checks the
    immediate-rollback criteria every second and stops a stage within seconds of a breach; each
    gate merges the shards' results with system metrics, compares the stage with the last good
    release (intervals, not single numbers) and decides **pass**, **investigate**,

@@ -29,6 +29,7 @@ from loadgate.verdict.outcomes import Verdict
 from loadgate_airflow import settings
 
 log = logging.getLogger("loadgate")
+VERDICT_KEY = "verdict"  # the XCom key of a gate's verdict and key figures
 
 
 def _run(run_record: dict[str, Any] | None, *, rollback_action: bool = False) -> folder.Run:
@@ -165,46 +166,39 @@ def seed_users(run_record: dict[str, Any] | None) -> dict[str, Any]:
     return {**result.as_dict(), "users_file": str(run.users_file())}
 
 
-def _stage_run(
-    run_record: dict[str, Any] | None, stage: str, backend: str, attempt: int
-) -> folder.Run:
-    """The run, if ``attempt`` of ``stage`` is to send load on ``backend`` now; skips this task
-    otherwise."""
+def _stage_run(run_record: dict[str, Any] | None, stage: str, attempt: int) -> folder.Run:
+    """The run, if ``attempt`` of ``stage`` is to send load now; skips this task otherwise."""
     run = _run(run_record)
     reason = pipeline.attempt_skip_reason(run, stage, attempt)
-    if reason is None and run.config.backend != backend:
-        reason = f"the {run.config.backend} backend runs this stage"
     if reason:
         raise AirflowSkipException(reason)
     return run
 
 
 @task(trigger_rule="all_done", retries=0)
-def run_stage(run_record: dict[str, Any] | None, stage: str, attempt: int = 1) -> dict[str, Any]:
-    """One load stage: the engine's shards as local processes, progress streamed to this log."""
-    run = _stage_run(run_record, stage, "local", attempt)
+def load_test(
+    run_record: dict[str, Any] | None, stage: str, attempt: int = 1
+) -> list[dict[str, Any]]:
+    """One load stage, on the run's backend. Local: the engine's shards as processes on this
+    worker, progress streamed to this log; no pod. Kubernetes: one pod per shard, which the
+    KubernetesPodOperator mapped over this task's list (``load_pods``) runs; mapped over the
+    local backend's empty list, it is skipped without starting a process."""
+    run = _stage_run(run_record, stage, attempt)
+    if run.config.backend == "kubernetes":
+        folder.clear_stage(run, stage, attempt)
+        pods = manifests.stage_pods(run, stage, run.config.kubernetes, attempt=attempt)
+        namespace = run.config.kubernetes.namespace
+        run.timeline(f"stage {stage} started: {len(pods)} pod(s) in {namespace}")
+        return pods
     outcome = run_stage_local(run, stage, log.info, attempt=attempt)
     if outcome["errors"]:
         raise AirflowFailException(f"stage {stage}: engine error in {outcome['errors']}")
-    return outcome
+    return []
 
 
-@task(trigger_rule="all_done", retries=0)
-def stage_pods(
-    run_record: dict[str, Any] | None, stage: str, attempt: int = 1
-) -> list[dict[str, Any]]:
-    """The Kubernetes backend: one pod per shard, for the mapped KubernetesPodOperator."""
-    run = _stage_run(run_record, stage, "kubernetes", attempt)
-    folder.clear_stage(run, stage, attempt)
-    pods = manifests.stage_pods(run, stage, run.config.kubernetes, attempt=attempt)
-    run.timeline(f"stage {stage} started: {len(pods)} pod(s) in {run.config.kubernetes.namespace}")
-    return pods
-
-
-@task(trigger_rule="all_done", retries=1)
-def gate(run_record: dict[str, Any] | None, stage: str, attempt: int = 1) -> dict[str, Any]:
-    """Merge the stage's shards, read system metrics, evaluate the plan's criteria: verdict.
-    Attempt 2 (a re-run after an inconclusive gate) decides on both attempts' evidence."""
+def _decide(run_record: dict[str, Any] | None, stage: str, attempt: int, ti: Any) -> folder.Run:
+    """Decide ``attempt`` of ``stage``, tell the thread, and put the verdict with its key
+    figures in this task's XCom ``verdict`` (``loadgate gate`` prints them as the run goes)."""
     run = _run(run_record)
     reason = pipeline.attempt_skip_reason(run, stage, attempt)
     if reason:
@@ -214,14 +208,32 @@ def gate(run_record: dict[str, Any] | None, stage: str, attempt: int = 1) -> dic
     for reason in result.reasons:
         log.info("  %s", reason)
     pipeline.notify_gate(run, _notifier(run), stage)
-    # the key figures travel with the verdict: `loadgate gate` prints them as the run goes
     figures = stage_figures(result.summary.model_dump(mode="json")) if result.summary else {}
-    return {
+    verdict = {
         "stage": stage,
         "verdict": str(result.verdict),
         "reasons": result.reasons,
         "figures": figures,
     }
+    ti.xcom_push(key=VERDICT_KEY, value=verdict)
+    return run
+
+
+@task.branch(trigger_rule="all_done", retries=1)
+def gate(run_record: dict[str, Any] | None, stage: str, rerun: str, **context: Any) -> list[str]:
+    """Merge the stage's shards, read system metrics, evaluate the plan's criteria: verdict.
+    Only an inconclusive verdict goes on to ``rerun`` (the re-run's first task, when the
+    profile allows one); otherwise the re-run's tasks are skipped here, none of them started."""
+    run = _decide(run_record, stage, 1, context["ti"])
+    return [rerun] if pipeline.attempt_skip_reason(run, stage, 2) is None else []
+
+
+@task(trigger_rule="all_done", retries=1)
+def rerun_gate(
+    run_record: dict[str, Any] | None, stage: str, attempt: int = 2, **context: Any
+) -> None:
+    """The gate of a re-run (after an inconclusive gate): decides on both attempts' evidence."""
+    _decide(run_record, stage, attempt, context["ti"])
 
 
 @task(trigger_rule="all_done", retries=0)

@@ -14,6 +14,7 @@ from tests.support.airflow import airflow_env
 PROBE = r"""
 import json
 from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.bases.skipmixin import SkipMixin
 from loadgate.config.profiles import shipped_profiles
 from loadgate.config.run import resolve_trigger
 bag = DagBag()
@@ -31,6 +32,12 @@ if dag is not None:
         schedule=type(dag.timetable).__name__,
         assets=[a.uri for a in dag.timetable.asset_condition.objects],
         trigger_rules={t.task_id: str(getattr(t.trigger_rule, "value", "")) for t in dag.tasks},
+        branches=sorted(t.task_id for t in dag.tasks if isinstance(t, SkipMixin)),
+        mapped={
+            t.task_id: sorted(u.task_id for u in t.iter_mapped_dependencies())
+            for t in dag.tasks
+            if getattr(t, "is_mapped", False)
+        },
         groups=sorted(dag.task_group.children),
         display_name=dag.dag_display_name,
         default_run=resolve_trigger(
@@ -98,16 +105,20 @@ def test_tasks_follow_the_execution_plan(probe) -> None:
     assert set(plan) <= set(probe["tasks"])
     for a, b in itertools.pairwise(plan):
         assert (a, b) in edges, f"{a} should come right before {b}"
-    always = (*CLOSING_TASKS, "api.gate", "websocket.load_test", "session.rerun.shard_pods")
+    always = (*CLOSING_TASKS, "api.gate", "websocket.load_test", "session.rerun.gate")
     for task_id in always:
         assert probe["trigger_rules"][task_id] == "all_done"
-    # the Kubernetes path of each stage: pods rendered, the operator mapped over them; the
-    # re-run (inconclusive gate) on both backends after the first gate
+    # a re-run starts only when its gate follows it (a branch), never after a skipped gate
+    assert probe["trigger_rules"]["api.rerun.load_test"] == "all_success"
+    assert probe["branches"] == sorted(f"{stage}.gate" for stage in STAGES)
+    # each attempt: the load, the operator mapped over its pods (none on the local backend),
+    # the gate; the first gate leads to the re-run's load and its gate, so it can skip both
     for stage in STAGES:
         for attempt in (f"{stage}.", f"{stage}.rerun."):
-            assert (f"{attempt}shard_pods", f"{attempt}load_pods") in edges
+            assert (f"{attempt}load_test", f"{attempt}load_pods") in edges
             assert (f"{attempt}load_pods", f"{attempt}gate") in edges
-        assert (f"{stage}.gate", f"{stage}.rerun.shard_pods") in edges
+        assert {(f"{stage}.gate", f"{stage}.rerun.{t}") for t in ("load_test", "gate")} <= edges
+        assert probe["mapped"][f"{stage}.load_pods"] == [f"{stage}.load_test"]
 
 
 def test_the_grid_reads_like_the_plan(probe) -> None:
@@ -123,7 +134,7 @@ def test_the_grid_reads_like_the_plan(probe) -> None:
     }
     for stage in STAGES:
         inside = {t for t in probe["tasks"] if t.startswith(f"{stage}.")}
-        one = ("load_test", "shard_pods", "load_pods", "gate")
+        one = ("load_test", "load_pods", "gate")
         assert inside == {f"{stage}.{t}" for t in one} | {f"{stage}.rerun.{t}" for t in one}
     assert probe["display_name"] == "Release gate"
 

@@ -4,11 +4,17 @@ The plan is the deployment's (``LOADGATE_PLANS_DIR``: tests/fixtures/plans), so 
 gives it the DAG ``release_gate_shop``; ``airflow dags test`` runs it against the real
 reference service on a profile of that plan, which the trigger does not name (the only one for
 the plan).
+
+Its ``checkout`` stage is too short for its must-have criterion, so its first gate is
+inconclusive and the gate (a branch) goes on to the re-run, which decides on both attempts;
+``browse``'s gate decides and skips its re-run. Which tasks ran is read from Airflow's own
+task-instance table: a task skipped by the branch or the scheduler has no try.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -52,6 +58,22 @@ def test_a_plan_with_its_own_stages_runs_through_its_dag(start_syncbridge, tmp_p
         assert list(run_root.glob(f"stages/{stage}/shard-0/meta.json")), stage
         gate = json.loads((run_root / "gates" / f"{stage}.json").read_text())
         assert gate["verdict"] == "pass", (stage, gate.get("reasons"))
+    first = json.loads((run_root / "gates" / "checkout.attempt-1.json").read_text())
+    assert first["verdict"] == "inconclusive", first["reasons"]
+    assert list(run_root.glob("stages/checkout/attempt-2/shard-0/meta.json"))
+    assert not (run_root / "gates" / "browse.attempt-1.json").exists()
+    with sqlite3.connect(home / "airflow.db") as db:
+        rows = db.execute("select task_id, state, try_number from task_instance").fetchall()
+    ran = {task: state for task, state, tries in rows if tries > 0}  # a task run has a try
+    states = {task: state for task, state, _ in rows}
+    # the local backend: the pod operator maps over no pod, and starts nothing
+    assert states["browse.load_pods"] == "skipped" and "browse.load_pods" not in ran, states
+    # browse decided: its re-run skipped by the gate, neither task started
+    for task in ("browse.rerun.load_test", "browse.rerun.gate"):
+        assert states[task] == "skipped" and task not in ran, (task, states)
+    # checkout was inconclusive: its re-run ran and its gate decided on both attempts
+    for task in ("checkout.gate", "checkout.rerun.load_test", "checkout.rerun.gate"):
+        assert ran.get(task) == "success", (task, states)
     report = json.loads((run_root / "report.json").read_text())
     assert report["verdict"] == "pass", report["reasons"]
     assert list(report["stages"]) == ["browse", "checkout"]

@@ -153,8 +153,10 @@ class FakeAirflow:
             url="http://a", dag_id="release_gate", env=ENV, **(conf or {"target": "http://t"})
         )
 
-    def xcom(self, run_id, task_id):
-        if task_id not in self.xcoms:
+    def xcom(self, run_id, task_id, key="return_value"):
+        # a gate's verdict is under its own key (its return value is the branch it took)
+        kept = client.GATE_KEY if task_id.endswith("gate") else "return_value"
+        if task_id not in self.xcoms or key != kept:
             raise client.GateApiError("404")
         return self.xcoms[task_id]
 
@@ -169,7 +171,7 @@ def test_progress_lines_each_once():
         }
     )
     follower = client.Follower(airflow, "run-1", lines.append)  # type: ignore[arg-type]
-    states = {"prepare": "success", "api.load_test": "running", "api.shard_pods": "running"}
+    states = {"prepare": "success", "api.load_test": "running", "api.load_pods": "none"}
     follower.update(states)
     follower.update(states)
     # a decided stage's re-run task runs for a moment to skip itself: not "started"

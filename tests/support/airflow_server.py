@@ -132,8 +132,11 @@ class AirflowDeployment(AdminApi):
             AIRFLOW__API_AUTH__JWT_SECRET=self._secret("jwt"),
             AIRFLOW__API__SECRET_KEY=self._secret("api"),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            # the DAG files do not change while a test runs: parsed at the start, not every 30 s
+            # (each parse is a process importing the DAG, a second or two of CPU)
+            AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",
             # as docker-compose.yaml: a task's end noticed within 1 s, not 5 (a gate run is a
-            # chain of about 25 short tasks)
+            # chain of about 16 short tasks)
             AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
             **self._database_env(),
             **self.env_extra,
