@@ -1,23 +1,39 @@
-"""The gate triggered as a deploy pipeline triggers it, in a real Airflow deployment.
+"""The gate triggered as a deploy pipeline triggers it, in a real Airflow deployment: REST
+calls, and the ``loadgate gate`` command a pipeline runs.
 
 One deployment for the module, in its production shape: the metadata database on a throwaway
 PostgreSQL cluster, the scheduler with the LocalExecutor, the dag-processor, the triggerer and
-the API server (``tests/support/airflow_server.py``). The operator's settings are what a
-deployment has: the profiles in the ``loadgate_profiles`` Variable and the target's admin
-token in the ``loadgate_target`` connection, both by environment. A pipeline sends only the
-conf (profile, target, release, load shape), with a token from ``POST /auth/token``.
+the API server (``tests/support/airflow_server.py``; skipped where Debian's ``postgresql`` is
+absent). The operator's settings are what a deployment has: the profiles in the
+``loadgate_profiles`` Variable and the target's admin token in the ``loadgate_target``
+connection, both by environment. A pipeline sends only the conf (profile, target, release,
+load shape), with a token from ``POST /auth/token``.
+
+``loadgate gate`` runs as a process of its own, with the URL and token (or a username and
+password) in its environment, as a CI job has them; its tests read what it printed and its exit
+code. The healthy and the faulty release are each gated once, triggered by the command: its
+tests read its output, the REST tests the same run through the API (its tasks, report, Slack
+thread, a UI rerun). Other runs are triggered with a plain ``POST .../dagRuns`` or a deploy
+event on the DAG's Asset.
 
 Also what people do from the UI: clear a gate and its downstream tasks, mark a running load
-task failed. Slack is a local stand-in. Tiny scale, as the e2e tier: 20 users, the plan played
-at 1/100 of its length. The last test stops the deployment and checks nothing is left.
+task failed. Slack is a local stand-in. Tiny scale, as the e2e tier: 20 users (100 for the
+faulty release), the plan played at 1/100 of its length. The last test stops the deployment
+and checks nothing is left.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +43,15 @@ import psutil
 import pytest
 import requests
 
+from loadgate import client
 from loadgate.backends.local import GRACE_S
 from loadgate.run.artifacts import safe_name
+from syncbridge.launcher import RunningService
+from syncbridge.launcher import start_syncbridge as launch
 from tests.support import target
 from tests.support.airflow import connection_env, profiles_env
-from tests.support.airflow_server import DAG_ID, FULL, AirflowDeployment
-from tests.support.helpers import REFERENCE_PLAN, processes
+from tests.support.airflow_server import ADMIN_USER, DAG_ID, FULL, AirflowDeployment
+from tests.support.helpers import REFERENCE_PLAN, processes, wait_for
 from tests.support.slack_standin import SlackStandIn
 from tests.support.target import api_requests
 
@@ -41,6 +60,7 @@ pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 ADMIN = "deployment-admin-token"
 ASSET_URI = "loadgate://deploys/harmonyflow-syncbridge"  # dags/release_gate.py
 RUN_TIMEOUT = 420  # a run's end, from its trigger (the e2e runs take 1-2 minutes)
+LOADGATE = str(Path(sys.executable).parent / "loadgate")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +101,20 @@ def airflow(start_airflow, tmp_path_factory, artifacts, slack) -> AirflowDeploym
     resp.raise_for_status()
     assert resp.json()["is_paused"] is False
     return airflow
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[Callable[..., RunningService]]:
+    """Starts reference services for the module's shared runs; stops them at its end."""
+    started: list[RunningService] = []
+
+    def factory(tmp_path: Path, **opts: Any) -> RunningService:
+        started.append(launch(tmp_path, **opts))
+        return started[-1]
+
+    yield factory
+    for svc in started:
+        svc.stop()
 
 
 def deploy(start_syncbridge, tmp_path: Path, release: str, faults: dict | None = None):
@@ -157,35 +191,142 @@ def non_load_time(artifacts: Path, run: dict, triggered_at: datetime) -> str:
     )
 
 
-def gate_run(airflow, svc, artifacts, **conf) -> tuple[dict, dict]:
-    conf = {
-        "profile": "deploy",
-        "target_url": svc.url,
-        "release": "v2",
-        "scale": 0.002,  # 20 users
-        "time_scale": 0.01,
-        **conf,
-    }
-    started = time.monotonic()
-    triggered_at = datetime.now(UTC)
-    resp = trigger(airflow, conf)
-    assert resp.status_code == 200, resp.text
-    run_id = resp.json()["dag_run_id"]
-    assert resp.json()["conf"] == conf
-    run = wait_for_end(airflow, run_id)
-    print(f"{run_id}: {run['state']} in {time.monotonic() - started:.0f} s")
+def gate_command(
+    airflow: AirflowDeployment, *args: str, token: str | None = None, login: bool = False
+) -> tuple:
+    """The command and its environment: a token, or with ``login`` the admin's username and
+    password (the client obtains its token from ``POST /auth/token``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOADGATE_AIRFLOW_")}
+    env["LOADGATE_AIRFLOW_URL"] = airflow.url
+    if login:
+        env |= {
+            "LOADGATE_AIRFLOW_USERNAME": ADMIN_USER,
+            "LOADGATE_AIRFLOW_PASSWORD": airflow.password,
+        }
+    else:
+        env["LOADGATE_AIRFLOW_TOKEN"] = token if token is not None else airflow.token()
+    return [LOADGATE, "gate", "--unpause", "--poll", "1", *args], env
+
+
+def gate(airflow: AirflowDeployment, *args: str, token: str | None = None, timeout: float = 600):
+    argv, env = gate_command(airflow, *args, token=token)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    print(proc.stdout + proc.stderr)  # the progress a pipeline's log shows
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def run_state(airflow: AirflowDeployment, run_id: str) -> str:
+    return {run["dag_run_id"]: run["state"] for run in airflow.dag_runs()}[run_id]
+
+
+def finished_tasks(airflow: AirflowDeployment, run_id: str) -> int:
+    """How many of the run's tasks have ended, read with the REST client the command uses."""
+    from airflow_client import client as rest
+
+    config = rest.Configuration(host=airflow.url, access_token=airflow.token())
+    with rest.ApiClient(config) as api:
+        resp = rest.TaskInstanceApi(api).get_task_instances_without_preload_content(
+            DAG_ID, run_id, limit=100
+        )
+        assert resp.status == 200, resp.data
+        tis = json.loads(resp.data)["task_instances"]
+    return sum(ti["state"] in ("success", "skipped") for ti in tis)
+
+
+def wait_run_end(airflow: AirflowDeployment, run_id: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = run_state(airflow, run_id)
+        if state in ("success", "failed"):
+            return state
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} did not end in {timeout:.0f} s")
+
+
+def run_id_of(output: str) -> str:
+    found = re.search(r" triggered \S+ run (\S+): target ", output)
+    assert found, f"no run triggered:\n{output}"
+    return found[1]
+
+
+@dataclass
+class CommandRun:
+    """A release gated by ``loadgate gate``: its exit code and output, the run as Airflow ended
+    it, its report, the service it gated, and the Slack stand-in's counts before it."""
+
+    code: int
+    out: str
+    run: dict[str, Any]
+    report: dict[str, Any]
+    svc: RunningService
+    messages_before: int
+    updates_before: int
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run["dag_run_id"])
+
+
+def command_run(
+    airflow: AirflowDeployment,
+    artifacts: Path,
+    slack: SlackStandIn,
+    svc: RunningService,
+    *args: str,
+) -> CommandRun:
+    before, updates = len(slack.messages()), len(slack.updates())
+    started, triggered_at = time.monotonic(), datetime.now(UTC)
+    code, out = gate(airflow, "--target", svc.url, "--release", "v2", *args)
+    run = wait_for_end(airflow, run_id_of(out))
+    print(f"{run['dag_run_id']}: {run['state']} in {time.monotonic() - started:.0f} s")
     if run["state"] == "success":
-        print(f"{run_id}: {non_load_time(artifacts, run, triggered_at)}")
-    return run, report_of(artifacts, run_id)
+        print(f"{run['dag_run_id']}: {non_load_time(artifacts, run, triggered_at)}")
+    report = report_of(artifacts, run["dag_run_id"])
+    return CommandRun(code, out, run, report, svc, before, updates)
+
+
+@pytest.fixture(scope="module")
+def healthy(airflow, artifacts, slack, services, tmp_path_factory) -> CommandRun:
+    """A healthy release (20 users, 2 shards), gated by the command."""
+    svc = deploy(services, tmp_path_factory.mktemp("healthy"), "v2")
+    shape = ("--profile", "deploy", "--scale", "0.002", "--time-scale", "0.01")
+    return command_run(airflow, artifacts, slack, svc, *shape)
+
+
+@pytest.fixture(scope="module")
+def faulty(airflow, artifacts, slack, services, tmp_path_factory) -> CommandRun:
+    """A release failing 20% of its API requests (100 users, one shard: it sees enough
+    requests to decide early), gated by the command."""
+    svc = deploy(services, tmp_path_factory.mktemp("faulty"), "v2", faults={"error_rate": 0.2})
+    shape = ("--profile", "deploy-1", "--scale", "0.01", "--time-scale", "0.01")
+    return command_run(airflow, artifacts, slack, svc, *shape)
+
+
+def test_healthy_release_passes_with_each_stage_and_verdict(airflow, healthy) -> None:
+    code, out = healthy.code, healthy.out
+    assert code == client.EXIT_PASS, out
+    for stage in ("api", "websocket", "session"):
+        assert f"stage {stage}: started" in out, out
+        assert f"stage {stage}: gate pass" in out, out
+    assert "report: " in out and "report.html" in out, out
+    assert "verdict pass (exit 0)" in out, out
+    assert airflow.token() not in out
+    assert healthy.run["state"] == "success"
 
 
 def test_healthy_release_passes_and_a_ui_rerun_keeps_its_verdict(
-    airflow, artifacts, slack, start_syncbridge, tmp_path
+    airflow, artifacts, slack, healthy
 ) -> None:
-    svc = deploy(start_syncbridge, tmp_path, "v2")
-    before, updates_before = len(slack.messages()), len(slack.updates())
-    run, report = gate_run(airflow, svc, artifacts)
-    run_id = run["dag_run_id"]
+    svc, run, report, run_id = healthy.svc, healthy.run, healthy.report, healthy.run_id
+    before, updates_before = healthy.messages_before, healthy.updates_before
+    # the conf as the command sent it: the trigger's keys, nothing else
+    assert run["conf"] == {
+        "profile": "deploy",
+        "target_url": svc.url,
+        "release": "v2",
+        "scale": 0.002,
+        "time_scale": 0.01,
+    }, run["conf"]
     states = task_states(airflow, run_id)
     assert run["state"] == "success", (states, report.get("reasons"))
     assert report["verdict"] == "pass", report["reasons"]
@@ -295,9 +436,17 @@ def try_number(airflow: AirflowDeployment, run_id: str, task_id: str) -> int:
     return int(resp.json()["try_number"])
 
 
-def test_bad_release_is_rolled_back(airflow, artifacts, start_syncbridge, tmp_path) -> None:
-    svc = deploy(start_syncbridge, tmp_path, "v2", faults={"error_rate": 0.2})
-    run, report = gate_run(airflow, svc, artifacts, profile="deploy-1", scale=0.01)
+def test_faulty_release_exits_rollback(faulty) -> None:
+    code, out = faulty.code, faulty.out
+    assert code == client.EXIT_ROLLBACK, out
+    assert "stage api: gate rollback" in out, out
+    assert "stage websocket: skipped" in out, out
+    assert "rollback: success" in out, out
+    assert "verdict rollback (exit 3)" in out, out
+
+
+def test_bad_release_is_rolled_back(airflow, faulty) -> None:
+    svc, run, report = faulty.svc, faulty.run, faulty.report
     states = task_states(airflow, run["dag_run_id"])
     assert run["state"] == "failed", states
     assert report["verdict"] == "rollback", report["reasons"]
@@ -406,6 +555,91 @@ def test_a_load_task_marked_failed_stops_its_shards(
     assert stage["verdict"] == "invalid", stage
     assert any("results are incomplete" in reason for reason in stage["reasons"]), stage
     assert not processes(root)
+
+
+def test_bad_token_is_a_clear_error(airflow):
+    before = len(airflow.dag_runs())
+    code, out = gate(airflow, "--target", "http://127.0.0.1:9", token="not-a-token")
+    assert code == client.EXIT_ERROR, out
+    assert ("401" in out or "403" in out) and "LOADGATE_AIRFLOW_TOKEN" in out, out
+    assert "not-a-token" not in out
+    assert len(airflow.dag_runs()) == before
+
+
+def test_timeout_leaves_the_run_going(start_syncbridge, airflow, tmp_path):
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    code, out = gate(
+        airflow,
+        *("--target", svc.url, "--release", "v2", "--profile", "deploy", "--dry-run"),
+        *("--timeout", "2"),
+    )
+    assert code == client.EXIT_TIMEOUT, out
+    assert "timeout" in out and "goes on" in out, out
+    run_id = run_id_of(out)
+    assert run_state(airflow, run_id) in ("queued", "running")
+    goes_on_without_the_client(airflow, run_id)
+
+
+def signalled_once_triggered(argv: list[str], env: dict, sig: signal.Signals) -> tuple[int, str]:
+    """Run the command, send ``sig`` once it says it triggered the run; its code and output."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(raw.decode())
+            if " triggered " in lines[-1]:
+                break
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines) + rest.decode()
+    print(out)
+    return proc.returncode, out
+
+
+def test_sigint_leaves_the_run_going(start_syncbridge, airflow, tmp_path):
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    argv, env = gate_command(
+        airflow, "--target", svc.url, "--release", "v2", "--profile", "deploy", "--dry-run"
+    )
+    code, out = signalled_once_triggered(argv, env, signal.SIGINT)
+    assert code == client.EXIT_SIGINT, out
+    assert "SIGINT" in out and "goes on" in out, out
+    goes_on_without_the_client(airflow, run_id_of(out))
+
+
+def goes_on_without_the_client(airflow: AirflowDeployment, run_id: str) -> None:
+    """The run's tasks keep finishing after the command left; then the test stops the run (a
+    dry run of about 20 tasks: its end proves no more, and the next test's run waits for it)."""
+    done = finished_tasks(airflow, run_id)
+    assert wait_for(lambda: finished_tasks(airflow, run_id) > done, timeout=60, poll=1)
+    assert run_state(airflow, run_id) in ("running", "success")
+    resp = airflow.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+    assert resp.status_code == 200 or run_state(airflow, run_id) == "success", resp.text
+    assert wait_run_end(airflow, run_id, timeout=60) in ("failed", "success")
+
+
+def test_a_pipeline_cancel_marks_the_run_failed_with_the_flag(start_syncbridge, airflow, tmp_path):
+    """SIGTERM (a CI job cancelled) with --cancel-marks-failed: the run is marked failed and the
+    command exits 143. The command logs in with a username and password, as a pipeline that
+    holds no token does; neither reaches its output."""
+    svc = deploy(start_syncbridge, tmp_path, "v2")
+    argv, env = gate_command(
+        airflow,
+        *("--target", svc.url, "--release", "v2", "--profile", "deploy", "--dry-run"),
+        "--cancel-marks-failed",
+        login=True,
+    )
+    code, out = signalled_once_triggered(argv, env, signal.SIGTERM)
+    assert code == client.EXIT_SIGTERM, out
+    run_id = run_id_of(out)
+    assert f"SIGTERM: marked the run {run_id} failed" in out, out
+    assert airflow.password not in out
+    assert run_state(airflow, run_id) == "failed"
 
 
 def test_stop_leaves_nothing_behind(airflow) -> None:

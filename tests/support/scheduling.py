@@ -40,18 +40,17 @@ GATE_MODULES = (
 HEAVY_MARKS = ("e2e", "deployment")  # every test so marked lives in HEAVY_DIRS
 DEFAULT_COST = 200.0
 HEAVY_COSTS = {  # seconds, each module in a whole `make test` on this machine (--durations)
-    "tests/deployment/test_rest_trigger.py": 730.0,
-    "tests/deployment/test_gate_client.py": 486.0,
-    "tests/deployment/test_parallel_pods.py": 268.0,
-    "tests/deployment/test_trigger_form.py": 222.0,
-    "tests/deployment/test_up.py": 56.0,
-    "tests/e2e/test_release_gate.py": 481.0,
-    "tests/e2e/test_release_gate_kubernetes.py": 490.0,
-    "tests/e2e/test_demo.py": 109.0,
-    "tests/e2e/test_plan_dag.py": 71.0,
-    "tests/loadgate/test_gate.py": 102.0,
-    "tests/loadgate/test_gate_regressions.py": 87.0,
-    "tests/loadgate/test_report_browser.py": 90.0,
+    "tests/deployment/test_rest_trigger.py": 600.0,
+    "tests/deployment/test_parallel_pods.py": 277.0,
+    "tests/deployment/test_trigger_form.py": 112.0,
+    "tests/deployment/test_up.py": 50.0,
+    "tests/e2e/test_release_gate.py": 332.0,
+    "tests/e2e/test_release_gate_kubernetes.py": 328.0,
+    "tests/e2e/test_demo.py": 90.0,
+    "tests/e2e/test_plan_dag.py": 44.0,
+    "tests/loadgate/test_gate.py": 91.0,
+    "tests/loadgate/test_gate_regressions.py": 88.0,
+    "tests/loadgate/test_report_browser.py": 55.0,
 }
 
 
