@@ -34,7 +34,7 @@ $(AXE): package.json package-lock.json
 
 ## test: create the virtual environment if missing, install, lint, run the whole suite (what CI runs)
 test: lint static $(AXE)
-	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) --durations=25 $(PYTEST_ARGS)
 
 ## check: the inner loop (under 2 minutes): lint, static checks, the fast tests
 check: lint static

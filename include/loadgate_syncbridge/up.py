@@ -323,7 +323,7 @@ def environment(layout: Layout, port: int, service_url: str, admin_token: str) -
         AIRFLOW__API_AUTH__JWT_SECRET=_secret(layout, "jwt"),
         AIRFLOW__API__SECRET_KEY=_secret(layout, "api"),
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
-        # a task's end noticed within 1 s, not 5 (a gate run is a chain of ~25 short tasks)
+        # a task's end noticed within 1 s, not 5 (a gate run is a chain of ~16 short tasks)
         AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
         **profiles_env({"syncbridge": profile(layout, service_url)}),
         # the admin token the reference service's rollback uses

@@ -14,11 +14,11 @@ The groups are balanced by what each heavy module costs (``HEAVY_COSTS``, second
 this machine; a module not listed counts as ``DEFAULT_COST``): the longest first, each to the
 group with the least so far.
 
-How many: the suite needs about 31 CPU-minutes (most of it Airflow starting a process for each of
-a gate run's ~35 tasks), so on two cores it cannot end much before 16 minutes however it is
-spread. Four groups on six workers ended no sooner than two on four and slowed every stage
-enough that the latency-regression tests (``test_gate_regressions.py``) lost their 40% change in
-the noise; three groups on four workers keep them clear.
+How many: the suite needs about 24 CPU-minutes (most of it Airflow: a process for each of the
+~16 tasks a gate run starts, the scheduler and the API server), so on two cores it cannot end
+much before 12 minutes however it is spread, and the heavy groups hold about as much work each.
+Four groups on six workers ended no sooner than two on four and slowed every stage; three
+groups on four workers leave a worker for the light modules.
 
 Why a scheduler of our own rather than ``xdist_group`` marks: xdist 3.8 groups by rewriting an
 item's ``_nodeid``, which pytest 9 no longer reads (the node id is ``_id``), so the marks group
