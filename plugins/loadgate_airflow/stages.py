@@ -69,7 +69,7 @@ def stage_tasks(run: Any, stage: str, upstream: Any) -> Any:
         load, pods = _load(run, stage, 1)
         with TaskGroup(group_id="rerun", tooltip="only when the gate is inconclusive") as rerun:
             again, again_pods = _load(run, stage, 2)
-            second = tasks.rerun_gate.override(task_id="gate")(run, stage=stage, attempt=2)
+            second = tasks.rerun_gate.override(task_id="gate")(run, stage=stage)
         first = tasks.gate.override(task_id="gate")(
             run, stage=stage, rerun=f"{rerun.group_id}.load_test"
         )

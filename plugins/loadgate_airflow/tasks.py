@@ -19,6 +19,7 @@ from loadgate.backends.kubernetes import logs as k8s_logs
 from loadgate.backends.kubernetes import manifests
 from loadgate.backends.kubernetes import pods as k8s_pods
 from loadgate.backends.local import run_stage_local
+from loadgate.client import GATE_KEY
 from loadgate.config.profiles import ProfileError
 from loadgate.config.run import RunConfig, RunConfigError, resolve_trigger
 from loadgate.notify import Links, Notifier, stage_figures, task_failed_message
@@ -29,7 +30,6 @@ from loadgate.verdict.outcomes import Verdict
 from loadgate_airflow import settings
 
 log = logging.getLogger("loadgate")
-VERDICT_KEY = "verdict"  # the XCom key of a gate's verdict and key figures
 
 
 def _run(run_record: dict[str, Any] | None, *, rollback_action: bool = False) -> folder.Run:
@@ -167,7 +167,8 @@ def seed_users(run_record: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _stage_run(run_record: dict[str, Any] | None, stage: str, attempt: int) -> folder.Run:
-    """The run, if ``attempt`` of ``stage`` is to send load now; skips this task otherwise."""
+    """The run, if ``attempt`` of ``stage`` is due now (its load, its gate); skips this task
+    otherwise."""
     run = _run(run_record)
     reason = pipeline.attempt_skip_reason(run, stage, attempt)
     if reason:
@@ -198,11 +199,8 @@ def load_test(
 
 def _decide(run_record: dict[str, Any] | None, stage: str, attempt: int, ti: Any) -> folder.Run:
     """Decide ``attempt`` of ``stage``, tell the thread, and put the verdict with its key
-    figures in this task's XCom ``verdict`` (``loadgate gate`` prints them as the run goes)."""
-    run = _run(run_record)
-    reason = pipeline.attempt_skip_reason(run, stage, attempt)
-    if reason:
-        raise AirflowSkipException(reason)
+    figures in this task's XCom ``GATE_KEY`` (``loadgate gate`` prints them as the run goes)."""
+    run = _stage_run(run_record, stage, attempt)
     result = gates.decide(run, stage, attempt)
     log.info("gate %s: %s", stage, result.verdict)
     for reason in result.reasons:
@@ -215,7 +213,7 @@ def _decide(run_record: dict[str, Any] | None, stage: str, attempt: int, ti: Any
         "reasons": result.reasons,
         "figures": figures,
     }
-    ti.xcom_push(key=VERDICT_KEY, value=verdict)
+    ti.xcom_push(key=GATE_KEY, value=verdict)
     return run
 
 
@@ -229,11 +227,9 @@ def gate(run_record: dict[str, Any] | None, stage: str, rerun: str, **context: A
 
 
 @task(trigger_rule="all_done", retries=1)
-def rerun_gate(
-    run_record: dict[str, Any] | None, stage: str, attempt: int = 2, **context: Any
-) -> None:
-    """The gate of a re-run (after an inconclusive gate): decides on both attempts' evidence."""
-    _decide(run_record, stage, attempt, context["ti"])
+def rerun_gate(run_record: dict[str, Any] | None, stage: str, **context: Any) -> None:
+    """The gate of the re-run (after an inconclusive gate): decides on both attempts' evidence."""
+    _decide(run_record, stage, 2, context["ti"])
 
 
 @task(trigger_rule="all_done", retries=0)

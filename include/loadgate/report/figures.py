@@ -445,37 +445,29 @@ def headline(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     if not ran:
         return cards
-    users = {n: (s["summary"].get("max_vus") or 0) for n, s in ran.items()}
-    top = max(users, key=lambda n: users[n])
-    crit = _criterion(ran[top], "vus")
-    base, release = base_of(top, "peak_users")
-    card(
+
+    def peak(key: str, label: str, by_stage: Mapping[str, int], metric: str) -> None:
+        """The stage with the most (users, connections): against its criterion's target and
+        the same figure (``key``) of its baseline release."""
+        top = max(by_stage, key=lambda n: by_stage[n])
+        crit = _criterion(ran[top], metric)
+        base, release = base_of(top, key)
+        target = crit and target_text(crit)
+        card(
+            key, label, by_stage[top], "", target=target, baseline=base, release=release, stage=top
+        )
+
+    peak(
         "peak_users",
         "Peak users",
-        users[top],
-        "",
-        target=crit and target_text(crit),
-        baseline=base,
-        release=release,
-        stage=top,
+        {n: s["summary"].get("max_vus") or 0 for n, s in ran.items()},
+        "vus",
     )
     conns = {
         n: ((s["summary"].get("ws") or {}).get("max_connections") or 0) for n, s in ran.items()
     }
     if any(conns.values()):
-        top = max(conns, key=lambda n: conns[n])
-        crit = _criterion(ran[top], "ws_connections")
-        base, release = base_of(top, "peak_connections")
-        card(
-            "peak_connections",
-            "Peak WebSocket connections",
-            conns[top],
-            "",
-            target=crit and target_text(crit),
-            baseline=base,
-            release=release,
-            stage=top,
-        )
+        peak("peak_connections", "Peak WebSocket connections", conns, "ws_connections")
     requests = sum(s["summary"].get("requests") or 0 for s in ran.values())
     # the failed requests of all stages over all their requests (a gate's error rate is its
     # failed / requests, so this is the run's)
