@@ -5,7 +5,6 @@ service on loopback."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from pathlib import Path
 
@@ -66,7 +65,9 @@ def test_every_fires_on_the_plan_interval_whatever_the_time_scale(time_scale: fl
         vu.close()
         # due at 0.1, 0.2 and 0.3 s (the old rule: every 1 ms at 0.01, some 350 calls)
         assert 2 <= len(calls) <= 4, calls
-        assert all(b - a > 0.08 for a, b in itertools.pairwise(calls)), calls
+        # the k-th call is due at k x 0.1 s (fixed rate: a late call does not push the next
+        # one back, so gaps may be shorter under load; none comes early)
+        assert all(t >= 0.1 * k - 0.002 for k, t in enumerate(calls, 1)), calls
         assert len(first) == 1 and first[0] >= 0.14  # ``first`` is not scaled either
         vu._rt.close()
 
