@@ -40,8 +40,12 @@ BIN = Path(sys.executable).parent
 
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
-    """An AIRFLOW_HOME of its own (SQLite), this checkout's DAGs and plugins, no examples."""
-    home.mkdir(parents=True, exist_ok=True)
+    """An AIRFLOW_HOME of its own (SQLite), this checkout's DAGs and plugins, no examples, and
+    the deployment's local settings (``deploy/airflow_local_settings.py``: the scheduler
+    imports the gate's modules before it forks its tasks)."""
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    local_settings = ROOT / "deploy" / "airflow_local_settings.py"
+    (home / "config" / local_settings.name).write_bytes(local_settings.read_bytes())
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
