@@ -3,8 +3,10 @@
 The module's one deployment is what ``make up`` starts (``loadgate_syncbridge.up``, run as a
 person runs it, its state in the module's temp folder): the scheduler (LocalExecutor), the
 dag-processor, the triggerer and the api-server on SQLite, with the reference service on
-loopback, the ``syncbridge`` profile pointed at it. ``make down`` stops it at the module's end,
-also when a test failed (``test_up.py`` checks that nothing is left).
+loopback, the ``syncbridge`` profile pointed at it. The first test checks what ``make up``
+printed and that a second one starts nothing; the last, that ``make down`` leaves no process
+or port (the fixture's ``down`` stops it too, also when a test failed). Only the tests that
+open the browser skip where Chromium is absent.
 
 A person reruns the gate from the UI: the form must open valid (every default validates, the
 optional fields may stay empty), read in sections with each field's description, and start the
@@ -34,7 +36,7 @@ from tests.support.airflow_ui import (
     set_switch,
     still_running,
 )
-from tests.support.browser import chromium_or_skip, save_screenshot
+from tests.support.browser import save_screenshot
 
 pytestmark = [pytest.mark.deployment, pytest.mark.browser, pytest.mark.slow]
 
@@ -44,7 +46,7 @@ RUN_TIMEOUT_S = 300  # a dry run's ~30 tasks take about 90 s here
 
 @pytest.fixture(scope="module")
 def local_up(tmp_path_factory):
-    chromium_or_skip()  # no deployment for a module that cannot open a browser
+    """``make up``, once for the module (its output is ``outputs[0]``)."""
     up = LocalUp(tmp_path_factory.mktemp("make-up") / ".up")
     try:
         up.up()
@@ -90,6 +92,34 @@ def form_descriptions(params: dict) -> dict[str, list[tuple[str, str]]]:
 
 def squashed(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
+
+
+def test_make_up_starts_once_and_prints_how_to_log_in(local_up) -> None:
+    """First in the module, before any run starts a task process."""
+    printed = local_up.outputs[0]
+    url, service = local_up.url, local_up.service_url
+    # what a person reads: where to go, who to log in as, where the password is (not it)
+    assert url in printed and service in printed, printed
+    assert "log in as admin" in printed
+    assert str(local_up.passwords_file) in printed
+    assert local_up.password not in printed
+    assert "make down" in printed
+
+    ui = requests.get(url, timeout=30)
+    assert ui.status_code == 200 and "<html" in ui.text.lower()
+    dags = local_up.api("GET", "/dags").json()["dags"]
+    assert DAG_ID in [d["dag_id"] for d in dags]
+    health = requests.get(f"{url}/api/v2/monitor/health", timeout=30).json()
+    for component in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
+        assert health[component]["status"] == "healthy", health
+    # the reference service the profile points at: release v1 over v0
+    assert requests.get(f"{service}/healthz", timeout=10).json()["release"] == "v1"
+
+    started = local_up.pids()
+    assert len(started) >= 5, started  # 4 Airflow components and the service, and children
+    again = local_up.up()
+    assert "already running" in again and url in again
+    assert local_up.pids() == started, "a second make up started processes"
 
 
 def test_a_run_without_a_report_answers_a_short_page(local_up) -> None:
@@ -233,6 +263,9 @@ def test_make_down_leaves_no_process_or_port(local_up) -> None:
     """Last in the module: ``make down`` (the fixture's then finds nothing running)."""
     pids, ports = local_up.pids(), local_up.ports()
     assert pids
-    assert "stopped" in local_up.down()
+    stopped = local_up.down()
+    assert "stopped" in stopped and "api-server" in stopped and "syncbridge" in stopped
     assert still_running(pids) == set(), "make down left processes"
     assert all(port_free(port) for port in ports), ports
+    assert local_up.pids() == set()
+    assert "nothing was running" in local_up.down()

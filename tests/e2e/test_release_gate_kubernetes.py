@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from syncbridge.launcher import RunningService
+from syncbridge.launcher import start_syncbridge as _start
 from tests.e2e.test_release_gate import (
     ADMIN,
+    STORE_KEYS,
     api_requests,
     assert_no_secret_leaks,
     deploy,
@@ -24,7 +29,7 @@ from tests.e2e.test_release_gate import (
 )
 from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
 from tests.support.k8s import FakeKubeAPI
-from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET
+from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET, Bucket, S3Server, new_bucket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAMESPACE = "loadgate"
@@ -46,6 +51,14 @@ def kube():
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory) -> Path:
+    """One Airflow database for the module's runs (each run has its own run id)."""
+    home = tmp_path_factory.mktemp("airflow")
+    migrate(airflow_env(home))
+    return home
+
+
 POD_PLAN = "harmonyflow-10k-pods"  # the DAG factory gives a plan of LOADGATE_PLANS_DIR its DAG
 POD_DAG = f"release_gate_{POD_PLAN}"
 
@@ -63,10 +76,9 @@ def plan_without_concurrency_targets(tmp_path):
     return folder
 
 
-def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
+def run_gate_on_pods(kube, svc, home, tmp_path, env_extra=None, **conf):
     """``airflow dags test`` with backend=kubernetes; (process, local run root or None when
     the artifacts are on S3)."""
-    home = tmp_path / "airflow"
     kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
     env = airflow_env(
         home,
@@ -74,7 +86,6 @@ def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
         **kube.airflow_connection_env(kubeconfig),
         **(env_extra or {}),
     )
-    migrate(env)
     full = {
         "target_url": svc.url,
         "release": "v2",
@@ -93,7 +104,7 @@ def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
     env.update(profile)
     env["LOADGATE_PLANS_DIR"] = str(plan_without_concurrency_targets(tmp_path))
     if str(full["artifacts_root"]).startswith("s3://"):
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        for name in STORE_KEYS:
             env.pop(name, None)  # the Airflow tasks reach the store through the connection
         return dags_test(env, trigger, cwd=tmp_path, dag_id=POD_DAG), None
     proc = dags_test(env, trigger, cwd=tmp_path, dag_id=POD_DAG)
@@ -101,13 +112,81 @@ def run_gate_on_pods(kube, svc, tmp_path, env_extra=None, **conf):
     return proc, run_root.parent
 
 
-def test_healthy_release_passes_on_pods(start_syncbridge, kube, tmp_path) -> None:
-    svc = deploy(start_syncbridge, tmp_path, "v2")
-    proc, run_root = run_gate_on_pods(kube, svc, tmp_path)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-5000:]
+@dataclass
+class PodsRun:
+    """The healthy release's gate run on pods, once for the module's two tests of it."""
+
+    svc: RunningService
+    kube: FakeKubeAPI
+    proc: Any
+    output: str
+    cwd: Path
+    s3: Bucket
+    run_key: str
+    run_root: Path  # the run root on S3, downloaded
+
+
+@pytest.fixture(scope="module")
+def healthy_pods_run(airflow_home, s3_server: S3Server, tmp_path_factory):
+    """A healthy release gated once on pods as production runs it: the API and session stages,
+    2 pods each, the artifacts on S3, the pods given the store's keys by a Kubernetes Secret
+    (by reference) and the Airflow tasks by the run's aws connection. Read by two tests: the
+    verdict and the pods' lifecycle (``test_healthy_release_passes_on_pods``), and what the
+    pods shipped to the store (``test_pods_ship_results_to_s3_with_keys_from_a_secret``); the
+    local run root is the faulty and killed-shard runs'."""
+    tmp_path = tmp_path_factory.mktemp("pods")
+    started: list[RunningService] = []
+
+    def start(path, **opts) -> RunningService:
+        started.append(_start(path, **opts))
+        return started[-1]
+
+    kube = FakeKubeAPI(grace_cap_s=3.0).start()
+    try:
+        svc = deploy(start, tmp_path, "v2")
+        s3 = new_bucket(s3_server)
+        secret = "loadgate-s3"
+        kube.add_secret(
+            NAMESPACE, secret, {"access-key-id": FAKE_KEY_ID, "secret-access-key": FAKE_SECRET}
+        )
+        settings = {
+            "namespace": NAMESPACE,
+            "image": "loadgate:test",
+            "env": {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_DEFAULT_REGION": "us-east-1"},
+            "secret_env": {
+                "AWS_ACCESS_KEY_ID": {"secret": secret, "key": "access-key-id"},
+                "AWS_SECRET_ACCESS_KEY": {"secret": secret, "key": "secret-access-key"},
+            },
+        }
+        extra = {k: v for k, v in s3_server.env(str(tmp_path)).items() if k not in STORE_KEYS}
+        proc, _ = run_gate_on_pods(
+            kube,
+            svc,
+            airflow_home,
+            tmp_path,
+            env_extra=extra | s3.airflow_connection_env("loadgate_s3"),
+            artifacts_root=s3.url("gate-runs"),
+            aws_conn_id="loadgate_s3",
+            kubernetes=settings,
+        )
+        output = proc.stdout + proc.stderr
+        runs = {k.split("/")[1] for k in s3.keys("gate-runs/")} - {".seed-secret", "history"}
+        assert len(runs) == 1, f"no run root written:\n{output[-8000:]}"
+        (run_key,) = runs
+        run_root = s3.download(f"gate-runs/{run_key}", tmp_path_factory.mktemp("from-s3"))
+        yield PodsRun(svc, kube, proc, output, tmp_path, s3, run_key, run_root)
+    finally:
+        kube.stop()
+        for svc in started:
+            svc.stop()
+
+
+def test_healthy_release_passes_on_pods(healthy_pods_run: PodsRun, airflow_home) -> None:
+    run, run_root, kube = healthy_pods_run, healthy_pods_run.run_root, healthy_pods_run.kube
+    assert run.proc.returncode == 0, run.output[-5000:]
     report = json.loads((run_root / "report.json").read_text())
     assert report["verdict"] == "pass", report["reasons"]
+    assert set(report["stages"]) == {"api", "session"}
     assert report["stages"]["api"]["requests"] > 50
     # two pods per stage ran the engine, each wrote its shard's results
     created = kube.calls("POST", contains="/pods")
@@ -116,11 +195,17 @@ def test_healthy_release_passes_on_pods(start_syncbridge, kube, tmp_path) -> Non
         "shard-0",
         "shard-1",
     ]
-    assert api_requests(svc) >= report["stages"]["api"]["requests"]
+    assert api_requests(run.svc) >= report["stages"]["api"]["requests"]
     # the generator pods' logs were collected, then every pod was deleted
     assert list((run_root / "logs" / "pods").iterdir())
     assert kube.pods(NAMESPACE) == []
-    assert_no_secret_leaks(tmp_path / "airflow", run_root, output, also=kube_received(kube))
+    assert_no_secret_leaks(
+        airflow_home,
+        run_root,
+        run.output,
+        seed_secret=run.s3.get("gate-runs/.seed-secret").decode().strip(),
+        also=kube_received(kube),
+    )
 
 
 def kube_received(kube) -> dict[str, str]:
@@ -130,13 +215,15 @@ def kube_received(kube) -> dict[str, str]:
     return {"Kubernetes API requests": bodies}
 
 
-def test_faulty_release_aborts_every_shard_and_rolls_back(start_syncbridge, kube, tmp_path):
+def test_faulty_release_aborts_every_shard_and_rolls_back(
+    start_syncbridge, kube, airflow_home, tmp_path
+):
     """50 users a shard: the first pod sends enough requests to tell 20% errors from the 5%
     threshold (about 120, at most ~265: bench/verdict/live_alarm.md) well within its stage, and
     stops; the second, started after it (``dags test`` runs mapped pods one by one), finds the
     abort marker and stops too."""
     svc = deploy(start_syncbridge, tmp_path, "v2", faults={"error_rate": 0.2})
-    proc, run_root = run_gate_on_pods(kube, svc, tmp_path, scale=0.01)
+    proc, run_root = run_gate_on_pods(kube, svc, airflow_home, tmp_path, scale=0.01)
     assert proc.returncode != 0
     report = json.loads((run_root / "report.json").read_text())
     assert report["verdict"] == "rollback"
@@ -166,7 +253,7 @@ def kill_when_running(kube, stage: str, shard: int, after_s: float, killed: list
 
 
 def test_a_killed_shard_makes_the_gate_invalid_and_leaves_no_pod(
-    start_syncbridge, kube, tmp_path
+    start_syncbridge, kube, airflow_home, tmp_path
 ) -> None:
     """A generator pod killed mid-stage (as by the OOM killer): its task fails, the pod is
     kept for debugging while the run goes on, the gate says the results are incomplete (the
@@ -178,7 +265,7 @@ def test_a_killed_shard_makes_the_gate_invalid_and_leaves_no_pod(
         target=kill_when_running, args=(kube, "api", 0, 3.0, killed), daemon=True
     )
     killer.start()
-    proc, run_root = run_gate_on_pods(kube, svc, tmp_path, stages=["api"])
+    proc, run_root = run_gate_on_pods(kube, svc, airflow_home, tmp_path, stages=["api"])
     killer.join(timeout=5)
     output = proc.stdout + proc.stderr
     assert killed, output[-3000:]
@@ -196,58 +283,32 @@ def test_a_killed_shard_makes_the_gate_invalid_and_leaves_no_pod(
     assert kube.pods(NAMESPACE) == []
 
 
-def test_pods_ship_results_to_s3_with_keys_from_a_secret(start_syncbridge, kube, s3, tmp_path):
+def test_pods_ship_results_to_s3_with_keys_from_a_secret(healthy_pods_run: PodsRun, airflow_home):
     """artifacts_root s3://… with backend=kubernetes: the pods get the store's keys from a
     Kubernetes Secret (by reference: the values are in no pod spec), write their results and
     the plan's copy is read from the run root on S3; no shared volume, no pod left."""
-    svc = deploy(start_syncbridge, tmp_path, "v2")
-    kube.add_secret(
-        NAMESPACE, "loadgate-s3", {"access-key-id": FAKE_KEY_ID, "secret-access-key": FAKE_SECRET}
-    )
-    store = s3.airflow_connection_env("loadgate_s3")
-    secret = "loadgate-s3"
-    settings = {
-        "namespace": NAMESPACE,
-        "image": "loadgate:test",
-        "env": {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_DEFAULT_REGION": "us-east-1"},
-        "secret_env": {
-            "AWS_ACCESS_KEY_ID": {"secret": secret, "key": "access-key-id"},
-            "AWS_SECRET_ACCESS_KEY": {"secret": secret, "key": "secret-access-key"},
-        },
-    }
-    proc, _ = run_gate_on_pods(
-        kube,
-        svc,
-        tmp_path,
-        env_extra=store,
-        stages=["api"],
-        artifacts_root=s3.url("gate-runs"),
-        aws_conn_id="loadgate_s3",
-        kubernetes=settings,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-5000:]
-    assert not (tmp_path / "artifacts").exists()
-    (run_key,) = {k.split("/")[1] for k in s3.keys("gate-runs/")} - {".seed-secret", "history"}
-    run_root = s3.download(f"gate-runs/{run_key}", tmp_path / "from-s3")
+    run, run_root, s3 = healthy_pods_run, healthy_pods_run.run_root, healthy_pods_run.s3
+    assert run.proc.returncode == 0, run.output[-5000:]
+    assert not (run.cwd / "artifacts").exists()
     report = json.loads((run_root / "report.json").read_text())
     assert report["verdict"] == "pass", report["reasons"]
-    assert report["stages"]["api"]["requests"] > 50
-    for shard in ("shard-0", "shard-1"):
-        folder = run_root / "stages" / "api" / shard
-        assert json.loads((folder / "meta.json").read_text())["status"] == "completed"
-        assert list((folder / "windows").glob("*.jsonl"))
-    created = kube.calls("POST", contains="/pods")
-    assert len(created) == 2
+    for stage in ("api", "session"):
+        for shard in ("shard-0", "shard-1"):
+            folder = run_root / "stages" / stage / shard
+            assert json.loads((folder / "meta.json").read_text())["status"] == "completed"
+            assert list((folder / "windows").glob("*.jsonl")), (stage, shard)
+    created = run.kube.calls("POST", contains="/pods")
+    assert len(created) == 4
     for call in created:
         args = call["body"]["spec"]["containers"][0]["args"]
-        assert args[args.index("--plan") + 1] == f"{s3.url('gate-runs', run_key)}/plan.yaml"
+        plan = f"{s3.url('gate-runs', run.run_key)}/plan.yaml"
+        assert args[args.index("--plan") + 1] == plan
         assert FAKE_SECRET not in json.dumps(call["body"])
-    assert kube.pods(NAMESPACE) == []
+    assert run.kube.pods(NAMESPACE) == []
     assert_no_secret_leaks(
-        tmp_path / "airflow",
+        airflow_home,
         run_root,
-        output,
+        run.output,
         seed_secret=s3.get("gate-runs/.seed-secret").decode().strip(),
-        also={**kube_received(kube), **store_objects(s3, "gate-runs/")},
+        also={**kube_received(run.kube), **store_objects(s3, "gate-runs/")},
     )

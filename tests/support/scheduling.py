@@ -43,7 +43,6 @@ HEAVY_COSTS = {  # seconds, each module in a whole `make test` on this machine (
     "tests/deployment/test_rest_trigger.py": 600.0,
     "tests/deployment/test_parallel_pods.py": 277.0,
     "tests/deployment/test_trigger_form.py": 112.0,
-    "tests/deployment/test_up.py": 50.0,
     "tests/e2e/test_release_gate.py": 332.0,
     "tests/e2e/test_release_gate_kubernetes.py": 328.0,
     "tests/e2e/test_demo.py": 90.0,

@@ -139,12 +139,22 @@ def test_requests_per_vu_second_do_not_depend_on_the_time_scale(
         # every VU for the whole stage, and at most its last iteration longer
         assert VUS * stage_s * 0.97 <= probe["vu_seconds"] <= VUS * (stage_s + THINK[1] + 0.3)
         assert rates["offered"] == rates["achieved"] > 0  # all answered, none stopped
-        assert rates["planned"] == pytest.approx(rates["achieved"], rel=0.10)
-        assert rates["offered_vs_planned"] == pytest.approx(1.0, rel=0.10)
+        lag_s = summary["generator"]["lag_p99_ms"] / 1000
+        assert_paced(rates["achieved"], rates["planned"], lag_s)
+        assert_paced(rates["offered_vs_planned"], 1.0, lag_s)
         per_vu_s[time_scale] = probe["achieved_per_vu_s"]
         # the plan's pacing: one request per 0.75 s of think time and a loopback round trip
-        assert per_vu_s[time_scale] == pytest.approx(1 / 0.75, rel=0.10)
+        assert_paced(per_vu_s[time_scale], 1 / 0.75, lag_s)
     assert per_vu_s["0.05"] == pytest.approx(per_vu_s["0.1"], rel=0.20)
+
+
+def assert_paced(measured: float, expected: float, lag_s: float) -> None:
+    """``measured`` within 10% of ``expected`` (over 3 standard deviations, as above), less
+    what a late event loop takes: when the machine is busy (other tests on its 2 cores) each
+    sleep wakes up late by the loop's lag, which stretches every iteration of 0.75 s and only
+    ever lowers the rate, at most by the lag's 99th percentile per iteration."""
+    stretch = 0.75 / (0.75 + lag_s)
+    assert expected * 0.90 * stretch <= measured <= expected * 1.10, (measured, expected, lag_s)
 
 
 @pytest.mark.slow
