@@ -21,10 +21,13 @@ class Target:
         self.cpu = Counter("app_cpu_seconds", "cpu", registry=self.registry)
         self.down = False
         self.now = 1000.0
+        self.late_s = 0.0  # how long an answer takes, the target busy for it (half a core)
 
     def fetch(self) -> str:
         if self.down:
             raise OSError("connection refused")
+        self.now += self.late_s
+        self.cpu.inc(0.5 * self.late_s)
         return generate_latest(self.registry).decode()
 
     def source(self) -> ScrapeSource:
@@ -115,3 +118,17 @@ def test_parse_exposition_keys_by_labels() -> None:
     parsed = parse_exposition(text)
     assert parsed[("a_total", (("a", "2"), ("b", "1")))] == 3.0
     assert parsed[("c", ())] == 4.5
+
+
+def test_a_late_answer_is_stamped_when_it_arrived() -> None:
+    """The target uses half a core throughout; the second scrape is answered a second late,
+    its counter read then. Stamped at the request, the window would read 1 s of CPU over 1 s
+    (a whole core: twice the truth); stamped at the answer, 1 s over 2 s."""
+    t = Target()
+    t.limit.set(1)
+    source = t.source()
+    source.sample(["cpu"], 10)
+    t.now += 1.0
+    t.cpu.inc(0.5)
+    t.late_s = 1.0
+    assert source.sample(["cpu"], 10)["cpu"] == pytest.approx(0.5)
