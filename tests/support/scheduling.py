@@ -39,17 +39,17 @@ GATE_MODULES = (
 )
 HEAVY_MARKS = ("e2e", "deployment")  # every test so marked lives in HEAVY_DIRS
 DEFAULT_COST = 200.0
-HEAVY_COSTS = {  # seconds, each module in a whole `make test` on this machine (--durations)
-    "tests/deployment/test_rest_trigger.py": 600.0,
-    "tests/deployment/test_parallel_pods.py": 277.0,
-    "tests/deployment/test_trigger_form.py": 112.0,
-    "tests/e2e/test_release_gate.py": 332.0,
-    "tests/e2e/test_release_gate_kubernetes.py": 328.0,
-    "tests/e2e/test_demo.py": 90.0,
-    "tests/e2e/test_plan_dag.py": 44.0,
-    "tests/loadgate/test_gate.py": 91.0,
-    "tests/loadgate/test_gate_regressions.py": 88.0,
-    "tests/loadgate/test_report_browser.py": 55.0,
+HEAVY_COSTS = {  # seconds, each module in a whole `make test` on this machine (junit times)
+    "tests/deployment/test_rest_trigger.py": 405.0,
+    "tests/deployment/test_parallel_pods.py": 178.0,
+    "tests/deployment/test_trigger_form.py": 141.0,
+    "tests/e2e/test_release_gate.py": 257.0,
+    "tests/e2e/test_release_gate_kubernetes.py": 241.0,
+    "tests/e2e/test_demo.py": 98.0,
+    "tests/e2e/test_plan_dag.py": 45.0,
+    "tests/loadgate/test_gate.py": 94.0,
+    "tests/loadgate/test_gate_regressions.py": 79.0,
+    "tests/loadgate/test_report_browser.py": 54.0,
 }
 
 
