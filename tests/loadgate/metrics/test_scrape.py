@@ -22,8 +22,10 @@ class Target:
         self.down = False
         self.now = 1000.0
         self.late_s = 0.0  # how long an answer takes, the target busy for it (half a core)
+        self.fetches = 0
 
     def fetch(self) -> str:
+        self.fetches += 1
         if self.down:
             raise OSError("connection refused")
         self.now += self.late_s
@@ -132,3 +134,23 @@ def test_a_late_answer_is_stamped_when_it_arrived() -> None:
     t.cpu.inc(0.5)
     t.late_s = 1.0
     assert source.sample(["cpu"], 10)["cpu"] == pytest.approx(0.5)
+
+
+def test_samples_a_moment_apart_read_one_scrape() -> None:
+    """The stage's sampler asks for each criterion window back to back. Scraped each time, the
+    CPU counter's 10 ms tick between two scrapes 20 ms apart read as half a core (50% of this
+    limit) on a target that had been idle; one scrape is read by both, and a rate waits for a
+    second scrape (at the next sample, a second later)."""
+    t = Target()
+    t.limit.set(1)
+    t.cpu.inc(3.0)  # the target's CPU before the stage
+    source = t.source()
+    assert source.sample(["memory"], 30) == {"memory": 0.0}
+    t.now += 0.02
+    t.cpu.inc(0.01)  # one tick
+    assert source.sample(["cpu"], 15) == {"cpu": None}
+    assert t.fetches == 1
+    t.now += 1.0
+    t.cpu.inc(0.01)
+    assert source.sample(["cpu"], 15)["cpu"] == pytest.approx(0.02 / 1.02)
+    assert t.fetches == 2
