@@ -14,6 +14,7 @@ import pytest
 from tests.support.airflow import airflow_env
 
 pytest.importorskip("airflow")
+pytestmark = pytest.mark.slow  # a process initializing Airflow a test: 2-8 s each
 
 PROBE = """
 import json, sys
