@@ -14,11 +14,13 @@ The groups are balanced by what each heavy module costs (``HEAVY_COSTS``, second
 this machine; a module not listed counts as ``DEFAULT_COST``): the longest first, each to the
 group with the least so far.
 
-How many: the suite needs about 24 CPU-minutes (most of it Airflow: a process for each of the
+How many: the suite needs about 15 CPU-minutes (most of it Airflow: a process for each of the
 ~16 tasks a gate run starts, the scheduler and the API server), so on two cores it cannot end
-much before 12 minutes however it is spread, and the heavy groups hold about as much work each.
-Four groups on six workers ended no sooner than two on four and slowed every stage; three
-groups on four workers leave a worker for the light modules.
+much before 8 minutes however it is spread; it ends near its tests' summed time over the
+workers (36 minutes over 4), the heavy groups about 8 minutes each. Four groups on six workers
+ended no sooner than two on four and slowed every stage, and five workers (three groups) took
+longer than four and more CPU; three groups on four workers leave a worker for the light
+modules.
 
 Why a scheduler of our own rather than ``xdist_group`` marks: xdist 3.8 groups by rewriting an
 item's ``_nodeid``, which pytest 9 no longer reads (the node id is ``_id``), so the marks group
