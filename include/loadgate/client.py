@@ -237,6 +237,10 @@ def _client_module() -> Any:
     return client
 
 
+TRANSIENT = frozenset({500, 502, 503, 504})  # server errors an idempotent call is sent again on
+RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+
+
 class Airflow:
     """The few calls the gate needs, each turned into a GateApiError that names what failed
     (never the token)."""
@@ -280,23 +284,31 @@ class Airflow:
             self._api = self._client.ApiClient(config)
         return self._api
 
-    def call(self, what: str, fn: Callable[[Any, Any], Any]) -> Any:
+    def call(self, what: str, fn: Callable[[Any, Any], Any], *, idempotent: bool = True) -> Any:
         """``fn(client_module, api_client)``; a 401 with username/password fetches a new token
-        once (tokens expire during a long gate)."""
-        for attempt in (1, 2):
+        once (tokens expire during a long gate). An ``idempotent`` call answered with a server
+        error (``TRANSIENT``) is sent again after each of ``RETRY_DELAYS_S``: the API server
+        answers 500 when its database reports a deadlock with the scheduler (seen on
+        PostgreSQL when a run is marked failed while its tasks end), and one such answer
+        must not end a deploy pipeline's wait. A trigger is never sent twice."""
+        renewed = False
+        delays = list(RETRY_DELAYS_S) if idempotent else []
+        while True:
             try:
                 return fn(self._client, self._apis())
             except self._client.ApiException as exc:
-                renew = exc.status == 401 and self.request.credentials.username and attempt == 1
-                if renew:
+                if exc.status == 401 and self.request.credentials.username and not renewed:
+                    renewed = True
                     self._token, self._api = None, None
+                    continue
+                if exc.status in TRANSIENT and delays:
+                    time.sleep(delays.pop(0))
                     continue
                 raise GateApiError(self._describe(what, exc)) from None
             except GateApiError:
                 raise
             except Exception as exc:  # urllib3's connection errors, a body that did not parse
                 raise GateApiError(self._scrub(f"{what}: {type(exc).__name__}: {exc}")) from None
-        raise AssertionError("unreachable")
 
     def _describe(self, what: str, exc: Any) -> str:
         detail: Any = ""
@@ -344,6 +356,7 @@ class Airflow:
             lambda c, api: c.DagRunApi(api).trigger_dag_run(
                 dag_id, c.TriggerDAGRunPostBody(conf=conf, logical_date=None), **self._t
             ),
+            idempotent=False,  # a second POST would start a second run
         )
         return str(run.dag_run_id)
 

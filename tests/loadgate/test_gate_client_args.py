@@ -242,3 +242,46 @@ def test_a_signal_leaves_the_run_going_unless_asked(signum, code, cancel):
     else:
         assert airflow.marked == []
         assert "goes on in Airflow" in lines[0] and "runs/run-1" in lines[0]
+
+
+def test_a_server_error_is_retried_but_never_for_the_trigger(monkeypatch):
+    """The API server answers 500 when its database reports a deadlock with the scheduler (seen
+    marking a run failed on PostgreSQL): an idempotent call is sent again, a trigger never."""
+    pytest.importorskip("airflow_client.client")
+    slept: list[float] = []
+    monkeypatch.setattr(client.time, "sleep", slept.append)
+    request = client.GateRequest(
+        url="http://127.0.0.1:1",
+        dag_id="release_gate",
+        conf={},
+        credentials=client.Credentials(token=TOKEN),
+    )
+    api = client.Airflow(request)
+    answers: list[int] = []
+
+    def answering(*statuses: int):
+        left = list(statuses)
+
+        def fn(c, _api):
+            status = left.pop(0) if left else 200
+            answers.append(status)
+            if status != 200:
+                raise c.ApiException(status=status, reason="Internal Server Error")
+            return "ok"
+
+        return fn
+
+    assert api.call("PATCH the run", answering(500, 503)) == "ok"
+    assert answers == [500, 503, 200] and slept == list(client.RETRY_DELAYS_S[:2])
+    # a lasting server error ends in a clear error after every retry
+    answers.clear(), slept.clear()
+    with pytest.raises(client.GateApiError, match="GET the run: 500"):
+        api.call("GET the run", answering(*[500] * 10))
+    assert len(answers) == 1 + len(client.RETRY_DELAYS_S)
+    # a client error, and anything on the trigger, are not retried
+    answers.clear(), slept.clear()
+    with pytest.raises(client.GateApiError):
+        api.call("GET the run", answering(400))
+    with pytest.raises(client.GateApiError):
+        api.call("POST /dags/release_gate/dagRuns", answering(500), idempotent=False)
+    assert answers == [400, 500] and slept == []

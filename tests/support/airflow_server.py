@@ -86,11 +86,19 @@ class AdminApi:
         return self._token
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """``path`` under ``/api/v2``, with the admin's token."""
+        """``path`` under ``/api/v2``, with the admin's token. A call other than a POST answered
+        with a server error is sent again (as ``loadgate gate`` does): the API server answers
+        500 when PostgreSQL reports a deadlock with the scheduler, e.g. marking a run failed
+        while its tasks end."""
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        return requests.request(
-            method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs
-        )
+        delays = [] if method.upper() == "POST" else [0.5, 1.0, 2.0]
+        while True:
+            resp = requests.request(
+                method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs
+            )
+            if resp.status_code not in (500, 502, 503, 504) or not delays:
+                return resp
+            time.sleep(delays.pop(0))
 
     def dag_runs(self, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
         """The DAG's runs, newest first."""
