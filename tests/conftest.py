@@ -5,7 +5,8 @@ as a subprocess on a free loopback port with a low KDF cost and waits for /ready
 are those of :func:`syncbridge.launcher.start_syncbridge` (faults, admin_token, kdf_cost,
 token_ttl, pool_size, memory_limit_mb, ...). The returned object has ``.url``,
 ``.admin_token``, ``.db_path``, ``.log_path``, ``.proc``, ``.set_faults(dict)`` and ``.stop()``.
-Every service started through the fixture is stopped at teardown.
+Every service started through the fixture is stopped at teardown; ``start_syncbridge_for_module``
+is the same for a module's shared runs (stopped at the module's end).
 
 ``s3`` is a fresh bucket on a local S3 server (moto's server mode on loopback, one per session)
 with the environment pointing at it (fake keys, ``AWS_ENDPOINT_URL``): ``.url(*parts)`` gives
@@ -20,6 +21,7 @@ many gate runs at once: ``tests/support/scheduling.py`` says why and how.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -69,8 +71,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return make_scheduler(config, log)
 
 
-@pytest.fixture
-def start_syncbridge():
+def _services() -> Iterator[Callable[..., RunningService]]:
     started: list[RunningService] = []
 
     def factory(tmp_path, **opts) -> RunningService:
@@ -78,9 +79,22 @@ def start_syncbridge():
         started.append(svc)
         return svc
 
-    yield factory
-    for svc in started:
-        svc.stop()
+    try:
+        yield factory
+    finally:
+        for svc in started:
+            svc.stop()
+
+
+@pytest.fixture
+def start_syncbridge():
+    yield from _services()
+
+
+@pytest.fixture(scope="module")
+def start_syncbridge_for_module():
+    """``start_syncbridge`` for a module's shared runs: its services stop at the module's end."""
+    yield from _services()
 
 
 @pytest.fixture

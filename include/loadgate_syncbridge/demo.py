@@ -44,8 +44,10 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     the deployment's local settings (``deploy/airflow_local_settings.py``: the scheduler
     imports the gate's modules before it forks its tasks)."""
     (home / "config").mkdir(parents=True, exist_ok=True)
-    local_settings = ROOT / "deploy" / "airflow_local_settings.py"
-    (home / "config" / local_settings.name).write_bytes(local_settings.read_bytes())
+    shipped = (ROOT / "deploy" / "airflow_local_settings.py").read_bytes()
+    installed = home / "config" / "airflow_local_settings.py"
+    if not installed.exists() or installed.read_bytes() != shipped:
+        installed.write_bytes(shipped)
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),

@@ -32,7 +32,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +46,6 @@ from loadgate import client
 from loadgate.backends.local import GRACE_S
 from loadgate.run.artifacts import safe_name
 from syncbridge.launcher import RunningService
-from syncbridge.launcher import start_syncbridge as launch
 from tests.support import target
 from tests.support.airflow import connection_env, profiles_env
 from tests.support.airflow_server import ADMIN_USER, DAG_ID, FULL, AirflowDeployment
@@ -101,20 +99,6 @@ def airflow(start_airflow, tmp_path_factory, artifacts, slack) -> AirflowDeploym
     resp.raise_for_status()
     assert resp.json()["is_paused"] is False
     return airflow
-
-
-@pytest.fixture(scope="module")
-def services() -> Iterator[Callable[..., RunningService]]:
-    """Starts reference services for the module's shared runs; stops them at its end."""
-    started: list[RunningService] = []
-
-    def factory(tmp_path: Path, **opts: Any) -> RunningService:
-        started.append(launch(tmp_path, **opts))
-        return started[-1]
-
-    yield factory
-    for svc in started:
-        svc.stop()
 
 
 def deploy(start_syncbridge, tmp_path: Path, release: str, faults: dict | None = None):
@@ -286,18 +270,23 @@ def command_run(
 
 
 @pytest.fixture(scope="module")
-def healthy(airflow, artifacts, slack, services, tmp_path_factory) -> CommandRun:
+def healthy(airflow, artifacts, slack, start_syncbridge_for_module, tmp_path_factory) -> CommandRun:
     """A healthy release (20 users, 2 shards), gated by the command."""
-    svc = deploy(services, tmp_path_factory.mktemp("healthy"), "v2")
+    svc = deploy(start_syncbridge_for_module, tmp_path_factory.mktemp("healthy"), "v2")
     shape = ("--profile", "deploy", "--scale", "0.002", "--time-scale", "0.01")
     return command_run(airflow, artifacts, slack, svc, *shape)
 
 
 @pytest.fixture(scope="module")
-def faulty(airflow, artifacts, slack, services, tmp_path_factory) -> CommandRun:
+def faulty(airflow, artifacts, slack, start_syncbridge_for_module, tmp_path_factory) -> CommandRun:
     """A release failing 20% of its API requests (100 users, one shard: it sees enough
     requests to decide early), gated by the command."""
-    svc = deploy(services, tmp_path_factory.mktemp("faulty"), "v2", faults={"error_rate": 0.2})
+    svc = deploy(
+        start_syncbridge_for_module,
+        tmp_path_factory.mktemp("faulty"),
+        "v2",
+        faults={"error_rate": 0.2},
+    )
     shape = ("--profile", "deploy-1", "--scale", "0.01", "--time-scale", "0.01")
     return command_run(airflow, artifacts, slack, svc, *shape)
 

@@ -19,7 +19,6 @@ import pytest
 import requests
 
 from syncbridge.launcher import RunningService
-from syncbridge.launcher import start_syncbridge as _start
 from tests.support import target
 from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
 from tests.support.s3 import FAKE_KEY_ID, FAKE_SECRET, Bucket, S3Server, new_bucket
@@ -167,8 +166,17 @@ class HealthyRun:
     slack: SlackStandIn
 
 
+def run_on_store(s3: Bucket, output: str, dest: Path) -> tuple[str, Path]:
+    """The one run root under ``gate-runs/`` on the store (beside the seed secret and the
+    release history): its key, and its objects downloaded into ``dest`` to read as files."""
+    runs = {k.split("/")[1] for k in s3.keys("gate-runs/")} - {".seed-secret", "history"}
+    assert len(runs) == 1, f"no run root written:\n{output[-8000:]}"
+    (run_key,) = runs
+    return run_key, s3.download(f"gate-runs/{run_key}", dest)
+
+
 @pytest.fixture(scope="module")
-def healthy_run(airflow_home, s3_server: S3Server, tmp_path_factory):
+def healthy_run(airflow_home, s3_server: S3Server, start_syncbridge_for_module, tmp_path_factory):
     """A healthy release gated once, the production way: 2 shards a stage, the artifacts on
     a local S3 server reached only through the run's Airflow aws connection (no AWS
     variable in the tasks' environment), the messages to Slack's stand-in. One run read by
@@ -176,39 +184,25 @@ def healthy_run(airflow_home, s3_server: S3Server, tmp_path_factory):
     wrote to the store (``..._with_artifacts_on_s3``); the local run root is the other
     tests' (the bad release, the dry run, the failed checklist) and ``make demo``'s."""
     tmp_path = tmp_path_factory.mktemp("healthy")
-    started: list[RunningService] = []
-
-    def start(path, **opts) -> RunningService:
-        started.append(_start(path, **opts))
-        return started[-1]
-
-    try:
-        svc = deploy(start, tmp_path, "v2")
-        s3 = new_bucket(s3_server)
-        # the region, no AWS config file of the machine's; the keys only in the connection
-        extra = {k: v for k, v in s3_server.env(str(tmp_path)).items() if k not in STORE_KEYS}
-        extra |= s3.airflow_connection_env("loadgate_s3")
-        with SlackStandIn() as slack:
-            proc, _ = run_gate(
-                airflow_home,
-                svc,
-                tmp_path,
-                slack=slack,
-                env_extra=extra,
-                shards=2,
-                artifacts_root=s3.url("gate-runs"),
-                aws_conn_id="loadgate_s3",
-            )
-        keys = s3.keys("gate-runs/")
-        runs = {k.split("/")[1] for k in keys} - {".seed-secret", "history"}
-        output = proc.stdout + proc.stderr
-        assert len(runs) == 1, f"no run root written:\n{output[-8000:]}"
-        (run_key,) = runs
-        run_root = s3.download(f"gate-runs/{run_key}", tmp_path_factory.mktemp("from-s3"))
-        yield HealthyRun(svc, proc, output, tmp_path, s3, run_key, run_root, slack)
-    finally:
-        for svc in started:
-            svc.stop()
+    svc = deploy(start_syncbridge_for_module, tmp_path, "v2")
+    s3 = new_bucket(s3_server)
+    # the region, no AWS config file of the machine's; the keys only in the connection
+    extra = {k: v for k, v in s3_server.env(str(tmp_path)).items() if k not in STORE_KEYS}
+    extra |= s3.airflow_connection_env("loadgate_s3")
+    with SlackStandIn() as slack:
+        proc, _ = run_gate(
+            airflow_home,
+            svc,
+            tmp_path,
+            slack=slack,
+            env_extra=extra,
+            shards=2,
+            artifacts_root=s3.url("gate-runs"),
+            aws_conn_id="loadgate_s3",
+        )
+    output = proc.stdout + proc.stderr
+    run_key, run_root = run_on_store(s3, output, tmp_path_factory.mktemp("from-s3"))
+    return HealthyRun(svc, proc, output, tmp_path, s3, run_key, run_root, slack)
 
 
 def test_healthy_release_passes(healthy_run: HealthyRun, airflow_home) -> None:

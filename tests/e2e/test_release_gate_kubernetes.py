@@ -18,13 +18,13 @@ import pytest
 import yaml
 
 from syncbridge.launcher import RunningService
-from syncbridge.launcher import start_syncbridge as _start
 from tests.e2e.test_release_gate import (
     ADMIN,
     STORE_KEYS,
     api_requests,
     assert_no_secret_leaks,
     deploy,
+    run_on_store,
     store_objects,
 )
 from tests.support.airflow import airflow_env, as_profile, connection_env, dags_test, migrate
@@ -127,7 +127,9 @@ class PodsRun:
 
 
 @pytest.fixture(scope="module")
-def healthy_pods_run(airflow_home, s3_server: S3Server, tmp_path_factory):
+def healthy_pods_run(
+    airflow_home, s3_server: S3Server, start_syncbridge_for_module, tmp_path_factory
+):
     """A healthy release gated once on pods as production runs it: the API and session stages,
     2 pods each, the artifacts on S3, the pods given the store's keys by a Kubernetes Secret
     (by reference) and the Airflow tasks by the run's aws connection. Read by two tests: the
@@ -135,15 +137,9 @@ def healthy_pods_run(airflow_home, s3_server: S3Server, tmp_path_factory):
     pods shipped to the store (``test_pods_ship_results_to_s3_with_keys_from_a_secret``); the
     local run root is the faulty and killed-shard runs'."""
     tmp_path = tmp_path_factory.mktemp("pods")
-    started: list[RunningService] = []
-
-    def start(path, **opts) -> RunningService:
-        started.append(_start(path, **opts))
-        return started[-1]
-
     kube = FakeKubeAPI(grace_cap_s=3.0).start()
     try:
-        svc = deploy(start, tmp_path, "v2")
+        svc = deploy(start_syncbridge_for_module, tmp_path, "v2")
         s3 = new_bucket(s3_server)
         secret = "loadgate-s3"
         kube.add_secret(
@@ -170,15 +166,10 @@ def healthy_pods_run(airflow_home, s3_server: S3Server, tmp_path_factory):
             kubernetes=settings,
         )
         output = proc.stdout + proc.stderr
-        runs = {k.split("/")[1] for k in s3.keys("gate-runs/")} - {".seed-secret", "history"}
-        assert len(runs) == 1, f"no run root written:\n{output[-8000:]}"
-        (run_key,) = runs
-        run_root = s3.download(f"gate-runs/{run_key}", tmp_path_factory.mktemp("from-s3"))
+        run_key, run_root = run_on_store(s3, output, tmp_path_factory.mktemp("from-s3"))
         yield PodsRun(svc, kube, proc, output, tmp_path, s3, run_key, run_root)
     finally:
         kube.stop()
-        for svc in started:
-            svc.stop()
 
 
 def test_healthy_release_passes_on_pods(healthy_pods_run: PodsRun, airflow_home) -> None:

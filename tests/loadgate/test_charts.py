@@ -259,3 +259,46 @@ def test_a_rerun_stage_is_charted_from_its_last_attempt(runs, tmp_path) -> None:
     for chart in drawn["api"]:
         assert "attempt 2; its gate decided on every attempt" in chart.svg
     assert not any("attempt 2" in c.svg for c in healthy.charts["api"])
+
+
+def test_every_text_of_a_full_scale_stage_fits_its_chart(monkeypatch) -> None:
+    """The charts have fixed margins (not a layout engine): at the plan's full scale (six-digit
+    requests per second and WebSocket messages, five-digit users, 95 s latencies, an abort, a
+    legend of two rows) everything drawn still lies inside the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from loadgate.report.series import StageSeries
+
+    n = 60
+    series = StageSeries(
+        t=[float(i + 1) for i in range(n)],
+        vus=[10_000] * n,
+        requests=[250_000 + i for i in range(n)],
+        latency_ms={50: [180.0] * n, 95: [12_000.0] * n, 99: [95_000.0] * n},
+        errors={"4xx": [12_000] * n, "5xx": [3] * n, "timeouts": [0] * n, "connection": [1] * n},
+        ws_open=[100_000] * n,
+        ws_sent=[400_000] * n,
+        rtt_ms={95: [900.0] * n, 99: [4_000.0] * n},
+        system={m: [0.9] * n for m, *_ in charts.SYSTEM},
+        abort_s=42.5,
+        abort_criterion="api-error-rate",
+        has_http=True,
+        has_ws=True,
+    )
+    figures: list[Any] = []
+    to_svg = charts.to_svg
+
+    def capture(fig: Any, *args: Any) -> str:
+        figures.append(fig)
+        return to_svg(fig, *args)
+
+    monkeypatch.setattr(charts, "to_svg", capture)
+    drawn = charts.stage_charts("api", series)
+    assert len(figures) == len(drawn) >= 6
+    for fig, chart in zip(figures, drawn, strict=True):
+        FigureCanvasAgg(fig)
+        fig.canvas.draw()
+        inside = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, what was drawn
+        width, height = fig.get_size_inches()
+        assert inside.x0 >= 0 and inside.y0 >= 0, (chart.title, inside)
+        assert inside.x1 <= width and inside.y1 <= height, (chart.title, inside)

@@ -43,6 +43,7 @@ from typing import Any
 import psutil
 import requests
 
+from loadgate.client import RETRY_DELAYS_S, TRANSIENT
 from tests.support.airflow import airflow_env
 from tests.support.postgres import PostgresCluster
 
@@ -91,12 +92,12 @@ class AdminApi:
         500 when PostgreSQL reports a deadlock with the scheduler, e.g. marking a run failed
         while its tasks end."""
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        delays = [] if method.upper() == "POST" else [0.5, 1.0, 2.0]
+        delays = [] if method.upper() == "POST" else list(RETRY_DELAYS_S)
         while True:
             resp = requests.request(
                 method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs
             )
-            if resp.status_code not in (500, 502, 503, 504) or not delays:
+            if resp.status_code not in TRANSIENT or not delays:
                 return resp
             time.sleep(delays.pop(0))
 

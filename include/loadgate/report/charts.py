@@ -198,7 +198,8 @@ def _draw_abort(axes: Sequence[Any], series: StageSeries) -> None:
 
 
 def _legend(*axes: Any) -> None:
-    """One legend for the chart's axes, below the plot (it hides no line)."""
+    """One legend for the chart's axes, below the plot (it hides no line), and the axes
+    placed in the margins that leaves (the last step of every chart)."""
     handles, labels = [], []
     for ax in axes:
         h, lab = ax.get_legend_handles_labels()
