@@ -187,8 +187,12 @@ def records_plan(tmp_path: Path) -> str:
     return str(path)
 
 
-def gated_run(svc, tmp_path: Path, plan: str, run_id: str) -> folder.Run:
-    """The DAG's steps in order, with a command rollback that always succeeds."""
+def gated_run(
+    svc, tmp_path: Path, plan: str, run_id: str, faults: dict | None = None
+) -> folder.Run:
+    """The DAG's steps in order, with a command rollback that always succeeds; ``faults``
+    are set on the service once its users are seeded (the release under test is faulty, not
+    the seeding: seeded at 50% errors, a user failed every retry now and then)."""
     config = build_run_config(
         {
             **reference_run(),
@@ -213,6 +217,8 @@ def gated_run(svc, tmp_path: Path, plan: str, run_id: str) -> folder.Run:
     assert pipeline.stage_skip_reason(run, "api") is not None  # not seeded yet
     pipeline.seed(run, secret="records-test")
     assert pipeline.stage_skip_reason(run, "api") is None
+    if faults:
+        svc.set_faults(faults)
     outcome = run_stage_local(run, "api", lambda line: None)
     assert not outcome["errors"], outcome
     gate.decide(run, "api")
@@ -229,8 +235,7 @@ def test_a_gated_run_folder_reads_back_as_written(start_syncbridge, tmp_path) ->
     svc = start_syncbridge(tmp_path / "svc")
     plan = records_plan(tmp_path)
     healthy = gated_run(svc, tmp_path, plan, "healthy")
-    svc.set_faults({"error_rate": 0.5})
-    faulty = gated_run(svc, tmp_path, plan, "faulty")
+    faulty = gated_run(svc, tmp_path, plan, "faulty", faults={"error_rate": 0.5})
 
     assert check_folder(healthy.artifacts.root) == [
         "run.json",
