@@ -471,7 +471,9 @@ def test_tail_routes_slow_one_endpoint_over_a_base_latency(svc):
     assert svc.get_faults()["tail_routes"] == ["/api/v1/sessions/{id}/devices"]
     base = _timed_gets(api, SESSION, tok, 10)
     slowed = _timed_gets(api, SESSION + "/devices", tok, 10)
-    assert min(base) >= 0.038 and max(base) < 0.125, base
+    # latency only adds: the lower bounds hold on any machine; a busy one may stall a request,
+    # so the base route's upper bound is on its median (a tail would put every one >= 140 ms)
+    assert min(base) >= 0.038 and _median(base) < 0.125, base
     assert min(slowed) >= 0.138, slowed
     bad = api.put("/admin/faults", {"tail_routes": ["/healthz"]}, token=svc.admin_token)
     assert bad.status_code == 400 and "tail_routes" in bad.json()["error"]

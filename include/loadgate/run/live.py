@@ -246,7 +246,8 @@ class StageTail:
             while start + self.every_s - 1 <= horizon:
                 out.append(self._take(start, start + self.every_s))
                 start += self.every_s
-        self.reported_t = start
+        if out or finished:  # before any: a shard that starts late may still move first_t back
+            self.reported_t = start
         return out
 
 
