@@ -325,6 +325,9 @@ def environment(layout: Layout, port: int, service_url: str, admin_token: str) -
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
         # a task's end noticed within 1 s, not 5 (a gate run is a chain of ~16 short tasks)
         AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
+        # and the next task started within a quarter second, not a second: an idle scheduler
+        # loop sleeps this long before it looks again (0.08 of a core more while it idles)
+        AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.25",
         **profiles_env({"syncbridge": profile(layout, service_url)}),
         # the admin token the reference service's rollback uses
         **connection_env("loadgate_target", conn_type="http", password=admin_token),

@@ -391,11 +391,15 @@ def test_tail_fault_slows_that_fraction_of_requests_and_leaves_the_median(svc):
     # binomial(400, 0.1): mean 40, sd 6; +-4 sd (the service draws with its own unseeded RNG)
     assert 16 <= len(slow) <= 64, len(slow)
     fast = [t for t in took if t < tail_s]
-    # the fast ones are unchanged: nothing between an ordinary request and the tail
-    assert max(fast) < tail_s - 0.1, max(fast)
+    # the fast ones are unchanged: nothing between an ordinary request and the tail (but for a
+    # stall of the busy machine, which can hold any one request for a few hundred ms: seen 680
+    # ms for a tail request, so a count, not the max)
+    assert sum(t >= tail_s - 0.1 for t in fast) <= 2, sorted(fast)[-5:]
     assert _median(took) < _median(before) + 0.03, (_median(before), _median(took))
-    # the tail is tail_ms on top of an ordinary request, not a timeout or an error
-    assert all(t < tail_s + 0.2 for t in slow), max(slow)
+    # the tail is tail_ms on top of an ordinary request (every request answered 200: no error
+    # or timeout), not more
+    assert _median(slow) < tail_s + 0.1, sorted(slow)
+    assert sum(t >= tail_s + 0.2 for t in slow) <= 2, sorted(slow)[-5:]
     text = scrape(api)
     assert metric(text, "syncbridge_faults_active", fault="tail_rate") == 1
     assert metric(text, "syncbridge_faults_active", fault="tail_ms") == 1
