@@ -16,6 +16,12 @@ PYTEST_WORKERS ?= 4
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 # `make check`: the tests marked as none of the slow tiers (see markers in pyproject.toml).
 FAST_TESTS := not slow and not e2e and not deployment and not browser
+# The suite starts hundreds of Python processes (Airflow tasks, shards, services) that import
+# this checkout's modules, and each worker imports every test module, its asserts rewritten by
+# pytest. Where the environment sets PYTHONDONTWRITEBYTECODE (this machine's does), none of
+# that is cached: each process compiled again, each worker rewrote every test module (about 5
+# CPU-s each). The tests run with Python's caches (`__pycache__/`, ignored by git).
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,11 +40,11 @@ $(AXE): package.json package-lock.json
 
 ## test: create the virtual environment if missing, install, lint, run the whole suite (what CI runs)
 test: lint static $(AXE)
-	$(BIN)/pytest $(XDIST) --durations=25 $(PYTEST_ARGS)
+	$(PYTEST) $(XDIST) --durations=25 $(PYTEST_ARGS)
 
 ## check: the inner loop (under 2 minutes): lint, static checks, the fast tests
 check: lint static
-	$(BIN)/pytest $(XDIST) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
+	$(PYTEST) $(XDIST) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
