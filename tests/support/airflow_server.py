@@ -166,7 +166,7 @@ class AirflowDeployment(AdminApi):
             # a scheduler loop with nothing to do sleeps this long (default 1 s) before it looks
             # for a task that has ended: each step of a run's chain of ~25 (a task, or a skip
             # decided by the scheduler) waited up to a second. A refused run's ~25 steps took
-            # 26 s at 1 s, 21 s at 0.25 s, for 0.08 of a core more while the scheduler idles.
+            # 26 s at 1 s, 21 s at 0.25 s (one run each), for 0.08 of a core more when idle.
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
         }
