@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 # The suite runs on PYTEST_WORKERS processes (pytest-xdist). Most of its time is spent waiting
 # (services starting, load stages of fixed length, airflow dags test), so more processes than
 # cores pays. Each process has its own temporary directory (AIRFLOW_HOME, SQLite, results), S3
-# server and free ports; loadgroup: the modules that run the whole gate go in a few groups, a
-# few gate runs at once, every other module to whichever process is free
-# (tests/support/scheduling.py says why and how).
-PYTEST_WORKERS ?= 4
+# server and free ports; loadgroup: the modules that run the whole gate go in four groups (four
+# gate runs at once, each group on one process), every other module to whichever process is
+# free, one process taking only those from the start (tests/support/scheduling.py says why).
+PYTEST_WORKERS ?= 5
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 # `make check`: the tests marked as none of the slow tiers (see markers in pyproject.toml).
 FAST_TESTS := not slow and not e2e and not deployment and not browser

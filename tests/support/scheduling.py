@@ -2,8 +2,9 @@
 
 Every worker has its own temporary directory, S3 server and free ports, so tests share nothing
 but the CPU. That they do share: a gate run judges whether its load generator could keep up (a
-lagging event loop makes the stage ``invalid``), and a healthy stage read p95 557 ms against its
-500 ms limit when four whole gate runs shared this 2-core machine. So the modules that run the
+lagging event loop makes the stage ``invalid``), and a healthy stage once read p95 557 ms
+against its 500 ms limit when four whole gate runs and the light modules shared a slower 2-core
+machine (a fixed single-core loop 1.5-1.8 s, 1.2 s on today's). So the modules that run the
 whole gate (``tests/e2e``, ``tests/deployment``, and ``GATE_MODULES``, which compare the
 verdicts of measured runs) go into ``HEAVY_GROUPS`` groups, each run by one worker module after
 module (a module's fixtures, such as its Airflow deployment, are made once): at most that many
@@ -14,13 +15,16 @@ The groups are balanced by what each heavy module costs (``HEAVY_COSTS``, second
 this machine; a module not listed counts as ``DEFAULT_COST``): the longest first, each to the
 group with the least so far.
 
-How many: the suite needs about 15 CPU-minutes (most of it Airflow: a process for each of the
-~16 tasks a gate run starts, the scheduler and the API server), so on two cores it cannot end
-much before 8 minutes however it is spread; it ends near its tests' summed time over the
-workers (36 minutes over 4), the heavy groups about 8 minutes each. Four groups on six workers
-ended no sooner than two on four and slowed every stage, and five workers (three groups) took
-longer than four and more CPU; three groups on four workers leave a worker for the light
-modules.
+How many: the suite needs about 13 CPU-minutes (most of it Airflow: a process for each of the
+~16 tasks a gate run starts, the scheduler and the API server; and the engines' load), so on
+two cores it cannot end much before 6.5 minutes however it is spread. Most of a gate run waits
+for its time-scaled load, so the heavy chains are bound by their wall time, not by the CPU.
+Measured on 2 December 2026 (one run each): three groups on four processes, each chain about
+450 s, the suite 480 s; four groups on five processes, each chain about 330 s, the suite 409 s,
+the CPU busy about 90% of the run. Under a CPU quota of 1.5 cores (a machine a quarter
+slower): four groups on five processes 536 s, three on four 589 s (``make test`` 8.9 and 9.8
+minutes), every test passing in each. The fifth process takes light modules from the start,
+the others when their group is done.
 
 Why a scheduler of our own rather than ``xdist_group`` marks: xdist 3.8 groups by rewriting an
 item's ``_nodeid``, which pytest 9 no longer reads (the node id is ``_id``), so the marks group
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-HEAVY_GROUPS = 3  # whole gate runs at once
+HEAVY_GROUPS = 4  # whole gate runs at once
 HEAVY_DIRS = ("tests/e2e/", "tests/deployment/")
 GATE_MODULES = (
     "tests/loadgate/test_gate.py",
@@ -41,17 +45,17 @@ GATE_MODULES = (
 )
 HEAVY_MARKS = ("e2e", "deployment")  # every test so marked lives in HEAVY_DIRS
 DEFAULT_COST = 200.0
-HEAVY_COSTS = {  # seconds, each module in a whole `make test` on this machine (junit times)
-    "tests/deployment/test_rest_trigger.py": 405.0,
-    "tests/deployment/test_parallel_pods.py": 178.0,
-    "tests/deployment/test_trigger_form.py": 141.0,
-    "tests/e2e/test_release_gate.py": 257.0,
-    "tests/e2e/test_release_gate_kubernetes.py": 241.0,
-    "tests/e2e/test_demo.py": 98.0,
-    "tests/e2e/test_plan_dag.py": 45.0,
-    "tests/loadgate/test_gate.py": 94.0,
-    "tests/loadgate/test_gate_regressions.py": 79.0,
-    "tests/loadgate/test_report_browser.py": 54.0,
+HEAVY_COSTS = {  # seconds, each module in a whole `make test` here (4 groups, 5 processes)
+    "tests/deployment/test_rest_trigger.py": 306.0,
+    "tests/e2e/test_release_gate.py": 243.0,
+    "tests/e2e/test_release_gate_kubernetes.py": 228.0,
+    "tests/deployment/test_parallel_pods.py": 126.0,
+    "tests/loadgate/test_gate.py": 92.0,
+    "tests/deployment/test_trigger_form.py": 81.0,
+    "tests/loadgate/test_gate_regressions.py": 80.0,
+    "tests/e2e/test_demo.py": 74.0,
+    "tests/e2e/test_plan_dag.py": 65.0,
+    "tests/loadgate/test_report_browser.py": 44.0,
 }
 
 
