@@ -19,8 +19,11 @@ from airflow.plugins_manager import AirflowPlugin
 
 REPORT_TAB = {
     "name": "Report",
-    # the UI fills in the run's DAG and id, and shows the page in an iframe on the run's page
-    "href": "/loadgate/reports/{DAG_ID}/{RUN_ID}",
+    # the UI fills in the run's DAG and id, and shows the page in an iframe on the run's page.
+    # Relative: it resolves against the UI's <base href>, the path of Airflow's [api] base_url,
+    # so the tab finds the report also where Airflow is served under a path (behind a proxy at
+    # https://ops.example/airflow/); "/loadgate/…" would leave that path out.
+    "href": "loadgate/reports/{DAG_ID}/{RUN_ID}",
     "destination": "dag_run",
     "url_route": "loadgate-report",
 }

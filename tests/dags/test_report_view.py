@@ -58,7 +58,7 @@ def test_the_plugins_folder_registers_one_plugin_with_the_report_tab(monkeypatch
     assert not loaded & {"tasks", "gate_dag", "settings", "params", "stages", "report_view"}
     (tab,) = plugins[0].external_views
     assert tab["destination"] == "dag_run" and tab["name"] == "Report"
-    assert tab["href"] == "/loadgate/reports/{DAG_ID}/{RUN_ID}"
+    assert tab["href"] == "loadgate/reports/{DAG_ID}/{RUN_ID}"  # under the UI's base path
     (app,) = plugins[0].fastapi_apps  # built when the API server asks for it
     assert app["url_prefix"] == "/loadgate/reports"
     paths = {route.path for route in app["app"].routes}

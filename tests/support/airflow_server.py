@@ -117,6 +117,7 @@ class AirflowDeployment(AdminApi):
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     postgres: bool = False  # the metadata database on PostgreSQL (and the LocalExecutor)
+    base_path: str = ""  # where the UI and API are served, e.g. "/airflow" ([api] base_url)
     parallelism: int = 8  # the executor's task slots
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     database: PostgresCluster | None = None  # the cluster, while it runs
@@ -124,7 +125,7 @@ class AirflowDeployment(AdminApi):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self.base_path}"
 
     @property
     def env(self) -> dict[str, str]:

@@ -56,6 +56,7 @@ HEAVY_COSTS = {  # seconds, each module in a whole `make test` here (4 groups, 5
     "tests/e2e/test_demo.py": 74.0,
     "tests/e2e/test_plan_dag.py": 65.0,
     "tests/loadgate/test_report_browser.py": 44.0,
+    "tests/deployment/test_report_tab_base_path.py": 17.0,  # one test alone
 }
 
 
