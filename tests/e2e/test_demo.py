@@ -27,11 +27,11 @@ TIMEOUT_S = 600
 AIRFLOW_LINE = re.compile(r"^\s*\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d|INFO - |\[(info|warning|debug)\s")
 
 
-def run_demo(workdir: Path) -> tuple[int, str, str, float]:
+def run_demo(workdir: Path, *args: str) -> tuple[int, str, str, float]:
     """The demo, to its end (interrupted as Ctrl-C does past ``TIMEOUT_S``): exit code, stdout,
-    stderr, seconds."""
+    stderr, seconds. ``args`` after the tiny scale's (which they may override)."""
     argv = [sys.executable, "-m", "loadgate_syncbridge.demo", "--workdir", str(workdir)]
-    argv += ["--scale", "0.002", "--time-scale", "0.01", "--shards", "1"]
+    argv += ["--scale", "0.002", "--time-scale", "0.01", "--shards", "1", *args]
     started = time.monotonic()
     proc = subprocess.Popen(
         argv,
@@ -91,3 +91,29 @@ def test_the_demo_prints_what_a_person_watches(tmp_path: Path) -> None:
     assert AIRFLOW_LINE.search(log, re.M)
     healthy = report["verdict"] in ("pass", "investigate", "inconclusive")
     assert code == (0 if healthy else 1), (code, out, err)
+
+
+def test_the_bad_release_demo_watches_the_gate_roll_it_back(tmp_path: Path) -> None:
+    """``make demo-bad-release``: v2 fails 20% of its API requests; the live criteria stop the API
+    stage, the gate decides rollback, the later stages are skipped, the rollback puts v1 back
+    and the demo says so. The demo succeeds (exit 0) because the gate did what it shows. 100
+    users: enough requests to tell 20% from the 5% threshold within seconds (as in the e2e
+    tier's bad release)."""
+    code, out, err, took = run_demo(tmp_path, "--bad-release", "--scale", "0.01")
+    print(f"\nthe bad-release demo took {took:.0f} s:\n{out}")  # shown with -s
+    assert not processes(str(tmp_path))
+    lines = out.splitlines()
+    assert not [line for line in lines + err.splitlines() if AIRFLOW_LINE.search(line)]
+    assert any("deployed release v2 with a fault" in line for line in lines), out
+    (report_path,) = (tmp_path / "artifacts").glob("*/report.json")
+    report = json.loads(report_path.read_text())
+    assert report["verdict"] == "rollback", report["reasons"]
+    assert report["stages"]["websocket"]["verdict"] == "not run"
+    assert any(line.startswith("gate api: ROLLBACK") for line in lines), out
+    assert not any(line.startswith("gate websocket:") for line in lines), out
+    assert "stage websocket: not run" in lines and "stage session: not run" in lines, out
+    rolled_back = "rollback (syncbridge): rolled back, target healthy, the target reports "
+    rolled_back += "release v1"
+    assert rolled_back in lines, out
+    assert "verdict: ROLLBACK (release v2)" in lines, out
+    assert code == 0, (code, out, err)
