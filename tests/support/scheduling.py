@@ -4,12 +4,13 @@ Every worker has its own temporary directory, S3 server and free ports, so tests
 but the CPU. That they do share: a gate run judges whether its load generator could keep up (a
 lagging event loop makes the stage ``invalid``), and a healthy stage once read p95 557 ms
 against its 500 ms limit when four whole gate runs and the light modules shared a slower 2-core
-machine (a fixed single-core loop 1.5-1.8 s, 1.2 s on today's). So the modules that run the
-whole gate (``tests/e2e``, ``tests/deployment``, and ``GATE_MODULES``, which compare the
-verdicts of measured runs) go into ``HEAVY_GROUPS`` groups, each run by one worker module after
-module (a module's fixtures, such as its Airflow deployment, are made once): at most that many
-gate runs share the machine. The other workers take every other module whole, the slow tiers
-first (the longest start early; the short ones fill the end).
+machine (a fixed single-core loop 1.5-1.8 s there, 1.2-1.4 s on the machine of 2 December
+2026). So the modules that run the whole gate (``tests/e2e``, ``tests/deployment``, and
+``GATE_MODULES``, which compare the verdicts of measured runs) go into ``HEAVY_GROUPS`` groups,
+each run by one worker module after module (a module's fixtures, such as its Airflow
+deployment, are made once): at most that many gate runs share the machine. The other workers
+take every other module whole, the slow tiers first (the longest start early; the short ones
+fill the end).
 
 The groups are balanced by what each heavy module costs (``HEAVY_COSTS``, seconds measured on
 this machine; a module not listed counts as ``DEFAULT_COST``): the longest first, each to the
