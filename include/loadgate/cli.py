@@ -541,7 +541,8 @@ credentials, from the environment only (never a flag): {TOKEN_ENV} (a JWT), or
 {USERNAME_ENV} and {PASSWORD_ENV} to obtain one from POST /auth/token.
 A paused DAG is left paused (exit 4, nothing triggered) unless --unpause.
 Ctrl-C (SIGINT) or a pipeline's cancel (SIGTERM) stops waiting and leaves the run going;
---cancel-marks-failed marks it failed instead (PATCH dagRuns state=failed).
+--cancel-marks-failed marks it failed instead (PATCH dagRuns state=failed), then
+watches it 5 s and marks it again if Airflow ends it otherwise.
 """,
     )
     gate.add_argument("--target", required=True, help="the deployed service's base URL")

@@ -683,16 +683,60 @@ def _interrupted(
         return code
     if options.cancel_marks_failed:
         try:
-            airflow.mark_failed(run_id)
-            say(f"{name}: marked the run {run_id} failed (--cancel-marks-failed)")
+            held = _mark_failed(airflow, run_id)
         except GateApiError as exc:
             say(f"{name}: could not mark the run failed ({exc}); it goes on")
+        except Interrupted:
+            say(f"{name}: marked the run {run_id} failed, then signalled again: not watched")
+        else:
+            if held.state == "failed":
+                again = f", {held.marks} times: Airflow set it {held.undone}" if held.undone else ""
+                say(f"{name}: marked the run {run_id} failed (--cancel-marks-failed{again})")
+            else:
+                say(
+                    f"{name}: marked the run {run_id} failed {held.marks} times, and Airflow "
+                    f"set it {held.state} each time: {airflow.run_link(run_id)}"
+                )
     else:
         say(
             f"{name}: stopped waiting; the run {run_id} goes on in Airflow: "
             f"{airflow.run_link(run_id)}"
         )
     return code
+
+
+# A run marked failed can still end as a success: a scheduler loop that took the run before the
+# mark counts its tasks, all ended or skipped by the mark, and marks it successful (seen with
+# Airflow 3 1.3 s after the mark, in 1 of 12 cancels timed to land while a task ran). The
+# command watches the run this long after marking it, and marks it again if it left failed.
+MARK_HOLD_S = 5.0
+MARK_POLL_S = 0.5
+MARK_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class MarkHeld:
+    state: str  # the run's state when the watch ended ("failed" unless Airflow undid every mark)
+    marks: int  # PATCHes sent
+    undone: str = ""  # the state Airflow set after a mark, if it did
+
+
+def _mark_failed(airflow: Airflow, run_id: str) -> MarkHeld:
+    """Mark the run failed and watch it ``MARK_HOLD_S`` seconds, marking it again (up to
+    ``MARK_ATTEMPTS`` marks in all) when Airflow ends it otherwise."""
+    airflow.mark_failed(run_id)
+    marks, undone, state = 1, "", "failed"
+    deadline = time.monotonic() + MARK_HOLD_S
+    while time.monotonic() < deadline:
+        time.sleep(min(MARK_POLL_S, max(0.0, deadline - time.monotonic())))
+        state = airflow.run_state(run_id)
+        if state != "failed":
+            undone = state
+            if marks >= MARK_ATTEMPTS:
+                break
+            airflow.mark_failed(run_id)
+            marks, state = marks + 1, "failed"
+    return MarkHeld(state=state, marks=marks, undone=undone)
 
 
 def _print(line: str) -> None:

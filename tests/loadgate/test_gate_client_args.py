@@ -219,29 +219,64 @@ def test_a_stage_not_chosen_never_starts():
 
 
 class FakeRun:
-    def __init__(self):
+    """A run whose state reads ``states`` in turn after each mark (then its last one)."""
+
+    def __init__(self, *states: str):
         self.marked: list[str] = []
+        self.states = list(states) or ["failed"]
 
     def mark_failed(self, run_id):
         self.marked.append(run_id)
+
+    def run_state(self, run_id):
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
 
     def run_link(self, run_id):
         return f"http://airflow/dags/release_gate/runs/{run_id}"
 
 
+@pytest.fixture
+def short_hold(monkeypatch):
+    """The watch after a mark: 0.2 s, read every 10 ms."""
+    monkeypatch.setattr(client, "MARK_HOLD_S", 0.2)
+    monkeypatch.setattr(client, "MARK_POLL_S", 0.01)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(2, client.EXIT_SIGINT), (15, client.EXIT_SIGTERM)])
 @pytest.mark.parametrize("cancel", [False, True])
-def test_a_signal_leaves_the_run_going_unless_asked(signum, code, cancel):
+def test_a_signal_leaves_the_run_going_unless_asked(signum, code, cancel, short_hold):
     airflow, lines = FakeRun(), []
     options = client.WaitOptions(cancel_marks_failed=cancel)
     got = client._interrupted(airflow, "run-1", options, lines.append, signum)  # type: ignore[arg-type]
     assert got == code
     if cancel:
         assert airflow.marked == ["run-1"]
-        assert "marked the run run-1 failed" in lines[0]
+        assert lines[0].endswith("marked the run run-1 failed (--cancel-marks-failed)"), lines
     else:
         assert airflow.marked == []
         assert "goes on in Airflow" in lines[0] and "runs/run-1" in lines[0]
+
+
+def test_a_mark_that_airflow_undoes_is_made_again(short_hold):
+    """The scheduler ended the marked run as a success: the command marks it failed again."""
+    airflow, lines = FakeRun("success", "failed"), []
+    options = client.WaitOptions(cancel_marks_failed=True)
+    got = client._interrupted(airflow, "run-1", options, lines.append, 15)  # type: ignore[arg-type]
+    assert got == client.EXIT_SIGTERM
+    assert airflow.marked == ["run-1", "run-1"]
+    assert lines == [
+        "SIGTERM: marked the run run-1 failed (--cancel-marks-failed, 2 times: Airflow set it "
+        "success)"
+    ]
+
+
+def test_a_mark_undone_every_time_is_said_with_the_runs_link(short_hold):
+    airflow, lines = FakeRun("success"), []
+    options = client.WaitOptions(cancel_marks_failed=True)
+    client._interrupted(airflow, "run-1", options, lines.append, 15)  # type: ignore[arg-type]
+    assert airflow.marked == ["run-1"] * client.MARK_ATTEMPTS
+    assert "failed 3 times, and Airflow set it success each time" in lines[0], lines
+    assert "runs/run-1" in lines[0]
 
 
 def test_a_server_error_is_retried_but_never_for_the_trigger(monkeypatch):
