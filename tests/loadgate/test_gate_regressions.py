@@ -46,8 +46,11 @@ BASE = {"latency_ms": 300, "latency_jitter_ms": 30}
 NOMINAL_P95, NOMINAL_P99 = 300 + 30 * 0.90, 300 + 30 * 0.98
 # What a busy machine may add to an endpoint's p95 without fault before a pair is run again
 # (see ``paired``): the relative cases are sized to stand it, as the 60% change (196 ms) stays
-# clear of the 30% threshold (98 ms) even when only one side is slowed by this much.
-BUSY_MS = 45.0
+# clear of the 30% threshold (98 ms) even when only one side is slowed by this much. Twice a
+# baseline 40 and 43 ms over nominal (367 and 370 ms) made the 60% case's p95 criterion
+# inconclusive (+51%, its interval across 30%): stalls in more than 5% of the requests put
+# both p95s in the sparse tail the stalls make, so a pair that busy runs again.
+BUSY_MS = 25.0
 RATE, DURATION = 75, "16s"  # per endpoint: 1,200 requests a side (p99 needs 500), 16 s (10)
 
 
