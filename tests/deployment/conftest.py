@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.airflow_server import AirflowDeployment
-from tests.support.browser import chromium
+from tests.support.browser import PAUSE_ANIMATIONS, chromium
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def browser():
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    context.add_init_script(PAUSE_ANIMATIONS)
     page = context.new_page()
     yield page
     context.close()
