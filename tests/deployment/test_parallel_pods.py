@@ -222,7 +222,7 @@ def wait_for_end(
 
 
 FAULTY_ATTEMPTS = 3  # faulty runs at most, until one exercises the marker (see marker_race)
-MARKER_SLACK_S = 0.5  # beyond the marker's 1 s poll: a tick's own work
+MARKER_SLACK_S = 0.5  # beyond the 1 s between ticks: a tick's own work
 
 
 def marker_race(root: Path) -> str | None:
@@ -231,10 +231,11 @@ def marker_race(root: Path) -> str | None:
 
     The test needs the sibling running and sending when the first shard writes the marker, and
     not yet able to decide on its own. Both shards see the same errors, so when the machine's
-    speed changes within seconds the sibling can decide on its own before its next look at the
-    marker, or start after the marker and stop before sending anything. Either is the product
+    speed changes within seconds the sibling can decide on its own by its first tick after the
+    marker (shards tick on the same whole seconds, and a tick checks the criteria before the
+    marker), or start after the marker and stop before sending anything. Either is the product
     behaving as it should, with nothing to test; a sibling that decides on its own later than
-    the marker's poll allows has ignored the marker, and is left to the test to fail on.
+    that has ignored the marker, and is left to the test to fail on.
     """
     marker = json.loads((root / "stages" / "api" / MARKER).read_text())
     first = str(marker["shard"]).split("/")[0]
@@ -248,7 +249,7 @@ def marker_race(root: Path) -> str | None:
             if decided < marker["at"] + POLL_S + MARKER_SLACK_S:
                 return (
                     f"shard {aborted['shard']} decided on its own ({aborted['criterion']}) "
-                    f"{decided - marker['at']:+.2f} s from the marker, before its next look"
+                    f"{decided - marker['at']:+.2f} s from the marker, by its first tick after it"
                 )
         elif aborted.get("by_marker") and requests_sent(folder) == 0:
             return f"{folder.name} started after the marker and sent nothing"
