@@ -36,6 +36,19 @@ def make_run(svc, tmp_path, run_id="manual__2026-01-01T00:00:00+00:00", **params
     return run
 
 
+def tolerant_plan(tmp_path) -> str:
+    """The shipped plan, its generator flagged only when more than a quarter of the stage's
+    seconds are saturated (the shipped limit is 5%: one second of the ~17 a compressed stage
+    has). For the tests whose subject is not saturation but need a pass: the suite shares two
+    cores among five processes, and one stalled second once made such a stage ``invalid``.
+    What saturation does to a verdict is tested below, with limits no generator meets."""
+    plan = yaml.safe_load(resolve_plan_path("harmonyflow-10k").read_text())
+    plan["generator"] = {**plan.get("generator", {}), "max_fraction": 0.25}
+    path = tmp_path / "tolerant.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return str(path)
+
+
 @pytest.mark.slow
 def test_crash_is_evidence_not_only_errors(start_syncbridge, tmp_path) -> None:
     svc = start_syncbridge(tmp_path / "svc", faults={"crash_after_s": 3})
@@ -54,12 +67,13 @@ def test_rerun_replaces_results_and_uses_the_previous_run_as_baseline(
     start_syncbridge, tmp_path
 ) -> None:
     svc = start_syncbridge(tmp_path / "svc")
-    first = make_run(svc, tmp_path, run_id="run-1")
+    plan = tolerant_plan(tmp_path)
+    first = make_run(svc, tmp_path, run_id="run-1", plan=plan)
     run_stage_local(first, "api", lambda line: None)
     first_gate = gate.decide(first, "api")
     assert first_gate.verdict == "pass", first_gate.reasons
 
-    second = make_run(svc, tmp_path, run_id="run-2")
+    second = make_run(svc, tmp_path, run_id="run-2", plan=plan)
     lines: list[str] = []
     run_stage_local(second, "api", lines.append)
     assert any("[api 0/1]" in line for line in lines)  # progress reached the caller
