@@ -167,8 +167,11 @@ class AirflowDeployment(AdminApi):
             # a scheduler loop with nothing to do sleeps this long (default 1 s) before it looks
             # for a task that has ended: each step of a run's chain of ~25 (a task, or a skip
             # decided by the scheduler) waited up to a second. A refused run's ~25 steps took
-            # 26 s at 1 s, 21 s at 0.25 s (one run each), for 0.08 of a core more when idle.
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+            # 26 s at 1 s, 21 s at 0.25 s (one run each). The suite is short of CPU, not of
+            # wall time: a healthy run (REST-triggered, 3 stages) cost the scheduler and
+            # PostgreSQL 19.8 CPU-s at 0.25 s, 14.1 at 0.5 s, 9.3 at 1 s, and ended in 77.5 s,
+            # 77.4 s and 82.3 s (one run each, quiet machine, 3 December).
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
         }
 
