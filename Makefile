@@ -23,10 +23,15 @@ FAST_TESTS := not slow and not e2e and not deployment and not browser
 # CPU-s each). The tests run with Python's caches (`__pycache__/`, ignored by git).
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 
+# The pinned requirements go in with uv (pinned here): 29 s in a new virtual environment, .pyc
+# files compiled, where pip took 85 s (3 December 2026, this machine, both from warm caches).
+UV_VERSION := 0.13.8
+
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --upgrade pip uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
+	    -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -79,7 +84,7 @@ down:
 
 ## lock: re-pin requirements*.txt from requirements*.in (needs PyPI)
 lock:
-	test -x $(BIN)/uv || $(BIN)/pip install --quiet uv
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 \
 	    --python-platform x86_64-manylinux_2_28 -o requirements.txt
 	$(BIN)/uv pip compile requirements-dev.in --python-version 3.11 \
