@@ -401,5 +401,9 @@ def test_a_system_metric_aborts_the_stage(seeded, tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["aborted"]["criterion"] in ("db-connection-failures", "error-rate-rollback")
-    assert meta["aborted"]["at_s"] < 10
+    # The stage lasts 18 s here (15 minutes at 0.02); the first storage failure is random
+    # (2% of the operations). Quiet machine: stopped 1.2 to 3.8 s in (six runs, 3 December);
+    # once 10.7 s in, when the suite's gate runs were all starting on the two cores. Stopped
+    # before 15 s is stopped by the criterion, well before the stage's end.
+    assert meta["aborted"]["at_s"] < 15
     assert "db-connection-failures" in meta["live_criteria"]
