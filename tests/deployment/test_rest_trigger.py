@@ -634,7 +634,11 @@ def test_a_pipeline_cancel_marks_the_run_failed_with_the_flag(start_syncbridge, 
 def test_a_cancel_mark_that_airflow_undoes_is_made_again(start_syncbridge, airflow, tmp_path):
     """Airflow's scheduler can end a run marked failed as a success (a loop that took the run
     before the mark: seen in 1 of 12 cancels). Here the test does what it does, through the
-    API, while the command watches the run after its mark: the command marks it failed again."""
+    API, while the command watches the run after its mark: the command marks it failed again.
+
+    The scheduler can also undo the first mark itself before the test's PATCH lands (CI of
+    3 December: the command marked 3 times, the run ended failed), so the count is 2 or 3:
+    at least the test's undo is made again, and never more than ``MARK_ATTEMPTS`` marks."""
     svc = deploy(start_syncbridge, tmp_path, "v2")
     argv, env = gate_command(
         airflow,
@@ -662,7 +666,9 @@ def test_a_cancel_mark_that_airflow_undoes_is_made_again(start_syncbridge, airfl
             proc.wait()
     out = first + rest.decode()
     assert proc.returncode == client.EXIT_SIGTERM, out
-    assert "(--cancel-marks-failed, 2 times: Airflow set it success)" in out, out
+    marks = re.search(r"\(--cancel-marks-failed, (\d) times: Airflow set it success\)", out)
+    assert marks, out
+    assert 2 <= int(marks.group(1)) <= client.MARK_ATTEMPTS, out
     assert run_state(airflow, run_id) == "failed"
 
 
