@@ -133,7 +133,14 @@ def _long_run(url: str, out: str, tmp_path: Path, *options: str):
     return loadgate_bg(*args, *options, log=tmp_path / "log")
 
 
-def test_a_killed_shard_leaves_readable_segments(syncbridge_service, s3, tmp_path) -> None:
+def test_a_killed_shard_leaves_readable_segments(
+    syncbridge_service, s3, tmp_path, monkeypatch
+) -> None:
+    """A killed shard cannot clear its local scratch folder: it is left where
+    ``LOADGATE_RESULTS_DIR`` says (a pod's emptyDir; here the test's folder, not the system's
+    temporary folder, which every suite run would leave a folder in)."""
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("LOADGATE_RESULTS_DIR", str(scratch))
     url = syncbridge_service.url
     out = s3.url("killed", "shard-0")
     before = _healthz(url)
@@ -143,6 +150,8 @@ def test_a_killed_shard_leaves_readable_segments(syncbridge_service, s3, tmp_pat
     assert sent - summary["requests"] <= 3 * 4 * 20  # about the last upload interval, at most
     meta = json.loads(s3.get("killed/shard-0/meta.json"))
     assert meta["ended_at"] is None and meta["status"] == "running"
+    (left,) = scratch.glob("loadgate-results-*")
+    assert (left / "meta.json").exists()
 
 
 def test_sigterm_ships_everything_before_exiting(syncbridge_service, s3, tmp_path) -> None:
