@@ -16,13 +16,13 @@ The groups are balanced by what each heavy module costs (``HEAVY_COSTS``, second
 this machine; a module not listed counts as ``DEFAULT_COST``): the longest first, each to the
 group with the least so far.
 
-How many: the suite needs about 13 CPU-minutes at the speed of 2 December, 24 at that of
-3 December (most of it Airflow: ``airflow dags test``, a process for each of the ~16 tasks a
-gate run starts, the scheduler and the API server; and the engines' load; the README has the
-census), so on two cores it cannot end much before half that however it is spread. Most of a
-gate run waits for its time-scaled load, so the heavy chains are bound by their wall time, not
-by the CPU: on 3 December each chain ended 590 to 670 s into a 716-s suite, the light modules
-filling the rest.
+How many: the suite needs 13 to 15 CPU-minutes at the machine's speed of 2 December, 19 to 24
+at that of 3 December (most of it Airflow: ``airflow dags test``, a process for each of the ~16
+tasks a gate run starts, the scheduler and the API server; and the engines' load; the README
+has the census), so on two cores it cannot end much before half that however it is spread.
+The suite is bound by the CPU, not by the heavy chains: on 3 December each chain ended 590 to
+670 s into a 716-s suite (its first healthy run took 150 to 220 s; test_rest_trigger.py's, 100 s
+alone), the light modules filling the rest with both cores busy.
 Measured on 2 December 2026 (one run each): three groups on four processes, each chain about
 450 s, the suite 480 s; four groups on five processes, each chain about 330 s, the suite 409 s,
 the CPU busy about 90% of the run. Under a CPU quota of 1.5 cores (a machine a quarter
